@@ -1,0 +1,166 @@
+"""What the benchmarks share: servers started as subprocesses, and one load generator for all.
+
+The load generator is wrk when it is installed (``apt-get install wrk``), else an aiohttp client in
+this process; each benchmark uses the same one for its baseline and for Headwater, and reports
+ratios and medians of alternating rounds, since the machines are shared and noisy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+WRK_SCRIPT = """
+wrk.method = "{method}"
+wrk.body = '{body}'
+wrk.headers["Content-Type"] = "application/json"
+done = function(summary, latency, requests)
+  local bad = summary.errors.status + summary.errors.connect + summary.errors.read
+              + summary.errors.write + summary.errors.timeout
+  io.write(string.format("RESULT %d %d %d %d %d\\n", summary.requests, summary.duration,
+                         latency:percentile(50), latency:percentile(99), bad))
+end
+"""
+
+
+@dataclass
+class Run:
+    rps: float
+    p50_us: float
+    p99_us: float
+    errors: int
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{proc.args} did not come up") from None
+            time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def process(*argv: str, ready_url: str) -> Iterator[None]:
+    # Function logs are not what is measured: they go to /dev/null, as to a fast journal.
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_http(ready_url, proc)
+        yield
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@contextlib.contextmanager
+def raw_server() -> Iterator[str]:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    with process(sys.executable, str(ROOT / "bench" / "raw_server.py"), str(port),
+                 ready_url=f"{base}/urls/x/ready"):
+        yield base
+
+
+@contextlib.contextmanager
+def headwater(functions: str, files: dict[str, str], server: str = "") -> Iterator[str]:
+    """A daemon on a free port; ``functions`` is TOML whose code paths are folders of ``files``."""
+    with tempfile.TemporaryDirectory(prefix="hw-bench-") as tmp:
+        for name, source in files.items():
+            path = Path(tmp) / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(textwrap.dedent(source))
+        port = free_port()
+        config = Path(tmp) / "config.toml"
+        config.write_text(textwrap.dedent(f"""
+            [server]
+            listen = "127.0.0.1:{port}"
+            {server}
+            [metering]
+            path = "metering.jsonl"
+        """) + textwrap.dedent(functions))
+        base = f"http://127.0.0.1:{port}"
+        with process(sys.executable, "-m", "router", "serve", "--config", str(config),
+                     ready_url=f"{base}/healthz"):
+            yield base
+
+
+def load(url: str, concurrency: int, seconds: float, method: str = "POST",
+         body: str = "{}") -> Run:
+    if shutil.which("wrk"):
+        return _wrk(url, concurrency, seconds, method, body)
+    return asyncio.run(_aiohttp_load(url, concurrency, seconds, method, body))
+
+
+def _wrk(url: str, concurrency: int, seconds: float, method: str, body: str) -> Run:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
+        script.write(WRK_SCRIPT.format(method=method, body=body))
+        script.flush()
+        out = subprocess.run(
+            ["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s", "-s", script.name, url],
+            capture_output=True, text=True, check=True).stdout
+    line = next(x for x in out.splitlines() if x.startswith("RESULT"))
+    requests, duration_us, p50, p99, errors = map(int, line.split()[1:])
+    return Run(requests / (duration_us / 1e6), p50, p99, errors)
+
+
+async def _aiohttp_load(url: str, concurrency: int, seconds: float, method: str,
+                        body: str) -> Run:
+    import aiohttp
+
+    latencies: list[float] = []
+    errors = 0
+    stop = time.perf_counter() + seconds
+
+    async def client(session: aiohttp.ClientSession) -> None:
+        nonlocal errors
+        while time.perf_counter() < stop:
+            t0 = time.perf_counter()
+            async with session.request(method, url, data=body.encode()) as r:
+                await r.read()
+                errors += r.status >= 400
+            latencies.append(time.perf_counter() - t0)
+
+    started = time.perf_counter()
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as s:
+        await asyncio.gather(*(client(s) for _ in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    latencies.sort()
+    return Run(len(latencies) / elapsed, latencies[len(latencies) // 2] * 1e6,
+               latencies[int(len(latencies) * 0.99)] * 1e6, errors)
+
+
+def median_run(runs: list[Run]) -> Run:
+    return Run(statistics.median(r.rps for r in runs), statistics.median(r.p50_us for r in runs),
+               statistics.median(r.p99_us for r in runs), sum(r.errors for r in runs))
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+    return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|",
+                      *map(line, rows)])

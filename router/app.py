@@ -1,0 +1,37 @@
+"""The daemon's one HTTP server: the Lambda API, triggers, and the operations endpoints."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from router.awserror import aws_error
+from router.registry import Registry
+from sources import invoke_api
+from sources.invoke_api import REGISTRY
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    if request.app[REGISTRY].draining:
+        return web.json_response({"status": "draining"}, status=503)
+    return web.json_response({"status": "ready"})
+
+
+async def unknown_operation(request: web.Request) -> web.Response:
+    """Any other Lambda API path answers in AWS's shape, not aiohttp's HTML."""
+    return aws_error(404, "UnknownOperationException",
+                     f"Unknown operation: {request.method} {request.path}")
+
+
+def build_app(registry: Registry) -> web.Application:
+    # The body limit sits above Lambda's so that the Invoke API can answer 413 in AWS's shape.
+    app = web.Application(client_max_size=invoke_api.MAX_SYNC_PAYLOAD + 1)
+    app[REGISTRY] = registry
+    app.router.add_post("/2015-03-31/functions/{name}/invocations", invoke_api.invoke)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_route("*", r"/{version:20\d\d-\d\d-\d\d}/{rest:.*}", unknown_operation)
+    return app

@@ -1,0 +1,220 @@
+"""The daemon's configuration: ``config.toml`` decoded into one frozen tree of msgspec Structs.
+
+Decoding rejects unknown keys and out-of-range values; every error is reported as one line naming
+the key path and what was expected (``functions[1].timeout_s: expected an integer from 1 to 900,
+got "x"``). Relative paths resolve against the config file's folder. The environment may override
+the listen address and the paths (``HEADWATER_LISTEN``, ``HEADWATER_DATA_DIR``,
+``HEADWATER_METERING_PATH``); the command line overrides the environment.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sys
+import tomllib
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+import msgspec
+from msgspec import Meta, Struct
+
+
+class ConfigError(Exception):
+    """An invalid configuration; the message is the one line shown to the user."""
+
+
+def _int(lo: int, hi: int) -> Any:
+    return Annotated[int, Meta(ge=lo, le=hi, description=f"an integer from {lo} to {hi}")]
+
+
+def _number(lo: float) -> Any:
+    return Annotated[float, Meta(ge=lo, description=f"a number >= {lo}")]
+
+
+FunctionName = Annotated[str, Meta(
+    pattern=r"^[A-Za-z0-9_-]{1,64}$",
+    description="a name of 1 to 64 letters, digits, '-' or '_'")]
+Runtime = Annotated[str, Meta(
+    pattern=r"^python3\.\d+$", description='a runtime such as "python3.11"')]
+Handler = Annotated[str, Meta(
+    pattern=r"^[^\s]{1,128}$", description='a handler such as "app.handler" (module.function)')]
+
+
+class ServerConfig(Struct, frozen=True, forbid_unknown_fields=True):
+    listen: str = "127.0.0.1:9000"
+    data_dir: str = "var"
+    region: Annotated[str, Meta(pattern=r"^[a-z]{2}(-[a-z]+)+-\d$",
+                                description='an AWS region name such as "us-east-1"')] = "us-east-1"
+    account_id: Annotated[str, Meta(pattern=r"^\d{12}$",
+                                    description="a 12-digit account id")] = "000000000000"
+    shutdown_grace_s: _number(0) = 30.0
+    access_log: bool = False
+
+
+class MeteringConfig(Struct, frozen=True, forbid_unknown_fields=True):
+    path: str = "var/metering.jsonl"
+    price_per_gb_second: _number(0) = 0.0000166667
+    price_per_request: _number(0) = 0.0000002
+    rotate_bytes: _int(4096, 2**40) = 100 * 1024 * 1024
+    backups: _int(0, 1000) = 5
+
+
+class FunctionConfig(Struct, frozen=True, forbid_unknown_fields=True):
+    name: FunctionName
+    handler: Handler
+    code: str
+    # The router's own Python unless the function names another.
+    runtime: Runtime = f"python3.{sys.version_info.minor}"
+    memory_mb: _int(128, 10240) = 128
+    timeout_s: _int(1, 900) = 3
+    min_workers: _int(0, 1000) = 0
+    max_workers: _int(0, 1000) = 4
+    max_queue: _int(0, 100000) = 1000
+    keep_warm_s: _number(0) = 300.0
+    env: dict[str, str] = {}
+
+
+class Config(Struct, frozen=True, forbid_unknown_fields=True):
+    server: ServerConfig = ServerConfig()
+    metering: MeteringConfig = MeteringConfig()
+    functions: list[FunctionConfig] = []
+
+
+# --- loading ---------------------------------------------------------------------------------
+
+
+def load(path: str | Path, environ: Mapping[str, str] | None = None,
+         listen: str | None = None) -> Config:
+    """Read, validate and resolve a config file. Raises ``ConfigError``."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    return parse(raw, path.resolve().parent, environ or {}, listen)
+
+
+def parse(raw: dict[str, Any], base: Path, environ: Mapping[str, str],
+          listen: str | None = None) -> Config:
+    try:
+        config = msgspec.convert(raw, Config)
+    except msgspec.ValidationError as e:
+        raise ConfigError(explain(str(e), raw)) from None
+    server = msgspec.structs.replace(
+        config.server,
+        listen=listen or environ.get("HEADWATER_LISTEN") or config.server.listen,
+        data_dir=str(base / environ.get("HEADWATER_DATA_DIR", config.server.data_dir)))
+    metering = msgspec.structs.replace(
+        config.metering,
+        path=str(base / environ.get("HEADWATER_METERING_PATH", config.metering.path)))
+    functions = [msgspec.structs.replace(f, code=str(base / f.code)) for f in config.functions]
+    config = Config(server=server, metering=metering, functions=functions)
+    check(config)
+    return config
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    """``"127.0.0.1:9000"`` / ``"[::1]:9000"`` → host and port; ``ValueError`` otherwise."""
+    m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d{1,5})|([^:\[\]]+):(\d{1,5})", listen)
+    if not m:
+        raise ValueError(listen)
+    host, port = (m[1], m[2]) if m[1] else (m[3], m[4])
+    if not 0 <= int(port) <= 65535:
+        raise ValueError(listen)
+    return host, int(port)
+
+
+def check(config: Config) -> None:
+    """The rules a type cannot say: unique names, files that exist, consistent limits."""
+    try:
+        split_listen(config.server.listen)
+    except ValueError:
+        raise ConfigError(f"server.listen: expected HOST:PORT, got {json.dumps(config.server.listen)}"
+                          ) from None
+    seen: set[str] = set()
+    for i, f in enumerate(config.functions):
+        at = f"functions[{i}]"
+        if f.name in seen:
+            raise ConfigError(f"{at}.name: duplicate function name {json.dumps(f.name)}")
+        seen.add(f.name)
+        if shutil.which(f.runtime) is None:
+            raise ConfigError(f"{at}.runtime: {json.dumps(f.runtime)} was not found on PATH")
+        if not Path(f.code).is_dir():
+            raise ConfigError(f"{at}.code: {json.dumps(f.code)} is not a directory")
+        if f.min_workers > f.max_workers:
+            raise ConfigError(f"{at}.min_workers: expected at most max_workers ({f.max_workers}), "
+                              f"got {f.min_workers}")
+
+
+# --- error messages --------------------------------------------------------------------------
+
+_SIMPLE = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+_AT = re.compile(r"^(?P<what>.*?)(?: - at `\$(?P<path>.*)`)?$", re.S)
+_FIELD = re.compile(r"`(?P<field>[^`]+)`")
+_TOKEN = re.compile(r"\.([^.\[\]]+)|\[(\d+)\]")
+
+
+def explain(message: str, raw: Any) -> str:
+    """Turn msgspec's ``Expected `int`, got `str` - at `$.a[1].b``` into ``a[1].b: expected …``."""
+    m = _AT.match(message)
+    assert m is not None
+    what, path = m["what"], m["path"] or ""
+    tokens = [name if name is not None else int(index) for name, index in _TOKEN.findall(path)]
+    if what.startswith(("Object contains unknown field", "Object missing required field")):
+        field = _FIELD.search(what)
+        name = _dotted([*tokens, field["field"] if field else "?"])
+        problem = "unknown key" if "unknown" in what else "required key is missing"
+        return f"{name}: {problem}"
+    expected = describe(_type_at(Config, tokens))
+    got = _value_at(raw, tokens)
+    return f"{_dotted(tokens)}: expected {expected}, got {json.dumps(got, default=str)}"
+
+
+def _dotted(tokens: list[str | int]) -> str:
+    out = ""
+    for t in tokens:
+        out += f"[{t}]" if isinstance(t, int) else (f".{t}" if out else t)
+    return out or "(top level)"
+
+
+def _type_at(tp: Any, tokens: list[str | int]) -> Any:
+    for t in tokens:
+        base = typing.get_args(tp)[0] if typing.get_origin(tp) is Annotated else tp
+        if isinstance(base, type) and issubclass(base, Struct):
+            tp = typing.get_type_hints(base, include_extras=True).get(str(t), Any)
+        elif typing.get_origin(base) in (list, dict):
+            tp = typing.get_args(base)[-1]
+        else:
+            return Any
+    return tp
+
+
+def describe(tp: Any) -> str:
+    if typing.get_origin(tp) is Annotated:
+        base, *extras = typing.get_args(tp)
+        for meta in extras:
+            if isinstance(meta, Meta) and meta.description:
+                return meta.description
+        tp = base
+    if typing.get_origin(tp) is dict:
+        return f"a table of {describe(typing.get_args(tp)[1]).removeprefix('a ')}s"
+    if typing.get_origin(tp) is list:
+        return "an array"
+    if isinstance(tp, type) and issubclass(tp, Struct):
+        return "a table"
+    return _SIMPLE.get(tp, "a valid value")
+
+
+def _value_at(raw: Any, tokens: list[str | int]) -> Any:
+    for t in tokens:
+        try:
+            raw = raw[t]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return raw

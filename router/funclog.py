@@ -1,0 +1,59 @@
+"""A function's log: Lambda's START / END / REPORT lines around the function's own output.
+
+Every line goes to the daemon's log (stderr, so journald keeps it), prefixed with the function's name,
+and the function's output lines with the request id as well. A caller that asked for the tail
+(``X-Amz-Log-Type: Tail``) also gets the invocation's own log, unprefixed, as Lambda shows it.
+"""
+
+from __future__ import annotations
+
+from router.invocation import Invocation, Outcome
+from router.metering import billed_ms
+from router.sink import BatchWriter
+
+TAIL_BYTES = 4096
+
+
+class FunctionLog:
+    def __init__(self, writer: BatchWriter, function: str, memory_mb: int) -> None:
+        self.writer = writer
+        self.prefix = f"[{function}] ".encode()
+        self.memory_mb = memory_mb
+
+    # START is written lazily: before the function's first output, or with END and REPORT when it
+    # printed nothing (the common case), so that most invocations cost one buffered write.
+
+    def _start_line(self, inv: Invocation) -> bytes:
+        inv.log_started = True
+        return f"START RequestId: {inv.request_id} Version: $LATEST\n".encode()
+
+    def output(self, inv: Invocation | None, data: bytes) -> None:
+        """The function's own bytes; ``inv`` is None for output between invocations."""
+        if inv is not None and not inv.log_started:
+            self._emit(inv, self._start_line(inv))
+        tag = self.prefix + (inv.request_id.encode() if inv else b"-") + b"\t"
+        lines = data.splitlines(keepends=True)
+        if not lines[-1].endswith(b"\n"):
+            lines[-1] += b"\n"
+        self.writer.write(tag + tag.join(lines))
+        if inv is not None and inv.log is not None:
+            inv.log.append(data)
+
+    def end(self, inv: Invocation, outcome: Outcome) -> None:
+        rid = inv.request_id
+        report = (f"END RequestId: {rid}\nREPORT RequestId: {rid}\tDuration: {outcome.duration_ms:.2f} ms"
+                  f"\tBilled Duration: {billed_ms(outcome.duration_ms)} ms"
+                  f"\tMemory Size: {self.memory_mb} MB\tMax Memory Used: {outcome.max_memory_mb} MB")
+        if outcome.init_duration_ms is not None:
+            report += f"\tInit Duration: {outcome.init_duration_ms:.2f} ms"
+        if outcome.status == "timeout":
+            report += "\tStatus: timeout"
+        lines = report.encode() + b"\n"
+        self._emit(inv, lines if inv.log_started else self._start_line(inv) + lines)
+        if inv.log is not None:
+            outcome.log = b"".join(inv.log)[-TAIL_BYTES:]
+
+    def _emit(self, inv: Invocation, lines: bytes) -> None:
+        self.writer.write(self.prefix + lines.replace(b"\n", b"\n" + self.prefix, lines.count(b"\n") - 1))
+        if inv.log is not None:
+            inv.log.append(lines)

@@ -1,0 +1,87 @@
+"""One metering record per invocation attempt, as JSON lines (see the README for the fields)."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+
+import msgspec
+
+from router.config import MeteringConfig
+from router.invocation import Invocation, Outcome, Status
+from router.sink import RotatingFile
+
+
+class Record(msgspec.Struct):
+    request_id: str
+    function: str
+    version: str
+    source: str
+    invocation_type: str
+    start: str  # ISO 8601 UTC, microseconds: 2026-11-27T02:31:05.160406Z
+    end: str
+    duration_ms: float
+    billed_duration_ms: int
+    memory_mb: int
+    max_memory_used_mb: int
+    init_duration_ms: float | None
+    cold: bool
+    outcome: Status
+    error_type: str | None
+    worker_pid: int | None
+    cost_usd: float
+
+
+class _Clock:
+    """Formats epoch seconds as ISO 8601 UTC, reusing the text of the last whole second."""
+
+    __slots__ = ("_second", "_prefix")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def iso(self, t: float) -> str:
+        second = int(t)
+        if second != self._second:
+            self._second = second
+            self._prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        return f"{self._prefix}.{int((t - second) * 1e6):06d}Z"
+
+
+def billed_ms(duration_ms: float) -> int:
+    """Lambda bills in whole milliseconds, rounded up (a throttle runs nothing and bills nothing)."""
+    return math.ceil(round(duration_ms, 6))
+
+
+def cost_usd(memory_mb: int, billed: int, status: Status, config: MeteringConfig) -> float:
+    if status == "throttled":
+        return 0.0
+    return memory_mb / 1024 * billed / 1000 * config.price_per_gb_second + config.price_per_request
+
+
+class Meter:
+    """Builds records and appends them to the metering file in batches."""
+
+    def __init__(self, config: MeteringConfig) -> None:
+        self.config = config
+        self.file = RotatingFile(config.path, config.rotate_bytes, config.backups)
+        self._encoder = msgspec.json.Encoder()
+        self._clock = _Clock()
+
+    def record(self, function: str, memory_mb: int, inv: Invocation, outcome: Outcome,
+               end: float) -> None:
+        billed = billed_ms(outcome.duration_ms)
+        record = Record(
+            request_id=inv.request_id, function=function, version="$LATEST", source=inv.source,
+            invocation_type=inv.invocation_type,
+            start=self._clock.iso(end - outcome.duration_ms / 1000), end=self._clock.iso(end),
+            duration_ms=round(outcome.duration_ms, 3), billed_duration_ms=billed,
+            memory_mb=memory_mb, max_memory_used_mb=outcome.max_memory_mb,
+            init_duration_ms=outcome.init_duration_ms, cold=inv.cold, outcome=outcome.status,
+            error_type=outcome.error_type, worker_pid=outcome.worker_pid,
+            cost_usd=cost_usd(memory_mb, billed, outcome.status, self.config))
+        self.file.write(self._encoder.encode(record) + b"\n")
+
+    def close(self) -> None:
+        self.file.close()

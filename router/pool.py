@@ -1,0 +1,330 @@
+"""A function's queue and its workers: the router's side of running invocations.
+
+``submit`` hands an invocation to an idle worker at once (the warm path: no task, no timer, one
+pipe write) or queues it and lets the scaling policy start workers. Every way an invocation can
+end — result, function error, init error, timeout, crash, throttle, shutdown — passes through
+``_finish``, which writes the one metering record and the END/REPORT lines and resolves the future.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import shutil
+import signal
+import time
+from collections import deque
+from datetime import UTC, datetime
+
+import msgspec
+
+from router.config import Config, FunctionConfig
+from router.funclog import FunctionLog
+from router.invocation import Invocation, Outcome, Status
+from router.metering import Meter
+from router.scaling import Snapshot, plan
+from router.sink import BatchWriter
+from workers.process import INIT_FAILED, Worker, WorkerSpec
+from workers.protocol import Invoke, Result
+
+log = logging.getLogger("headwater.pool")
+
+INIT_TIMEOUT_S = 10.0  # Lambda's limit on the init phase
+INIT_RETRY_S = (1.0, 60.0)  # back-off between init attempts after a failure: first, most
+
+
+class Stats(msgspec.Struct):
+    invocations: int = 0
+    cold_starts: int = 0
+    throttles: int = 0
+    errors: int = 0
+
+
+class InitFailure(msgspec.Struct):
+    status: Status
+    error_type: str
+    error: dict[str, object]  # Lambda's error object, without its requestId
+    init_duration_ms: float
+    retry_at: float  # monotonic; until then, callers get this failure without a new attempt
+    backoff: float
+
+
+def worker_env(fn: FunctionConfig, config: Config, environ: dict[str, str]) -> dict[str, str]:
+    """The worker's whole environment: Lambda's variables and the function's own, nothing else.
+
+    The daemon's environment (which may hold secrets) is not inherited; only PATH is passed on,
+    so that the function's subprocesses find what the machine has.
+    """
+    reserved = {
+        "_HANDLER": fn.handler,
+        "AWS_REGION": config.server.region,
+        "AWS_DEFAULT_REGION": config.server.region,
+        "AWS_EXECUTION_ENV": f"AWS_Lambda_{fn.runtime}",
+        "AWS_LAMBDA_FUNCTION_NAME": fn.name,
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(fn.memory_mb),
+        "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+        "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
+        "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{fn.name}",
+        "LAMBDA_TASK_ROOT": fn.code,
+        "LANG": "C.UTF-8",
+        "TZ": "UTC",
+    }
+    base = {"PATH": environ.get("PATH", os.defpath)}
+    return base | fn.env | reserved
+
+
+def error_object(error_type: str, message: str) -> bytes:
+    return json.dumps({"errorMessage": message, "errorType": error_type}).encode()
+
+
+class FunctionPool:
+    def __init__(self, fn: FunctionConfig, config: Config, meter: Meter, logs: BatchWriter,
+                 environ: dict[str, str]) -> None:
+        self.config = fn
+        self.arn = f"arn:aws:lambda:{config.server.region}:{config.server.account_id}:function:{fn.name}"
+        python = shutil.which(fn.runtime, path=environ.get("PATH"))
+        self.spec = WorkerSpec(python=python or fn.runtime, env=worker_env(fn, config, environ),
+                               cwd=fn.code)
+        self.meter = meter
+        self.log = FunctionLog(logs, fn.name, fn.memory_mb)
+        self.stats = Stats()
+        self.workers: set[Worker] = set()
+        self.starting: set[Worker] = set()
+        self.idle: list[Worker] = []  # oldest-idle first; taken from the end, so the warmest
+        self.queue: deque[Invocation] = deque()
+        self.failure: InitFailure | None = None
+        self.closing = False
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # --- intake ----------------------------------------------------------------------------
+
+    def submit(self, inv: Invocation) -> None:
+        if self.idle:
+            self._run(self.idle.pop(), inv)
+            return
+        now = time.monotonic()
+        if self.config.max_workers == 0 or len(self.queue) >= self.config.max_queue or self.closing:
+            self._throttle(inv)
+            return
+        if self.failure is not None and now < self.failure.retry_at and not self.workers:
+            self._fail_init(inv, self.failure)
+            return
+        self.queue.append(inv)
+        if len(self.workers) < self.config.max_workers:  # else there is nothing to decide
+            self.scale(now)
+
+    def _run(self, worker: Worker, inv: Invocation) -> None:
+        inv.started = time.monotonic()
+        inv.cold = worker.invocations == 0
+        deadline_ms = int((time.time() + self.config.timeout_s) * 1000)
+        message = Invoke(request_id=inv.request_id, deadline_ms=deadline_ms, arn=self.arn,
+                         payload=msgspec.Raw(inv.payload),
+                         client_context=msgspec.Raw(inv.client_context) if inv.client_context else None)
+        worker.invoke(inv, message, inv.started + self.config.timeout_s)
+
+    def _next(self, worker: Worker) -> None:
+        """A worker is free: give it the next queued invocation, or park it."""
+        if self.queue and not self.closing:
+            self._run(worker, self.queue.popleft())
+        elif self.closing:
+            worker.stop()
+        else:
+            worker.idle_since = time.monotonic()
+            self.idle.append(worker)
+
+    # --- outcomes --------------------------------------------------------------------------
+
+    def _finish(self, inv: Invocation, outcome: Outcome) -> None:
+        stats = self.stats
+        stats.invocations += 1
+        if outcome.status == "throttled":
+            stats.throttles += 1
+        else:
+            if inv.cold:
+                stats.cold_starts += 1
+            if outcome.status != "success":
+                stats.errors += 1
+            self.log.end(inv, outcome)
+        self.meter.record(self.config.name, self.config.memory_mb, inv, outcome, time.time())
+        if not inv.future.done():
+            inv.future.set_result(outcome)
+
+    def _throttle(self, inv: Invocation) -> None:
+        self._finish(inv, Outcome("throttled", b"", "TooManyRequestsException"))
+
+    def _fail_init(self, inv: Invocation, failure: InitFailure) -> None:
+        inv.cold = True
+        body = json.dumps(failure.error | {"requestId": inv.request_id}).encode()
+        self._finish(inv, Outcome(failure.status, body, failure.error_type,
+                                  init_duration_ms=failure.init_duration_ms))
+
+    def _worker_failure(self, worker: Worker, returncode: int) -> Outcome:
+        inv = worker.job
+        assert isinstance(inv, Invocation)
+        elapsed_ms = (time.monotonic() - inv.started) * 1000
+        init_ms = worker.init_duration_ms if inv.cold else None
+        if worker.timed_out:
+            message = (f"RequestId: {inv.request_id} Error: "
+                       f"Task timed out after {self.config.timeout_s:.2f} seconds")
+            return Outcome("timeout", error_object("Sandbox.Timedout", message), "Sandbox.Timedout",
+                           elapsed_ms, init_duration_ms=init_ms, worker_pid=worker.pid)
+        message = f"RequestId: {inv.request_id} Error: Runtime exited with error: {exit_text(returncode)}"
+        return Outcome("crash", error_object("Runtime.ExitError", message), "Runtime.ExitError",
+                       elapsed_ms, init_duration_ms=init_ms, worker_pid=worker.pid)
+
+    # --- the workers' side (workers.process.Listener) --------------------------------------
+
+    def worker_ready(self, worker: Worker) -> None:
+        self.starting.discard(worker)
+        self.failure = None
+        self._next(worker)
+
+    def worker_result(self, worker: Worker, result: Result) -> None:
+        inv = worker.job
+        assert isinstance(inv, Invocation)
+        worker.job = None
+        self._finish(inv, Outcome(
+            "success" if result.ok else "error", bytes(result.payload), result.error_type,
+            result.duration_ms, result.max_memory_mb,
+            worker.init_duration_ms if inv.cold else None, worker.pid))
+        self._next(worker)
+
+    def worker_output(self, worker: Worker, data: bytes) -> None:
+        job = worker.job
+        self.log.output(job if isinstance(job, Invocation) else None, data)
+
+    def worker_init_failed(self, worker: Worker, error_type: str, payload: bytes) -> None:
+        self.starting.discard(worker)
+        error = json.loads(payload)
+        error.pop("requestId", None)
+        self._init_failed("error", error_type, error, worker.init_duration_ms)
+
+    def worker_exited(self, worker: Worker, returncode: int) -> None:
+        self.workers.discard(worker)
+        if worker in self.idle:
+            self.idle.remove(worker)
+        if worker in self.starting:  # died before it was ready, without saying why
+            self.starting.discard(worker)
+            init_ms = (time.monotonic() - worker.spawned) * 1000
+            if worker.timed_out:
+                self._init_failed("timeout", "Sandbox.Timedout", {
+                    "errorMessage": f"Init timed out after {INIT_TIMEOUT_S:.2f} seconds",
+                    "errorType": "Sandbox.Timedout"}, init_ms)
+            else:
+                self._init_failed("crash", "Runtime.ExitError", {
+                    "errorMessage": f"Runtime exited with error: {exit_text(returncode)}",
+                    "errorType": "Runtime.ExitError"}, init_ms)
+        elif worker.job is not None:
+            inv = worker.job
+            assert isinstance(inv, Invocation)
+            self._finish(inv, self._worker_failure(worker, returncode))
+            worker.job = None
+        elif returncode not in (0, INIT_FAILED, -signal.SIGKILL) and not self.closing:
+            log.warning("%s: idle worker %d exited: %s", self.config.name, worker.pid,
+                        exit_text(returncode))
+        self.scale(time.monotonic())
+
+    def _init_failed(self, status: Status, error_type: str, error: dict[str, object],
+                     init_ms: float) -> None:
+        backoff = INIT_RETRY_S[0] if self.failure is None else min(self.failure.backoff * 2,
+                                                                    INIT_RETRY_S[1])
+        self.failure = InitFailure(status, error_type, error, init_ms,
+                                   time.monotonic() + backoff, backoff)
+        log.warning("%s: init failed (%s); next attempt in %.0f s", self.config.name, error_type,
+                    backoff)
+        if not any(w.state in ("idle", "busy", "starting") for w in self.workers):
+            # Nothing can serve the queue: each waiting caller gets the init error, as on Lambda.
+            while self.queue:
+                self._fail_init(self.queue.popleft(), self.failure)
+
+    # --- scaling and deadlines -------------------------------------------------------------
+
+    def scale(self, now: float) -> None:
+        if self.closing:
+            return
+        busy = len(self.workers) - len(self.starting) - len(self.idle)
+        decision = plan(Snapshot(
+            queued=len(self.queue), busy=busy, starting=len(self.starting),
+            idle_since=tuple(w.idle_since for w in self.idle),
+            min_workers=self.config.min_workers, max_workers=self.config.max_workers,
+            keep_warm_s=self.config.keep_warm_s, now=now))
+        if decision.stop:
+            stopping = [self.idle[i] for i in decision.stop]
+            self.idle = [w for w in self.idle if w not in stopping]
+            for w in stopping:
+                w.stop()
+        if decision.start and self.failure is not None and now < self.failure.retry_at \
+                and not self.queue:
+            return  # the floor waits out the init back-off; queued callers may try again
+        for _ in range(decision.start):
+            self._spawn(now)
+
+    def _spawn(self, now: float) -> None:
+        worker = Worker(self)
+        self.workers.add(worker)
+        self.starting.add(worker)
+        stream = f"{datetime.now(UTC):%Y/%m/%d}/[$LATEST]{os.urandom(16).hex()}"
+        spec = msgspec.structs.replace(self.spec, env=self.spec.env | {
+            "AWS_LAMBDA_LOG_STREAM_NAME": stream})
+        task = asyncio.ensure_future(self._start(worker, spec, now + INIT_TIMEOUT_S))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _start(self, worker: Worker, spec: WorkerSpec, deadline: float) -> None:
+        try:
+            await worker.start(spec, deadline)
+        except OSError as e:
+            self.workers.discard(worker)
+            self.starting.discard(worker)
+            self._init_failed("crash", "Runtime.InvalidEntrypoint", {
+                "errorMessage": f"cannot start {spec.python}: {e.strerror}",
+                "errorType": "Runtime.InvalidEntrypoint"}, 0.0)
+
+    def check_deadlines(self, now: float) -> None:
+        for worker in self.workers:
+            if worker.state in ("busy", "starting") and now >= worker.deadline \
+                    and not worker.timed_out:
+                worker.timed_out = True
+                worker.kill()
+
+    # --- shutdown --------------------------------------------------------------------------
+
+    @property
+    def busy(self) -> int:
+        return len(self.workers) - len(self.starting) - len(self.idle)
+
+    def close(self) -> None:
+        """Stop taking work; what is queued is turned away, what runs may finish."""
+        self.closing = True
+        while self.queue:
+            inv = self.queue.popleft()
+            self._finish(inv, Outcome("throttled", b"", "ServiceUnavailable"))
+        for worker in self.idle:
+            worker.stop()
+        self.idle.clear()
+
+    async def stopped(self) -> None:
+        """Wait until every worker has exited (callers bound this with a timeout)."""
+        while self.workers or self._tasks:
+            await asyncio.sleep(0.01)
+
+    def kill_all(self) -> None:
+        for worker in self.workers:
+            worker.kill()
+
+
+def exit_text(returncode: int) -> str:
+    """``exit status 3`` / ``signal: killed``, as Lambda words a runtime's exit."""
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = str(-returncode)
+        return f"signal: {SIGNAL_WORDS.get(name, name.lower())}"
+    return f"exit status {returncode}"
+
+
+SIGNAL_WORDS = {"SIGKILL": "killed", "SIGTERM": "terminated", "SIGSEGV": "segmentation fault",
+                "SIGABRT": "aborted", "SIGBUS": "bus error", "SIGINT": "interrupt"}

@@ -1,0 +1,84 @@
+"""The functions this daemon serves, by name, and the tick that enforces deadlines and keep-warm."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import time
+from collections.abc import Mapping
+
+from router.config import Config
+from router.metering import Meter
+from router.pool import FunctionPool
+from router.sink import BatchWriter
+
+TICK_S = 0.02  # deadline precision: a timed-out invocation is killed at most this late
+SCALE_EVERY = 25  # ticks between keep-warm checks (0.5 s)
+LOG_FLUSH_S = 0.05
+
+# name, name:qualifier, arn:aws:lambda:REGION:ACCOUNT:function:name[:qualifier],
+# ACCOUNT:function:name[:qualifier] — the forms Lambda's FunctionName accepts.
+_FUNCTION_NAME = re.compile(
+    r"(?:arn:aws[a-zA-Z-]*:lambda:[a-z0-9-]+:\d{12}:function:|\d{12}:function:)?"
+    r"(?P<name>[a-zA-Z0-9_-]{1,64})(?::(?P<qualifier>\$LATEST|[a-zA-Z0-9_-]{1,128}))?")
+
+
+def parse_function_name(text: str) -> tuple[str, str | None] | None:
+    """Split a FunctionName parameter into name and qualifier; None if it is not one."""
+    m = _FUNCTION_NAME.fullmatch(text)
+    return (m["name"], m["qualifier"]) if m else None
+
+
+class Registry:
+    def __init__(self, config: Config, environ: Mapping[str, str]) -> None:
+        self.config = config
+        self.meter = Meter(config.metering)
+        self.loop = asyncio.get_running_loop()
+        self.logs = BatchWriter(2, delay=LOG_FLUSH_S)  # function logs share the daemon's stderr
+        env = dict(environ)
+        self.pools = {f.name: FunctionPool(f, config, self.meter, self.logs, env)
+                      for f in config.functions}
+        self.draining = False
+        self._ticker: asyncio.Task[None] | None = None
+
+    def lookup(self, name: str) -> FunctionPool | None:
+        return self.pools.get(name)
+
+    def start(self) -> None:
+        now = time.monotonic()
+        for pool in self.pools.values():
+            pool.scale(now)  # start the warm floor (min_workers)
+        self._ticker = asyncio.create_task(self._tick())
+
+    async def _tick(self) -> None:
+        n = 0
+        while True:
+            await asyncio.sleep(TICK_S)
+            now = time.monotonic()
+            n += 1
+            for pool in self.pools.values():
+                pool.check_deadlines(now)
+                if n % SCALE_EVERY == 0:
+                    pool.scale(now)
+
+    async def close(self, grace_s: float) -> None:
+        """Drain: refuse new work, let running invocations finish within ``grace_s``, then kill."""
+        self.draining = True
+        for pool in self.pools.values():
+            pool.close()
+        waiting = asyncio.gather(*(p.stopped() for p in self.pools.values()))
+        try:
+            await asyncio.wait_for(waiting, grace_s)
+        except TimeoutError:
+            for pool in self.pools.values():
+                pool.kill_all()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    asyncio.gather(*(p.stopped() for p in self.pools.values())), 5.0)
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+        self.logs.flush()
+        self.meter.close()

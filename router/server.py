@@ -1,0 +1,67 @@
+"""The daemon's lifecycle: bind, serve, and on SIGTERM drain within a bound, then exit 0."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Mapping
+
+from aiohttp import web
+
+from router import systemd
+from router.app import build_app
+from router.config import Config, split_listen
+from router.registry import Registry
+
+log = logging.getLogger("headwater")
+
+HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class Lifecycle:
+    """Signal handlers only record the signal; ``serve`` acts on it (a second one forces exit)."""
+
+    def __init__(self) -> None:
+        self.stop = asyncio.Event()
+        self.forced = False
+
+    def handle(self, signum: int) -> None:
+        if self.stop.is_set():
+            self.forced = True
+            raise SystemExit(1)
+        self.stop.set()
+
+
+async def serve(config: Config, environ: Mapping[str, str]) -> int:
+    loop = asyncio.get_running_loop()
+    life = Lifecycle()
+    for signum in HANDLED_SIGNALS:
+        loop.add_signal_handler(signum, life.handle, signum)
+    registry = Registry(config, environ)
+    registry.start()
+    runner = web.AppRunner(build_app(registry), handle_signals=False,
+                           access_log=log if config.server.access_log else None)
+    await runner.setup()
+    host, port = split_listen(config.server.listen)
+    grace = config.server.shutdown_grace_s
+    site = web.TCPSite(runner, host, port, shutdown_timeout=grace, reuse_address=True)
+    try:
+        await site.start()
+    except OSError as e:
+        log.error("cannot listen on %s: %s", config.server.listen, e.strerror)
+        await runner.cleanup()
+        await registry.close(0)
+        return 1
+    bound = runner.addresses[0]
+    log.info("Headwater listening on http://%s:%d with %d function(s)",
+             host, bound[1], len(registry.pools))
+    systemd.notify(environ, "READY=1")
+    await life.stop.wait()
+    log.info("draining: finishing in-flight invocations (up to %.0f s)", grace)
+    systemd.notify(environ, "STOPPING=1")
+    registry.draining = True
+    await runner.cleanup()  # stops listening, then waits for requests in flight
+    await registry.close(grace)
+    log.info("stopped")
+    return 0

@@ -1,0 +1,124 @@
+"""The Lambda Invoke API as an event source: ``POST /2015-03-31/functions/{name}/invocations``.
+
+The request body is the payload; it is checked to be JSON without being decoded and goes to the
+worker as the same bytes. The outcome comes back in Lambda's shapes: 200 with the result, or 200 with
+``X-Amz-Function-Error: Unhandled`` and the error object; request errors as AWS error responses.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+import msgspec
+from aiohttp import web
+
+from router.awserror import aws_error
+from router.invocation import Invocation
+from router.registry import Registry, parse_function_name
+
+MAX_SYNC_PAYLOAD = 6 * 1024 * 1024  # 6,291,456 bytes: Lambda's limit on a synchronous request
+MAX_CLIENT_CONTEXT = 3583  # bytes of base64, as Lambda allows
+INVOCATION_TYPES = {"RequestResponse", "Event", "DryRun"}
+
+REGISTRY = web.AppKey("registry", Registry)
+
+
+def is_json(body: bytes) -> bool:
+    """Whether ``body`` is one well-formed JSON value, checked without building it."""
+    try:
+        msgspec.json.decode(body, type=msgspec.Raw)
+    except msgspec.DecodeError:
+        return False
+    # The skip above does not check the bytes of strings; the worker decodes them as UTF-8.
+    if not body.isascii():
+        try:
+            body.decode()
+        except UnicodeDecodeError:
+            return False
+    return True
+
+
+def client_context(header: str) -> bytes | None:
+    """The ``X-Amz-Client-Context`` header (base64 of a JSON object) as JSON bytes, or None."""
+    if len(header) > MAX_CLIENT_CONTEXT:
+        return None
+    try:
+        raw = base64.b64decode(header, validate=True)
+        decoded = msgspec.json.decode(raw)
+    except (binascii.Error, msgspec.DecodeError, ValueError):
+        return None
+    return raw if isinstance(decoded, dict) else None
+
+
+def too_large() -> web.Response:
+    return aws_error(413, "RequestTooLargeException",
+                     f"Request must be smaller than {MAX_SYNC_PAYLOAD} bytes for the "
+                     "InvokeFunction operation")
+
+
+async def invoke(request: web.Request) -> web.Response:
+    registry = request.app[REGISTRY]
+    text = request.match_info["name"]
+    parsed = parse_function_name(text)
+    pool = registry.lookup(parsed[0]) if parsed else None
+    qualifier = request.query.get("Qualifier") or (parsed[1] if parsed else None)
+    if pool is None or qualifier not in (None, "$LATEST"):
+        arn = pool.arn if pool else f"function:{text}"
+        return aws_error(404, "ResourceNotFoundException",
+                         f"Function not found: {arn}" + (f":{qualifier}" if qualifier else ""))
+    headers = request.headers
+    invocation_type = headers.get("X-Amz-Invocation-Type", "RequestResponse")
+    if invocation_type not in INVOCATION_TYPES:
+        return aws_error(400, "InvalidParameterValueException",
+                         f"Unsupported invocation type {invocation_type!r}: expected "
+                         "RequestResponse, Event or DryRun")
+    log_type = headers.get("X-Amz-Log-Type", "None")
+    if log_type not in ("None", "Tail"):
+        return aws_error(400, "InvalidParameterValueException",
+                         f"Unsupported log type {log_type!r}: expected None or Tail")
+    length = request.content_length
+    if length is not None and length > MAX_SYNC_PAYLOAD:
+        return too_large()
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return too_large()
+    if len(body) > MAX_SYNC_PAYLOAD:
+        return too_large()
+    if not body:
+        body = b"{}"  # Lambda hands a function with no payload an empty object
+    elif not is_json(body):
+        return aws_error(400, "InvalidRequestContentException",
+                         "Could not parse request body into json: the payload is not valid JSON")
+    context = None
+    if "X-Amz-Client-Context" in headers:
+        context = client_context(headers["X-Amz-Client-Context"])
+        if context is None:
+            return aws_error(400, "InvalidRequestContentException",
+                             "Client context must be a valid Base64-encoded JSON object of at most "
+                             f"{MAX_CLIENT_CONTEXT} bytes")
+    if invocation_type == "DryRun":
+        return web.Response(status=204, headers={"X-Amz-Executed-Version": "$LATEST"})
+    if invocation_type == "Event":
+        return aws_error(400, "InvalidParameterValueException",
+                         "InvocationType Event (asynchronous invocation) is not supported by this "
+                         "Headwater version yet; use RequestResponse")
+    if registry.draining:
+        return aws_error(503, "ServiceException", "Headwater is shutting down",
+                         headers={"Retry-After": "1"})
+    inv = Invocation(body, registry.loop.create_future(), source="invoke",
+                     client_context=context, want_log=log_type == "Tail")
+    pool.submit(inv)
+    outcome = await inv.future
+    out_headers = {"X-Amz-Executed-Version": "$LATEST", "x-amzn-RequestId": inv.request_id}
+    if outcome.status == "throttled":
+        reason = ("ReservedFunctionConcurrentInvocationLimitExceeded"
+                  if pool.config.max_workers == 0 else "ConcurrentInvocationLimitExceeded")
+        return aws_error(429, "TooManyRequestsException", "Rate Exceeded.", Reason=reason,
+                         headers={"Retry-After": "1", "x-amzn-RequestId": inv.request_id})
+    if outcome.function_error:
+        out_headers["X-Amz-Function-Error"] = "Unhandled"
+    if outcome.log is not None:
+        out_headers["X-Amz-Log-Result"] = base64.b64encode(outcome.log).decode()
+    return web.Response(body=outcome.payload, headers=out_headers, content_type="application/json")

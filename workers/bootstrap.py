@@ -1,0 +1,300 @@
+"""The Python runtime: the program that runs inside a worker process.
+
+Started by the router as ``pythonX.Y -I bootstrap.py IN_FD OUT_FD``. It imports the handler named by
+``_HANDLER`` from ``LAMBDA_TASK_ROOT`` once, reports ``ready`` (or ``init_error``), then serves one
+invocation at a time until its input channel closes.
+
+This file must run under any ``pythonX.Y`` a function names, not only the router's own interpreter,
+so it uses the standard library only (msgspec and friends are compiled for the router's Python) and
+is a single file: ``-I`` keeps its folder off ``sys.path``, so nothing of Headwater can shadow or be
+shadowed by the function's own modules. The frames it writes are the JSON forms of the Structs in
+``workers/protocol.py``; the event payload is inlined in the frame as raw JSON, so one ``json.loads``
+decodes both and the router never touches it.
+"""
+
+from __future__ import annotations
+
+import decimal
+import fcntl
+import importlib
+import json
+import logging
+import os
+import resource
+import struct
+import sys
+import termios
+import time
+import traceback
+
+HEADER = struct.Struct(">I")
+READ_SIZE = 1 << 16
+INIT_FAILED = 3  # exit status after an init error: the router does not count it as a crash
+
+
+class Fault(Exception):
+    """An error of the runtime itself (not the handler), in Lambda's ``Runtime.*`` vocabulary."""
+
+    def __init__(self, error_type: str, message: str, stack: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.error_type = error_type
+        self.message = message
+        self.stack = stack or []
+
+
+# --- the handler -----------------------------------------------------------------------------
+
+
+def load_handler(spec: str):
+    """Import ``module.function`` (``pkg/mod.function`` and ``pkg.mod.function`` too)."""
+    try:
+        modname, fname = spec.rsplit(".", 1)
+    except ValueError as e:
+        raise Fault("Runtime.MalformedHandlerName", f"Bad handler '{spec}': {e}") from None
+    modname = modname.replace("/", ".")
+    if modname.split(".")[0] in sys.builtin_module_names:
+        raise Fault(
+            "Runtime.BuiltInModuleConflict",
+            f"Cannot use built-in module {modname} as a handler module",
+        )
+    try:
+        module = importlib.import_module(modname)
+    except SyntaxError as e:
+        raise Fault("Runtime.UserCodeSyntaxError", f"Syntax error in module '{modname}': {e}",
+                    _stack(e)) from None
+    except ImportError as e:
+        raise Fault("Runtime.ImportModuleError", f"Unable to import module '{modname}': {e}") from None
+    except Exception as e:
+        raise Fault(type(e).__name__, str(e), _stack(e)) from None
+    handler = getattr(module, fname, None)
+    if handler is None:
+        raise Fault("Runtime.HandlerNotFound", f"Handler '{fname}' missing on module '{modname}'")
+    return handler
+
+
+def _stack(e: BaseException) -> list[str]:
+    """The traceback's frames as Lambda lists them, with this file's own frames left out."""
+    frames = [f for f in traceback.extract_tb(e.__traceback__) if f.filename != __file__]
+    return traceback.format_list(frames)
+
+
+def error_body(error_type: str, message: str, stack: list[str], request_id: str = "") -> bytes:
+    body = {"errorMessage": message, "errorType": error_type, "requestId": request_id,
+            "stackTrace": stack}
+    return json.dumps(body).encode()
+
+
+# --- the context -----------------------------------------------------------------------------
+
+
+class CognitoIdentity:
+    __slots__ = ("cognito_identity_id", "cognito_identity_pool_id")
+
+    def __init__(self) -> None:
+        self.cognito_identity_id = None
+        self.cognito_identity_pool_id = None
+
+
+class Client:
+    __slots__ = ("installation_id", "app_title", "app_version_name", "app_version_code",
+                 "app_package_name")
+
+    def __init__(self, fields: dict) -> None:
+        for name in self.__slots__:
+            setattr(self, name, fields.get(name))
+
+
+class ClientContext:
+    __slots__ = ("client", "custom", "env")
+
+    def __init__(self, fields: dict) -> None:
+        client = fields.get("client")
+        self.client = Client(client) if isinstance(client, dict) else None
+        self.custom = fields.get("custom")
+        self.env = fields.get("env")
+
+
+class LambdaContext:
+    """The ``context`` argument, with the attributes of Lambda's Python runtime."""
+
+    def __init__(self, request_id: str, deadline_ms: int, arn: str, client_context: dict | None,
+                 environ: dict) -> None:
+        self.aws_request_id = request_id
+        self.invoked_function_arn = arn
+        self.function_name = environ["AWS_LAMBDA_FUNCTION_NAME"]
+        self.function_version = environ["AWS_LAMBDA_FUNCTION_VERSION"]
+        self.memory_limit_in_mb = environ["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"]
+        self.log_group_name = environ["AWS_LAMBDA_LOG_GROUP_NAME"]
+        self.log_stream_name = environ["AWS_LAMBDA_LOG_STREAM_NAME"]
+        self.identity = CognitoIdentity()
+        self.client_context = ClientContext(client_context) if client_context is not None else None
+        self.tenant_id = None
+        self._deadline_ms = deadline_ms
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, self._deadline_ms - int(time.time() * 1000))
+
+    def __repr__(self) -> str:
+        return (f"LambdaContext([aws_request_id={self.aws_request_id},"
+                f"function_name={self.function_name},function_version={self.function_version},"
+                f"invoked_function_arn={self.invoked_function_arn}])")
+
+
+# --- logging ---------------------------------------------------------------------------------
+
+
+class RequestIdFilter(logging.Filter):
+    """Stamps each record with the current request id, as Lambda's log format shows it."""
+
+    request_id = ""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.aws_request_id = self.request_id
+        return True
+
+
+def configure_logging(request_ids: RequestIdFilter) -> None:
+    # Lambda's runtime gives the root logger a handler, so `logger.setLevel(INFO); logger.info()`
+    # prints; without one Python would drop everything below WARNING.
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter(
+        "[%(levelname)s]\t%(asctime)s.%(msecs)03dZ\t%(aws_request_id)s\t%(message)s\n",
+        "%Y-%m-%dT%H:%M:%S"))
+    handler.formatter.converter = time.gmtime
+    handler.addFilter(request_ids)
+    logging.getLogger().addHandler(handler)
+
+
+# --- the channel -----------------------------------------------------------------------------
+
+
+class Channel:
+    """Length-prefixed frames over a pair of pipe file descriptors, blocking."""
+
+    def __init__(self, in_fd: int, out_fd: int) -> None:
+        self.in_fd = in_fd
+        self.out_fd = out_fd
+        self.buf = bytearray()
+
+    def recv(self) -> bytes | None:
+        while True:
+            if len(self.buf) >= 4:
+                (size,) = HEADER.unpack_from(self.buf)
+                if len(self.buf) >= 4 + size:
+                    frame = bytes(self.buf[4:4 + size])
+                    del self.buf[:4 + size]
+                    return frame
+            chunk = os.read(self.in_fd, READ_SIZE)
+            if not chunk:
+                return None
+            self.buf += chunk
+
+    def send(self, body: bytes) -> None:
+        view = memoryview(HEADER.pack(len(body)) + body)
+        while view:
+            view = view[os.write(self.out_fd, view):]
+
+
+def output_pending() -> bool:
+    """Whether bytes the function wrote to stdout/stderr still sit unread in the output pipe.
+
+    The router drains that pipe before it closes the invocation only when this says so: the common
+    case (nothing printed, or already read) costs it no extra system call.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # the function closed or replaced its stream: not our failure
+            pass
+    pending = bytearray(4)
+    try:
+        fcntl.ioctl(1, termios.FIONREAD, pending)
+    except OSError:
+        return True
+    return pending != b"\0\0\0\0"
+
+
+def max_rss_mb() -> int:
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss + 1023) // 1024
+
+
+def _decimal(o):
+    if isinstance(o, decimal.Decimal):
+        return int(o) if o == o.to_integral_value() else float(o)
+    raise TypeError(f"Object of type {type(o).__name__} is not JSON serializable")
+
+
+# --- the loop --------------------------------------------------------------------------------
+
+
+def result_frame(ok: bool, payload: bytes, error_type: str | None, duration_ms: float) -> bytes:
+    # Formatted by hand: json.dumps of the header dict costs as much as the rest of an invocation.
+    head = (f'{{"type":"result","ok":{"true" if ok else "false"},'
+            f'"error_type":{json.dumps(error_type) if error_type else "null"},'
+            f'"duration_ms":{duration_ms!r},"max_memory_mb":{max_rss_mb()},'
+            f'"output_pending":{"true" if output_pending() else "false"},"payload":')
+    return head.encode() + payload + b"}"
+
+
+def invoke(handler, message: dict, environ: dict, request_ids: RequestIdFilter) -> bytes:
+    request_id = message["request_id"]
+    request_ids.request_id = request_id
+    trace_id = message.get("trace_id")
+    if trace_id:
+        os.environ["_X_AMZN_TRACE_ID"] = trace_id
+    else:
+        os.environ.pop("_X_AMZN_TRACE_ID", None)
+    context = LambdaContext(request_id, message["deadline_ms"], message["arn"],
+                            message.get("client_context"), environ)
+    started = time.perf_counter()
+    try:
+        result = handler(message["payload"], context)
+    except Exception as e:
+        duration_ms = (time.perf_counter() - started) * 1000
+        stack = _stack(e)
+        print(f"[ERROR] {type(e).__name__}: {e}\nTraceback (most recent call last):\n"
+              + "".join(stack), end="", file=sys.stdout)
+        return result_frame(False, error_body(type(e).__name__, str(e), stack, request_id),
+                            type(e).__name__, duration_ms)
+    duration_ms = (time.perf_counter() - started) * 1000
+    try:
+        payload = json.dumps(result, default=_decimal, allow_nan=False).encode()
+    except (TypeError, ValueError, RecursionError) as e:
+        body = error_body("Runtime.MarshalError", f"Unable to marshal response: {e}", [], request_id)
+        return result_frame(False, body, "Runtime.MarshalError", duration_ms)
+    return result_frame(True, payload, None, duration_ms)
+
+
+def prepare_process(environ: dict) -> None:
+    task_root = environ["LAMBDA_TASK_ROOT"]
+    extra = [p for p in environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    sys.path[:0] = [task_root, *extra]
+    os.chdir(task_root)
+
+
+def main(argv: list[str]) -> int:
+    channel = Channel(int(argv[1]), int(argv[2]))
+    # Subprocesses the handler starts must not inherit the channel.
+    os.set_inheritable(channel.in_fd, False)
+    os.set_inheritable(channel.out_fd, False)
+    environ = dict(os.environ)
+    prepare_process(environ)
+    request_ids = RequestIdFilter()
+    configure_logging(request_ids)
+    try:
+        handler = load_handler(environ["_HANDLER"])
+    except Fault as f:
+        channel.send(json.dumps({"type": "init_error", "error_type": f.error_type}).encode()[:-1]
+                     + b', "payload": ' + error_body(f.error_type, f.message, f.stack) + b"}")
+        return INIT_FAILED
+    output_pending()
+    channel.send(b'{"type": "ready"}')
+    while True:
+        frame = channel.recv()
+        if frame is None:
+            return 0
+        channel.send(invoke(handler, json.loads(frame), environ, request_ids))
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

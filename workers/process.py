@@ -1,0 +1,218 @@
+"""One worker process as the router sees it: spawn it, send it invocations, hear what it says.
+
+A worker gets three pipes: one for frames from the router, one for frames to the router, and one
+that is both its stdout and its stderr. The frame pipes are file descriptors of their own, so nothing
+the function prints can reach them. The router's ends are non-blocking and read with
+``loop.add_reader``; a frame that does not fit in the pipe at once is finished by ``add_writer``.
+Everything the worker says is passed to its ``Listener``; this module decides nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Protocol
+
+import msgspec
+
+from workers import protocol
+from workers.protocol import InitError, Ready, Result
+
+BOOTSTRAP = str(Path(__file__).with_name("bootstrap.py"))
+READ_SIZE = 1 << 16  # 64 KiB: larger reads allocate a larger buffer on every call
+INIT_FAILED = 3  # bootstrap.INIT_FAILED: the worker reported an init error, then exited
+
+
+class WorkerSpec(msgspec.Struct, frozen=True):
+    """How to start a worker of one function."""
+
+    python: str
+    env: dict[str, str]
+    cwd: str
+
+
+class Listener(Protocol):
+    def worker_ready(self, worker: Worker) -> None: ...
+    def worker_init_failed(self, worker: Worker, error_type: str, payload: bytes) -> None: ...
+    def worker_result(self, worker: Worker, result: Result) -> None: ...
+    def worker_output(self, worker: Worker, data: bytes) -> None: ...
+    def worker_exited(self, worker: Worker, returncode: int) -> None: ...
+
+
+class Worker:
+    __slots__ = ("pid", "proc", "listener", "state", "job", "deadline", "timed_out", "spawned",
+                 "init_duration_ms", "idle_since", "invocations", "_in_fd", "_out_fd", "_log_fd",
+                 "_reader", "_pending", "_watch", "_loop")
+
+    def __init__(self, listener: Listener) -> None:
+        self.listener = listener
+        self.state = "starting"  # → idle ⇄ busy → stopping → dead
+        self.job: object | None = None  # the listener's invocation while busy
+        self.deadline = 0.0  # monotonic time by which the current job (or init) must finish
+        self.timed_out = False
+        self.spawned = time.monotonic()
+        self.init_duration_ms = 0.0
+        self.idle_since = 0.0
+        self.invocations = 0
+        self._pending = b""
+        self._reader = protocol.FrameReader()
+        self._loop = asyncio.get_running_loop()
+
+    async def start(self, spec: WorkerSpec, init_deadline: float) -> None:
+        to_worker_r, to_worker_w = os.pipe()
+        from_worker_r, from_worker_w = os.pipe()
+        log_r, log_w = os.pipe()
+        try:
+            self.proc = await asyncio.create_subprocess_exec(
+                spec.python, "-I", BOOTSTRAP, str(to_worker_r), str(from_worker_w),
+                stdin=subprocess.DEVNULL, stdout=log_w, stderr=log_w, env=spec.env, cwd=spec.cwd,
+                pass_fds=(to_worker_r, from_worker_w), start_new_session=True)
+        except BaseException:
+            for fd in (to_worker_w, from_worker_r, log_r):
+                os.close(fd)
+            raise
+        finally:
+            for fd in (to_worker_r, from_worker_w, log_w):
+                os.close(fd)
+        self.pid = self.proc.pid
+        self.deadline = init_deadline
+        self._in_fd, self._out_fd, self._log_fd = to_worker_w, from_worker_r, log_r
+        for fd in (to_worker_w, from_worker_r, log_r):
+            os.set_blocking(fd, False)
+        self._loop.add_reader(from_worker_r, self._on_frames)
+        self._loop.add_reader(log_r, self._on_output)
+        self._watch = asyncio.ensure_future(self._wait())
+
+    # --- the router's side -----------------------------------------------------------------
+
+    def invoke(self, job: object, message: protocol.Invoke, deadline: float) -> None:
+        self.state = "busy"
+        self.job = job
+        self.deadline = deadline
+        self.invocations += 1
+        self._send(protocol.encode_invoke(message))
+
+    def stop(self) -> None:
+        """Ask the worker to exit (it does when its input closes); ``kill`` if it will not."""
+        if self.state in ("stopping", "dead"):
+            return
+        self.state = "stopping"
+        self._close_input()
+        self._loop.call_later(2.0, self.kill)  # Lambda's shutdown phase gets 2 s too
+
+    def kill(self) -> None:
+        """SIGKILL the worker and everything it started (it leads its own process group)."""
+        if self.state == "dead":
+            return
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def drain_output(self) -> None:
+        """Read what the worker wrote to stdout/stderr that has not been read yet."""
+        while True:
+            try:
+                data = os.read(self._log_fd, READ_SIZE)
+            except (BlockingIOError, OSError):
+                return
+            if not data:
+                return
+            self.listener.worker_output(self, data)
+
+    # --- the worker's side -----------------------------------------------------------------
+
+    def _send(self, frame: bytes) -> None:
+        try:
+            n = os.write(self._in_fd, frame)
+        except BlockingIOError:
+            n = 0
+        except OSError:  # the worker is gone; _wait reports it
+            return
+        if n < len(frame):
+            self._pending = frame[n:]
+            self._loop.add_writer(self._in_fd, self._send_pending)
+
+    def _send_pending(self) -> None:
+        try:
+            n = os.write(self._in_fd, self._pending)
+        except BlockingIOError:
+            return
+        except OSError:
+            n = len(self._pending)
+        self._pending = self._pending[n:]
+        if not self._pending:
+            self._loop.remove_writer(self._in_fd)
+
+    def _on_frames(self) -> None:
+        try:
+            data = os.read(self._out_fd, READ_SIZE)
+        except BlockingIOError:
+            return
+        if not data:  # the worker closed its channel: it is exiting or broken; _wait decides
+            self._loop.remove_reader(self._out_fd)
+            if self.state != "dead":
+                self._loop.call_later(1.0, self.kill)
+            return
+        for frame in self._reader.feed(data):
+            try:
+                message = protocol.decode_from_worker(frame)
+            except msgspec.DecodeError:
+                self.kill()  # a corrupt channel cannot be trusted with another invocation
+                return
+            match message:
+                case Result():
+                    if message.output_pending:
+                        self.drain_output()
+                    self.state = "idle"
+                    self.listener.worker_result(self, message)
+                case Ready():
+                    self.init_duration_ms = (time.monotonic() - self.spawned) * 1000
+                    self.state = "idle"
+                    self.listener.worker_ready(self)
+                case InitError():
+                    self.drain_output()
+                    self.init_duration_ms = (time.monotonic() - self.spawned) * 1000
+                    self.state = "stopping"
+                    self.listener.worker_init_failed(self, message.error_type, bytes(message.payload))
+
+    def _on_output(self) -> None:
+        try:
+            data = os.read(self._log_fd, READ_SIZE)
+        except BlockingIOError:
+            return
+        if data:
+            self.listener.worker_output(self, data)
+        else:
+            self._loop.remove_reader(self._log_fd)
+
+    async def _wait(self) -> None:
+        returncode = await self.proc.wait()
+        self.drain_output()
+        self.state = "dead"
+        self._loop.remove_reader(self._out_fd)
+        self._loop.remove_reader(self._log_fd)
+        self._close_input()
+        for fd in (self._out_fd, self._log_fd):
+            os.close(fd)
+        # The process group may outlive its leader (a handler that forked and left).
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.listener.worker_exited(self, returncode)
+
+    def _close_input(self) -> None:
+        if self._in_fd >= 0:
+            if self._pending:
+                self._loop.remove_writer(self._in_fd)
+                self._pending = b""
+            os.close(self._in_fd)
+            self._in_fd = -1
+
+    def __repr__(self) -> str:
+        return f"<Worker pid={getattr(self, 'pid', None)} {self.state}>"

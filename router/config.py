@@ -165,7 +165,7 @@ def explain(message: str, raw: Any) -> str:
     m = _AT.match(message)
     assert m is not None
     what, path = m["what"], m["path"] or ""
-    tokens = [name if name is not None else int(index) for name, index in _TOKEN.findall(path)]
+    tokens = [name or int(index) for name, index in _TOKEN.findall(path)]
     if what.startswith(("Object contains unknown field", "Object missing required field")):
         field = _FIELD.search(what)
         name = _dotted([*tokens, field["field"] if field else "?"])
@@ -203,7 +203,8 @@ def describe(tp: Any) -> str:
                 return meta.description
         tp = base
     if typing.get_origin(tp) is dict:
-        return f"a table of {describe(typing.get_args(tp)[1]).removeprefix('a ')}s"
+        inner = describe(typing.get_args(tp)[1])
+        return f"a table of {inner.split(' ', 1)[1] if inner.startswith(('a ', 'an ')) else inner}s"
     if typing.get_origin(tp) is list:
         return "an array"
     if isinstance(tp, type) and issubclass(tp, Struct):

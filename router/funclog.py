@@ -28,16 +28,28 @@ class FunctionLog:
         return f"START RequestId: {inv.request_id} Version: $LATEST\n".encode()
 
     def output(self, inv: Invocation | None, data: bytes) -> None:
-        """The function's own bytes; ``inv`` is None for output between invocations."""
-        if inv is not None and not inv.log_started:
+        """The function's own bytes; ``inv`` is None for output between invocations.
+
+        Lines are tagged whole: a line that arrives in pieces (``print`` writes its text and its
+        newline separately) waits for its end, or for END, in ``inv.partial``.
+        """
+        if inv is None:
+            self._tag(b"-", data if data.endswith(b"\n") else data + b"\n")
+            return
+        if not inv.log_started:
             self._emit(inv, self._start_line(inv))
-        tag = self.prefix + (inv.request_id.encode() if inv else b"-") + b"\t"
-        lines = data.splitlines(keepends=True)
-        if not lines[-1].endswith(b"\n"):
-            lines[-1] += b"\n"
-        self.writer.write(tag + tag.join(lines))
-        if inv is not None and inv.log is not None:
+        if inv.log is not None:
             inv.log.append(data)
+        if inv.partial:
+            data = inv.partial + data
+        cut = data.rfind(b"\n") + 1
+        inv.partial = data[cut:]
+        if cut:
+            self._tag(inv.request_id.encode(), data[:cut])
+
+    def _tag(self, request_id: bytes, lines: bytes) -> None:
+        tag = self.prefix + request_id + b"\t"
+        self.writer.write(tag + lines[:-1].replace(b"\n", b"\n" + tag) + b"\n")
 
     def end(self, inv: Invocation, outcome: Outcome) -> None:
         rid = inv.request_id
@@ -49,6 +61,11 @@ class FunctionLog:
         if outcome.status == "timeout":
             report += "\tStatus: timeout"
         lines = report.encode() + b"\n"
+        if inv.partial:  # output that ended mid-line: END still starts a line
+            self._tag(inv.request_id.encode(), inv.partial + b"\n")
+            inv.partial = b""
+            if inv.log is not None:
+                inv.log.append(b"\n")
         self._emit(inv, lines if inv.log_started else self._start_line(inv) + lines)
         if inv.log is not None:
             outcome.log = b"".join(inv.log)[-TAIL_BYTES:]

@@ -45,7 +45,7 @@ class Invocation:
     """One event on its way to a worker; ``future`` resolves to its ``Outcome``."""
 
     __slots__ = ("request_id", "payload", "invocation_type", "source", "client_context",
-                 "want_log", "future", "received", "started", "log", "cold", "log_started")
+                 "want_log", "future", "received", "started", "log", "cold", "log_started", "partial")
 
     def __init__(self, payload: bytes, future: asyncio.Future[Outcome], *, source: str,
                  invocation_type: str = "RequestResponse", client_context: bytes | None = None,
@@ -62,3 +62,4 @@ class Invocation:
         self.log: list[bytes] | None = [] if want_log else None
         self.cold = False
         self.log_started = False
+        self.partial = b""  # the function's output since its last newline

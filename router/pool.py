@@ -31,6 +31,7 @@ from workers.protocol import Invoke, Result
 
 log = logging.getLogger("headwater.pool")
 
+MAX_RESPONSE = 6_291_556  # bytes of result Lambda returns from a synchronous invocation
 INIT_TIMEOUT_S = 10.0  # Lambda's limit on the init phase
 INIT_RETRY_S = (1.0, 60.0)  # back-off between init attempts after a failure: first, most
 
@@ -108,7 +109,7 @@ class FunctionPool:
         if self.config.max_workers == 0 or len(self.queue) >= self.config.max_queue or self.closing:
             self._throttle(inv)
             return
-        if self.failure is not None and now < self.failure.retry_at and not self.workers:
+        if self.failure is not None and now < self.failure.retry_at and not self.serving:
             self._fail_init(inv, self.failure)
             return
         self.queue.append(inv)
@@ -185,10 +186,16 @@ class FunctionPool:
         inv = worker.job
         assert isinstance(inv, Invocation)
         worker.job = None
-        self._finish(inv, Outcome(
-            "success" if result.ok else "error", bytes(result.payload), result.error_type,
-            result.duration_ms, result.max_memory_mb,
-            worker.init_duration_ms if inv.cold else None, worker.pid))
+        outcome = Outcome("success" if result.ok else "error", bytes(result.payload),
+                          result.error_type, result.duration_ms, result.max_memory_mb,
+                          worker.init_duration_ms if inv.cold else None, worker.pid)
+        if len(outcome.payload) > MAX_RESPONSE:
+            outcome.status, outcome.error_type = "error", "Function.ResponseSizeTooLarge"
+            outcome.payload = error_object(
+                "Function.ResponseSizeTooLarge",
+                f"Response payload size ({len(outcome.payload)} bytes) exceeded maximum allowed "
+                f"payload size ({MAX_RESPONSE} bytes).")
+        self._finish(inv, outcome)
         self._next(worker)
 
     def worker_output(self, worker: Worker, data: bytes) -> None:
@@ -234,7 +241,7 @@ class FunctionPool:
                                    time.monotonic() + backoff, backoff)
         log.warning("%s: init failed (%s); next attempt in %.0f s", self.config.name, error_type,
                     backoff)
-        if not any(w.state in ("idle", "busy", "starting") for w in self.workers):
+        if not self.serving:
             # Nothing can serve the queue: each waiting caller gets the init error, as on Lambda.
             while self.queue:
                 self._fail_init(self.queue.popleft(), self.failure)
@@ -290,6 +297,11 @@ class FunctionPool:
                 worker.kill()
 
     # --- shutdown --------------------------------------------------------------------------
+
+    @property
+    def serving(self) -> bool:
+        """Whether any worker is, or may soon be, able to take an invocation."""
+        return any(w.state in ("idle", "busy", "starting") for w in self.workers)
 
     @property
     def busy(self) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 import time
 from collections.abc import Mapping
@@ -12,6 +13,8 @@ from router.config import Config
 from router.metering import Meter
 from router.pool import FunctionPool
 from router.sink import BatchWriter
+
+log = logging.getLogger("headwater.registry")
 
 TICK_S = 0.02  # deadline precision: a timed-out invocation is killed at most this late
 SCALE_EVERY = 25  # ticks between keep-warm checks (0.5 s)
@@ -58,9 +61,12 @@ class Registry:
             now = time.monotonic()
             n += 1
             for pool in self.pools.values():
-                pool.check_deadlines(now)
-                if n % SCALE_EVERY == 0:
-                    pool.scale(now)
+                try:
+                    pool.check_deadlines(now)
+                    if n % SCALE_EVERY == 0:
+                        pool.scale(now)
+                except Exception:  # one pool's bug must not stop deadlines for every function
+                    log.exception("%s: tick failed", pool.config.name)
 
     async def close(self, grace_s: float) -> None:
         """Drain: refuse new work, let running invocations finish within ``grace_s``, then kill."""

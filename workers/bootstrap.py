@@ -158,7 +158,7 @@ def configure_logging(request_ids: RequestIdFilter) -> None:
     # prints; without one Python would drop everything below WARNING.
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(logging.Formatter(
-        "[%(levelname)s]\t%(asctime)s.%(msecs)03dZ\t%(aws_request_id)s\t%(message)s\n",
+        "[%(levelname)s]\t%(asctime)s.%(msecs)03dZ\t%(aws_request_id)s\t%(message)s",
         "%Y-%m-%dT%H:%M:%S"))
     handler.formatter.converter = time.gmtime
     handler.addFilter(request_ids)
@@ -218,6 +218,15 @@ def max_rss_mb() -> int:
     return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss + 1023) // 1024
 
 
+def log_error(error_type: str, message: str, stack: list[str]) -> None:
+    """Print the error as Lambda's runtime does; a function that closed stdout loses only this."""
+    try:
+        print(f"[ERROR] {error_type}: {message}\nTraceback (most recent call last):\n"
+              + "".join(stack), end="", file=sys.stdout)
+    except (OSError, ValueError):
+        pass
+
+
 def _decimal(o):
     if isinstance(o, decimal.Decimal):
         return int(o) if o == o.to_integral_value() else float(o)
@@ -252,8 +261,7 @@ def invoke(handler, message: dict, environ: dict, request_ids: RequestIdFilter) 
     except Exception as e:
         duration_ms = (time.perf_counter() - started) * 1000
         stack = _stack(e)
-        print(f"[ERROR] {type(e).__name__}: {e}\nTraceback (most recent call last):\n"
-              + "".join(stack), end="", file=sys.stdout)
+        log_error(type(e).__name__, str(e), stack)
         return result_frame(False, error_body(type(e).__name__, str(e), stack, request_id),
                             type(e).__name__, duration_ms)
     duration_ms = (time.perf_counter() - started) * 1000

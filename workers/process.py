@@ -10,6 +10,8 @@ Everything the worker says is passed to its ``Listener``; this module decides no
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import math
 import os
 import signal
 import subprocess
@@ -52,7 +54,8 @@ class Worker:
         self.listener = listener
         self.state = "starting"  # → idle ⇄ busy → stopping → dead
         self.job: object | None = None  # the listener's invocation while busy
-        self.deadline = 0.0  # monotonic time by which the current job (or init) must finish
+        self.pid = 0  # known once the process is started
+        self.deadline = math.inf  # monotonic time by which the current job (or init) must finish
         self.timed_out = False
         self.spawned = time.monotonic()
         self.init_duration_ms = 0.0
@@ -68,7 +71,9 @@ class Worker:
         log_r, log_w = os.pipe()
         try:
             self.proc = await asyncio.create_subprocess_exec(
-                spec.python, "-I", BOOTSTRAP, str(to_worker_r), str(from_worker_w),
+                # -u: like Lambda's runtime, print() reaches the log at once and in order with
+                # os.write and logging, rather than when a buffer fills.
+                spec.python, "-I", "-u", BOOTSTRAP, str(to_worker_r), str(from_worker_w),
                 stdin=subprocess.DEVNULL, stdout=log_w, stderr=log_w, env=spec.env, cwd=spec.cwd,
                 pass_fds=(to_worker_r, from_worker_w), start_new_session=True)
         except BaseException:
@@ -106,12 +111,10 @@ class Worker:
 
     def kill(self) -> None:
         """SIGKILL the worker and everything it started (it leads its own process group)."""
-        if self.state == "dead":
+        if self.state == "dead" or not self.pid:
             return
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
     def drain_output(self) -> None:
         """Read what the worker wrote to stdout/stderr that has not been read yet."""
@@ -200,10 +203,8 @@ class Worker:
         for fd in (self._out_fd, self._log_fd):
             os.close(fd)
         # The process group may outlive its leader (a handler that forked and left).
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self.listener.worker_exited(self, returncode)
 
     def _close_input(self) -> None:

@@ -1,0 +1,177 @@
+"""Fixtures that run the real daemon as a subprocess on an ephemeral port, with real workers."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+FUNCTIONS = Path(__file__).with_name("functions")
+RUNTIME = f"python3.{sys.version_info.minor}"
+LISTENING = re.compile(r"listening on (http://\S+)")
+
+
+class Response:
+    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def json(self) -> object:
+        return json.loads(self.body)
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status} {self.headers} {self.body[:300]!r}>"
+
+
+class Daemon:
+    """``headwater serve`` in a subprocess; its stderr is collected line by line in ``lines``."""
+
+    def __init__(self, folder: Path, config: str) -> None:
+        self.folder = folder
+        self.config_path = folder / "config.toml"
+        self.config_path.write_text(config)
+        self.lines: list[str] = []
+        self.url = ""
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 20.0) -> Daemon:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "router", "serve", "--config", str(self.config_path),
+             "--listen", "127.0.0.1:0"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=self.folder)
+        listening = threading.Event()
+
+        def read() -> None:
+            assert self.proc is not None and self.proc.stderr is not None
+            for raw in self.proc.stderr:
+                line = raw.decode(errors="replace").rstrip("\n")
+                self.lines.append(line)
+                m = LISTENING.search(line)
+                if m:
+                    self.url = m[1]
+                    listening.set()
+
+        self._reader = threading.Thread(target=read, daemon=True)
+        self._reader.start()
+        deadline = time.monotonic() + timeout
+        while not listening.wait(0.05):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("daemon did not start:\n" + "\n".join(self.lines))
+        return self
+
+    @property
+    def port(self) -> int:
+        return urlsplit(self.url).port or 80
+
+    def request(self, method: str, path: str, body: bytes | None = None,
+                headers: dict[str, str] | None = None, timeout: float = 30) -> Response:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            r = conn.getresponse()
+            return Response(r.status, dict(r.getheaders()), r.read())
+        finally:
+            conn.close()
+
+    def invoke(self, name: str, payload: object = None, *, raw: bytes | None = None,
+               headers: dict[str, str] | None = None, timeout: float = 30) -> Response:
+        body = raw if raw is not None else (b"" if payload is None else json.dumps(payload).encode())
+        return self.request("POST", f"/2015-03-31/functions/{name}/invocations", body,
+                            headers, timeout)
+
+    def records(self) -> list[dict[str, object]]:
+        path = self.folder / "var" / "metering.jsonl"
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines()]
+
+    def record(self, request_id: str) -> dict[str, object]:
+        matches = [r for r in self.records() if r["request_id"] == request_id]
+        assert len(matches) == 1, f"{len(matches)} metering records for {request_id}"
+        return matches[0]
+
+    def wait_for_line(self, text: str, timeout: float = 5.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in list(self.lines):
+                if text in line:
+                    return line
+            time.sleep(0.02)
+        raise AssertionError(f"no log line with {text!r} in:\n" + "\n".join(self.lines[-50:]))
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise
+        finally:
+            if self.proc.poll() is not None:
+                self._reader.join(5)
+                assert self.proc.stderr is not None
+                self.proc.stderr.close()
+
+
+def function_toml(name: str, handler: str, code: str = "functions", **options: object) -> str:
+    lines = [f'name = "{name}"', f'handler = "{handler}"', f'code = "{code}"',
+             f'runtime = "{RUNTIME}"']
+    for key, value in options.items():
+        if isinstance(value, dict):
+            inner = ", ".join(f"{k} = {json.dumps(v)}" for k, v in value.items())
+            lines.append(f"{key} = {{ {inner} }}")
+        else:
+            lines.append(f"{key} = {json.dumps(value)}")
+    return "[[functions]]\n" + "\n".join(lines) + "\n"
+
+
+@pytest.fixture(scope="module")
+def make_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Daemon]]:
+    """A factory: ``make_daemon(functions_toml, files={"functions/x.py": src})`` → a started
+    daemon whose code folder ``functions`` holds tests/functions plus ``files``; all are stopped
+    at the end of the module."""
+    started: list[Daemon] = []
+
+    def make(functions: str, files: dict[str, str] | None = None, server: str = "") -> Daemon:
+        folder = tmp_path_factory.mktemp("daemon")
+        shutil.copytree(FUNCTIONS, folder / "functions",
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        for name, text in (files or {}).items():
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_text(textwrap.dedent(text))
+        config = f"[server]\nshutdown_grace_s = 10\n{server}\n{functions}"
+        daemon = Daemon(folder, config).start()
+        started.append(daemon)
+        return daemon
+
+    yield make
+    for daemon in started:
+        if daemon.proc and daemon.proc.stderr and not daemon.proc.stderr.closed:
+            daemon.stop(signal.SIGKILL)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    """On a failure, show the tail of each daemon's log: most failures are explained there."""
+    report = yield
+    if report.failed and call.when == "call":
+        for name in ("daemon",):
+            daemon = item.funcargs.get(name) if hasattr(item, "funcargs") else None
+            if isinstance(daemon, Daemon):
+                report.sections.append(("daemon log", "\n".join(daemon.lines[-60:])))
+    return report

@@ -1,0 +1,99 @@
+"""The `headwater` command as a user runs it: serve's exit codes and drain, and invoke."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import Daemon, function_toml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def headwater(*args: str, cwd: Path | None = None, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "router", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=timeout)
+
+
+@pytest.mark.parametrize(("toml", "message"), [
+    ('[[functions]]\nname = "f"\nhandler = "app.handler"\ncode = "."\ntimeout_s = "x"\n',
+     'functions[0].timeout_s: expected an integer from 1 to 900, got "x"'),
+    ("[server]\nlisten = 5\n", "server.listen: expected a string, got 5"),
+    ("[server]\nport = 5\n", "server.port: unknown key"),
+    ("this is = not toml [", "not valid TOML"),
+])
+def test_invalid_config_exits_2_with_one_message(tmp_path: Path, toml: str, message: str) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(toml)
+    result = headwater("serve", "--config", str(config))
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_missing_config_exits_2(tmp_path: Path) -> None:
+    result = headwater("serve", "--config", str(tmp_path / "absent.toml"))
+    assert result.returncode == 2 and "cannot read" in result.stderr
+
+
+def test_shipped_config_is_valid_from_any_directory(tmp_path: Path) -> None:
+    from router import config
+
+    loaded = config.load(ROOT / "config.toml", {})
+    assert [f.name for f in loaded.functions] == ["hello"]
+    assert Path(loaded.functions[0].code) == ROOT / "examples" / "hello"
+    assert Path(loaded.metering.path) == ROOT / "var" / "metering.jsonl"
+
+
+@pytest.fixture(scope="module")
+def daemon(make_daemon) -> Daemon:  # type: ignore[no-untyped-def]
+    return make_daemon(function_toml("returns", "outcomes.returns")
+                       + function_toml("raises", "outcomes.raises"))
+
+
+def test_invoke_prints_the_response(daemon: Daemon, tmp_path: Path) -> None:
+    result = headwater("invoke", "returns", "--url", daemon.url, "--payload", '{"value": [1, 2]}')
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == [1, 2]
+    event = tmp_path / "event.json"
+    event.write_text('{"value": "from a file"}')
+    result = headwater("invoke", "returns", "--url", daemon.url, "--payload", f"@{event}", "--log")
+    assert json.loads(result.stdout) == "from a file"
+    assert "START RequestId: " in result.stderr and "REPORT RequestId: " in result.stderr
+
+
+def test_invoke_exits_non_zero_on_function_and_request_errors(daemon: Daemon) -> None:
+    result = headwater("invoke", "raises", "--url", daemon.url)
+    assert result.returncode == 1
+    assert json.loads(result.stdout)["errorType"] == "KeyError"
+    result = headwater("invoke", "nope", "--url", daemon.url)
+    assert result.returncode == 1 and "ResourceNotFoundException" in result.stderr
+
+
+def test_invoke_reports_an_unreachable_daemon() -> None:
+    result = headwater("invoke", "x", "--url", "http://127.0.0.1:9")
+    assert result.returncode == 1 and "cannot reach" in result.stderr
+
+
+def test_sigterm_drains_in_flight_invocations(make_daemon) -> None:  # type: ignore[no-untyped-def]
+    d = make_daemon(function_toml("sleeps", "outcomes.sleeps", timeout_s=10))
+    result: dict[str, object] = {}
+    caller = threading.Thread(target=lambda: result.update(r=d.invoke("sleeps", {"seconds": 1})))
+    caller.start()
+    time.sleep(0.5)
+    started = time.monotonic()
+    assert d.stop(signal.SIGTERM) == 0
+    caller.join()
+    response = result["r"]
+    assert response.status == 200 and response.json() == {"slept": 1}  # type: ignore[attr-defined]
+    assert time.monotonic() - started < 5
+    rid = response.headers["x-amzn-RequestId"]  # type: ignore[attr-defined]
+    assert d.record(rid)["outcome"] == "success"
+    assert any("draining" in line for line in d.lines)

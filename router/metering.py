@@ -42,11 +42,11 @@ class _Clock:
         self._prefix = ""
 
     def iso(self, t: float) -> str:
-        second = int(t)
+        second, micros = divmod(round(t * 1e6), 1_000_000)
         if second != self._second:
             self._second = second
             self._prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-        return f"{self._prefix}.{int((t - second) * 1e6):06d}Z"
+        return f"{self._prefix}.{micros:06d}Z"
 
 
 def billed_ms(duration_ms: float) -> int:

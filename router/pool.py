@@ -320,7 +320,7 @@ class FunctionPool:
     async def stopped(self) -> None:
         """Wait until every worker has exited (callers bound this with a timeout)."""
         while self.workers or self._tasks:
-            await asyncio.sleep(0.01)
+            await asyncio.wait([*(w.exited for w in self.workers if w.exited), *self._tasks])
 
     def kill_all(self) -> None:
         for worker in self.workers:
@@ -338,5 +338,10 @@ def exit_text(returncode: int) -> str:
     return f"exit status {returncode}"
 
 
+# As Go (and so Lambda's runtime API) words them.
 SIGNAL_WORDS = {"SIGKILL": "killed", "SIGTERM": "terminated", "SIGSEGV": "segmentation fault",
-                "SIGABRT": "aborted", "SIGBUS": "bus error", "SIGINT": "interrupt"}
+                "SIGABRT": "aborted", "SIGBUS": "bus error", "SIGINT": "interrupt",
+                "SIGHUP": "hangup", "SIGQUIT": "quit", "SIGILL": "illegal instruction",
+                "SIGFPE": "floating point exception", "SIGPIPE": "broken pipe",
+                "SIGUSR1": "user defined signal 1", "SIGUSR2": "user defined signal 2",
+                "SIGXCPU": "CPU time limit exceeded"}

@@ -20,10 +20,10 @@ TICK_S = 0.02  # deadline precision: a timed-out invocation is killed at most th
 SCALE_EVERY = 25  # ticks between keep-warm checks (0.5 s)
 LOG_FLUSH_S = 0.05
 
-# name, name:qualifier, arn:aws:lambda:REGION:ACCOUNT:function:name[:qualifier],
-# ACCOUNT:function:name[:qualifier] — the forms Lambda's FunctionName accepts.
+# Lambda's FunctionName pattern: a name, optionally with a qualifier, optionally inside a full
+# or partial ARN (arn:aws:lambda:REGION:ACCOUNT:function:NAME, ACCOUNT:function:NAME, function:NAME).
 _FUNCTION_NAME = re.compile(
-    r"(?:arn:aws[a-zA-Z-]*:lambda:[a-z0-9-]+:\d{12}:function:|\d{12}:function:)?"
+    r"(?:arn:aws[a-zA-Z-]*:lambda:)?(?:[a-z]{2}(?:-gov)?-[a-z]+-\d:)?(?:\d{12}:)?(?:function:)?"
     r"(?P<name>[a-zA-Z0-9_-]{1,64})(?::(?P<qualifier>\$LATEST|[a-zA-Z0-9_-]{1,128}))?")
 
 

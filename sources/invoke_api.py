@@ -28,7 +28,7 @@ def is_json(body: bytes) -> bool:
     """Whether ``body`` is one well-formed JSON value, checked without building it."""
     try:
         msgspec.json.decode(body, type=msgspec.Raw)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):  # nested deeper than any decoder will go
         return False
     # The skip above does not check the bytes of strings; the worker decodes them as UTF-8.
     if not body.isascii():

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import Daemon, function_toml
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,7 +9,6 @@ import threading
 import time
 
 import pytest
-
 from conftest import Daemon, function_toml
 
 FUNCTIONS = "".join([

@@ -48,7 +48,7 @@ class Listener(Protocol):
 class Worker:
     __slots__ = ("pid", "proc", "listener", "state", "job", "deadline", "timed_out", "spawned",
                  "init_duration_ms", "idle_since", "invocations", "_in_fd", "_out_fd", "_log_fd",
-                 "_reader", "_pending", "_watch", "_loop")
+                 "_reader", "_pending", "exited", "_loop")
 
     def __init__(self, listener: Listener) -> None:
         self.listener = listener
@@ -62,6 +62,7 @@ class Worker:
         self.idle_since = 0.0
         self.invocations = 0
         self._pending = b""
+        self.exited: asyncio.Task[None] | None = None  # done once the process is reaped
         self._reader = protocol.FrameReader()
         self._loop = asyncio.get_running_loop()
 
@@ -90,7 +91,7 @@ class Worker:
             os.set_blocking(fd, False)
         self._loop.add_reader(from_worker_r, self._on_frames)
         self._loop.add_reader(log_r, self._on_output)
-        self._watch = asyncio.ensure_future(self._wait())
+        self.exited = asyncio.ensure_future(self._wait())
 
     # --- the router's side -----------------------------------------------------------------
 

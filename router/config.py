@@ -75,6 +75,9 @@ class FunctionConfig(Struct, frozen=True, forbid_unknown_fields=True):
     max_workers: _int(0, 1000) = 4
     max_queue: _int(0, 100000) = 1000
     keep_warm_s: _number(0) = 300.0
+    # Fork workers warm from a process that imported the module once (false: a fresh interpreter
+    # per worker, for modules that open sockets or start threads at import).
+    fork_server: bool = True
     env: dict[str, str] = {}
 
 

@@ -26,6 +26,7 @@ from router.invocation import Invocation, Outcome, Status
 from router.metering import Meter
 from router.scaling import Snapshot, plan
 from router.sink import BatchWriter
+from workers.forkserver import ForkServer, ForkServerGone, InitFailed
 from workers.process import INIT_FAILED, Worker, WorkerSpec
 from workers.protocol import Invoke, Result
 
@@ -96,6 +97,7 @@ class FunctionPool:
         self.idle: list[Worker] = []  # oldest-idle first; taken from the end, so the warmest
         self.queue: deque[Invocation] = deque()
         self.failure: InitFailure | None = None
+        self.forkserver: ForkServer | None = None
         self.closing = False
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -241,7 +243,10 @@ class FunctionPool:
                                    time.monotonic() + backoff, backoff)
         log.warning("%s: init failed (%s); next attempt in %.0f s", self.config.name, error_type,
                     backoff)
-        if not self.serving:
+        self._fail_unserved()
+
+    def _fail_unserved(self) -> None:
+        if self.failure is not None and not self.serving:
             # Nothing can serve the queue: each waiting caller gets the init error, as on Lambda.
             while self.queue:
                 self._fail_init(self.queue.popleft(), self.failure)
@@ -272,22 +277,57 @@ class FunctionPool:
         worker = Worker(self)
         self.workers.add(worker)
         self.starting.add(worker)
-        stream = f"{datetime.now(UTC):%Y/%m/%d}/[$LATEST]{os.urandom(16).hex()}"
-        spec = msgspec.structs.replace(self.spec, env=self.spec.env | {
-            "AWS_LAMBDA_LOG_STREAM_NAME": stream})
-        task = asyncio.ensure_future(self._start(worker, spec, now + INIT_TIMEOUT_S))
+        stream = {"AWS_LAMBDA_LOG_STREAM_NAME":
+                  f"{datetime.now(UTC):%Y/%m/%d}/[$LATEST]{os.urandom(16).hex()}"}
+        task = asyncio.ensure_future(self._start(worker, stream, now + INIT_TIMEOUT_S))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _start(self, worker: Worker, spec: WorkerSpec, deadline: float) -> None:
+    async def _start(self, worker: Worker, env: dict[str, str], deadline: float) -> None:
+        """Start a worker: forked warm from the function's fork server, or a fresh process."""
+        server = None
         try:
-            await worker.start(spec, deadline)
+            if self.config.fork_server:
+                server = self._fork_server()
+                await server.fork(worker, env, deadline)
+            else:
+                await worker.spawn(msgspec.structs.replace(self.spec, env=self.spec.env | env),
+                                   deadline)
+            return
+        except InitFailed as e:
+            error: dict[str, object] = json.loads(e.payload)
+            error.pop("requestId", None)
+            failure: tuple[Status, str, dict[str, object]] = ("error", e.error_type, error)
+        except TimeoutError:
+            failure = ("timeout", "Sandbox.Timedout", {
+                "errorMessage": f"Init timed out after {INIT_TIMEOUT_S:.2f} seconds",
+                "errorType": "Sandbox.Timedout"})
+        except ForkServerGone as e:
+            failure = ("crash", "Runtime.ExitError", {
+                "errorMessage": f"Runtime exited with error: {exit_text(e.args[0])}",
+                "errorType": "Runtime.ExitError"})
         except OSError as e:
-            self.workers.discard(worker)
-            self.starting.discard(worker)
-            self._init_failed("crash", "Runtime.InvalidEntrypoint", {
-                "errorMessage": f"cannot start {spec.python}: {e.strerror}",
-                "errorType": "Runtime.InvalidEntrypoint"}, 0.0)
+            failure = ("crash", "Runtime.InvalidEntrypoint", {
+                "errorMessage": f"cannot start {self.spec.python}: {e.strerror}",
+                "errorType": "Runtime.InvalidEntrypoint"})
+        # Every worker waiting on a failed fork server lands here; the failure is counted once.
+        worker.state = "dead"
+        self.workers.discard(worker)
+        self.starting.discard(worker)
+        if server is None or not server.failure_reported:
+            if server is not None:
+                server.failure_reported = True
+            self._init_failed(*failure, (time.monotonic() - worker.spawned) * 1000)
+        else:
+            self._fail_unserved()
+
+    def _fork_server(self) -> ForkServer:
+        if self.forkserver is None or self.forkserver.closed:
+            self.forkserver = ForkServer()
+            task = asyncio.ensure_future(self.forkserver.start(self.spec))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return self.forkserver
 
     def check_deadlines(self, now: float) -> None:
         for worker in self.workers:
@@ -320,11 +360,15 @@ class FunctionPool:
     async def stopped(self) -> None:
         """Wait until every worker has exited (callers bound this with a timeout)."""
         while self.workers or self._tasks:
-            await asyncio.wait([*(w.exited for w in self.workers if w.exited), *self._tasks])
+            await asyncio.wait([*(w.gone for w in self.workers), *self._tasks])
+        if self.forkserver is not None:  # only now: it reports its workers' exits
+            self.forkserver.close()
 
     def kill_all(self) -> None:
         for worker in self.workers:
             worker.kill()
+        if self.forkserver is not None:
+            self.forkserver.kill()
 
 
 def exit_text(returncode: int) -> str:

@@ -41,9 +41,11 @@ FILES = {
 }
 
 
-@pytest.fixture(scope="module")
-def daemon(make_daemon) -> Daemon:  # type: ignore[no-untyped-def]
-    return make_daemon(FUNCTIONS, FILES)
+@pytest.fixture(scope="module", params=[True, False], ids=["forked", "fresh"])
+def daemon(make_daemon, request) -> Daemon:  # type: ignore[no-untyped-def]
+    """Every test runs against workers forked from a fork server and against fresh processes."""
+    functions = FUNCTIONS.replace("[[functions]]\n", f"[[functions]]\nfork_server = {str(request.param).lower()}\n")
+    return make_daemon(functions, FILES)
 
 
 def function_error(r) -> dict:  # type: ignore[no-untyped-def]

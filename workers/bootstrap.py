@@ -1,8 +1,9 @@
 """The Python runtime: the program that runs inside a worker process.
 
-Started by the router as ``pythonX.Y -I bootstrap.py IN_FD OUT_FD``. It imports the handler named by
-``_HANDLER`` from ``LAMBDA_TASK_ROOT`` once, reports ``ready`` (or ``init_error``), then serves one
-invocation at a time until its input channel closes.
+Started by the router as ``pythonX.Y -I -u bootstrap.py IN_FD OUT_FD`` (a fresh worker), or as
+``… bootstrap.py forkserver CTRL_FD`` (a function's fork server, which forks ready workers). Either
+way the handler named by ``_HANDLER`` is imported from ``LAMBDA_TASK_ROOT`` once, ``ready`` (or
+``init_error``) is reported, and a worker serves one invocation at a time until its input closes.
 
 This file must run under any ``pythonX.Y`` a function names, not only the router's own interpreter,
 so it uses the standard library only (msgspec and friends are compiled for the router's Python) and
@@ -21,6 +22,9 @@ import json
 import logging
 import os
 import resource
+import select
+import signal
+import socket
 import struct
 import sys
 import termios
@@ -214,8 +218,37 @@ def output_pending() -> bool:
     return pending != b"\0\0\0\0"
 
 
-def max_rss_mb() -> int:
-    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss + 1023) // 1024
+class Memory:
+    """The peak resident memory of each invocation, not of the worker's whole life.
+
+    Writing ``5`` to ``/proc/self/clear_refs`` resets the high-water mark that ``VmHWM`` reports, so
+    the peak read after an invocation is that invocation's own. Where /proc is missing, the
+    lifetime peak from ``getrusage`` stands in.
+    """
+
+    def __init__(self) -> None:
+        try:
+            self.clear = os.open("/proc/self/clear_refs", os.O_WRONLY | os.O_CLOEXEC)
+            self.status = os.open("/proc/self/status", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            self.clear = self.status = -1
+
+    def reset(self) -> None:
+        if self.clear >= 0:
+            try:
+                os.write(self.clear, b"5")
+            except OSError:
+                pass
+
+    def peak_mb(self) -> int:
+        if self.status >= 0:
+            try:
+                text = os.pread(self.status, 4096, 0)
+                at = text.index(b"VmHWM:") + 6
+                return (int(text[at:text.index(b"kB", at)]) + 1023) // 1024
+            except (OSError, ValueError):
+                pass
+        return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss + 1023) // 1024
 
 
 def log_error(error_type: str, message: str, stack: list[str]) -> None:
@@ -236,41 +269,68 @@ def _decimal(o):
 # --- the loop --------------------------------------------------------------------------------
 
 
-def result_frame(ok: bool, payload: bytes, error_type: str | None, duration_ms: float) -> bytes:
+def result_frame(ok: bool, payload: bytes, error_type: str | None, duration_ms: float,
+                 memory_mb: int) -> bytes:
     # Formatted by hand: json.dumps of the header dict costs as much as the rest of an invocation.
     head = (f'{{"type":"result","ok":{"true" if ok else "false"},'
             f'"error_type":{json.dumps(error_type) if error_type else "null"},'
-            f'"duration_ms":{duration_ms!r},"max_memory_mb":{max_rss_mb()},'
+            f'"duration_ms":{duration_ms!r},"max_memory_mb":{memory_mb},'
             f'"output_pending":{"true" if output_pending() else "false"},"payload":')
     return head.encode() + payload + b"}"
 
 
-def invoke(handler, message: dict, environ: dict, request_ids: RequestIdFilter) -> bytes:
-    request_id = message["request_id"]
-    request_ids.request_id = request_id
-    trace_id = message.get("trace_id")
-    if trace_id:
-        os.environ["_X_AMZN_TRACE_ID"] = trace_id
-    else:
-        os.environ.pop("_X_AMZN_TRACE_ID", None)
-    context = LambdaContext(request_id, message["deadline_ms"], message["arn"],
-                            message.get("client_context"), environ)
-    started = time.perf_counter()
-    try:
-        result = handler(message["payload"], context)
-    except Exception as e:
+class Runtime:
+    """A loaded handler and what it needs to serve invocations: one per worker process."""
+
+    def __init__(self, handler, environ: dict, request_ids: RequestIdFilter) -> None:
+        self.handler = handler
+        self.environ = environ
+        self.request_ids = request_ids
+        self.memory = Memory()
+
+    def invoke(self, message: dict) -> bytes:
+        request_id = message["request_id"]
+        self.request_ids.request_id = request_id
+        trace_id = message.get("trace_id")
+        if trace_id:
+            os.environ["_X_AMZN_TRACE_ID"] = trace_id
+        else:
+            os.environ.pop("_X_AMZN_TRACE_ID", None)
+        context = LambdaContext(request_id, message["deadline_ms"], message["arn"],
+                                message.get("client_context"), self.environ)
+        self.memory.reset()
+        started = time.perf_counter()
+        try:
+            result = self.handler(message["payload"], context)
+        except Exception as e:
+            duration_ms = (time.perf_counter() - started) * 1000
+            stack = _stack(e)
+            log_error(type(e).__name__, str(e), stack)
+            return result_frame(False, error_body(type(e).__name__, str(e), stack, request_id),
+                                type(e).__name__, duration_ms, self.memory.peak_mb())
         duration_ms = (time.perf_counter() - started) * 1000
-        stack = _stack(e)
-        log_error(type(e).__name__, str(e), stack)
-        return result_frame(False, error_body(type(e).__name__, str(e), stack, request_id),
-                            type(e).__name__, duration_ms)
-    duration_ms = (time.perf_counter() - started) * 1000
-    try:
-        payload = json.dumps(result, default=_decimal, allow_nan=False).encode()
-    except (TypeError, ValueError, RecursionError) as e:
-        body = error_body("Runtime.MarshalError", f"Unable to marshal response: {e}", [], request_id)
-        return result_frame(False, body, "Runtime.MarshalError", duration_ms)
-    return result_frame(True, payload, None, duration_ms)
+        try:
+            payload = json.dumps(result, default=_decimal, allow_nan=False).encode()
+        except (TypeError, ValueError, RecursionError) as e:
+            body = error_body("Runtime.MarshalError", f"Unable to marshal response: {e}", [],
+                              request_id)
+            return result_frame(False, body, "Runtime.MarshalError", duration_ms,
+                                self.memory.peak_mb())
+        return result_frame(True, payload, None, duration_ms, self.memory.peak_mb())
+
+    def serve(self, channel: Channel) -> int:
+        output_pending()
+        channel.send(b'{"type": "ready"}')
+        while True:
+            frame = channel.recv()
+            if frame is None:
+                return 0
+            channel.send(self.invoke(json.loads(frame)))
+
+
+def init_error_frame(f: Fault) -> bytes:
+    return (json.dumps({"type": "init_error", "error_type": f.error_type}).encode()[:-1]
+            + b', "payload": ' + error_body(f.error_type, f.message, f.stack) + b"}")
 
 
 def prepare_process(environ: dict) -> None:
@@ -280,28 +340,126 @@ def prepare_process(environ: dict) -> None:
     os.chdir(task_root)
 
 
-def main(argv: list[str]) -> int:
-    channel = Channel(int(argv[1]), int(argv[2]))
-    # Subprocesses the handler starts must not inherit the channel.
-    os.set_inheritable(channel.in_fd, False)
-    os.set_inheritable(channel.out_fd, False)
+def init() -> tuple[dict, RequestIdFilter, object]:
+    """Prepare this process and import the handler; raises ``Fault``."""
     environ = dict(os.environ)
     prepare_process(environ)
     request_ids = RequestIdFilter()
     configure_logging(request_ids)
+    return environ, request_ids, load_handler(environ["_HANDLER"])
+
+
+def open_channel(in_fd: int, out_fd: int) -> Channel:
+    # Subprocesses the handler starts must not inherit the channel.
+    os.set_inheritable(in_fd, False)
+    os.set_inheritable(out_fd, False)
+    return Channel(in_fd, out_fd)
+
+
+def serve_main(in_fd: int, out_fd: int) -> int:
+    """A worker started afresh: init, then serve."""
+    channel = open_channel(in_fd, out_fd)
     try:
-        handler = load_handler(environ["_HANDLER"])
+        environ, request_ids, handler = init()
     except Fault as f:
-        channel.send(json.dumps({"type": "init_error", "error_type": f.error_type}).encode()[:-1]
-                     + b', "payload": ' + error_body(f.error_type, f.message, f.stack) + b"}")
+        channel.send(init_error_frame(f))
+        return INIT_FAILED
+    return Runtime(handler, environ, request_ids).serve(channel)
+
+
+# --- the fork server ---------------------------------------------------------------------------
+
+
+def forkserver_main(ctrl_fd: int) -> int:
+    """Import the handler once, then fork a ready worker each time the router asks.
+
+    Runs single-threaded (the router never forks; this process exists to). It reaps its workers
+    and reports their exit status, since the router is not their parent. Messages on the control
+    socket (SOCK_SEQPACKET) are JSON; a forked worker's three pipe ends travel as SCM_RIGHTS.
+    """
+    ctrl = socket.socket(fileno=ctrl_fd)
+    ctrl.set_inheritable(False)
+    try:
+        environ, request_ids, handler = init()
+    except Fault as f:
+        ctrl.send(init_error_frame(f))
         return INIT_FAILED
     output_pending()
-    channel.send(b'{"type": "ready"}')
+    ctrl.send(b'{"type": "ready"}')
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    children: set[int] = set()
     while True:
-        frame = channel.recv()
-        if frame is None:
-            return 0
-        channel.send(invoke(handler, json.loads(frame), environ, request_ids))
+        readable, _, _ = select.select([ctrl, wake_r], [], [])
+        if wake_r in readable:
+            while True:
+                try:
+                    if not os.read(wake_r, 512):
+                        break
+                except BlockingIOError:
+                    break
+            reap(ctrl, children)
+        if ctrl in readable:
+            message = ctrl.recv(1 << 16)
+            if not message:  # the router is gone: so are we (idle workers see their EOF too)
+                return 0
+            request = json.loads(message)
+            pid = fork_worker(ctrl, (wake_r, wake_w), request, handler, environ, request_ids)
+            children.add(pid)
+
+
+def reap(ctrl: socket.socket, children: set[int]) -> None:
+    while children:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        children.discard(pid)
+        code = os.waitstatus_to_exitcode(status)
+        ctrl.send(json.dumps({"type": "exited", "pid": pid, "returncode": code}).encode())
+
+
+def fork_worker(ctrl: socket.socket, wake: tuple[int, int], request: dict, handler,
+                environ: dict, request_ids: RequestIdFilter) -> int:
+    to_r, to_w = os.pipe()
+    from_r, from_w = os.pipe()
+    log_r, log_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.setsid()  # its own process group: a kill takes whatever it starts, too
+            signal.set_wakeup_fd(-1)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            os.dup2(log_w, 1)
+            os.dup2(log_w, 2)
+            for fd in (ctrl.fileno(), *wake, to_w, from_r, log_r, log_w):
+                os.close(fd)
+            os.environ.update(request["env"])
+            environ.update(request["env"])
+            code = Runtime(handler, environ, request_ids).serve(open_channel(to_r, from_w))
+        except SystemExit as e:  # the handler called sys.exit: exit as it asked
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        finally:
+            os._exit(code)
+    for fd in (to_r, from_w, log_w):
+        os.close(fd)
+    try:
+        socket.send_fds(ctrl, [json.dumps({"type": "forked", "pid": pid}).encode()],
+                        [to_w, from_r, log_r])
+    finally:
+        for fd in (to_w, from_r, log_r):
+            os.close(fd)
+    return pid
+
+
+def main(argv: list[str]) -> int:
+    if argv[1] == "forkserver":
+        return forkserver_main(int(argv[2]))
+    return serve_main(int(argv[1]), int(argv[2]))
 
 
 if __name__ == "__main__":

@@ -25,6 +25,12 @@ from workers import protocol
 from workers.protocol import InitError, Ready, Result
 
 BOOTSTRAP = str(Path(__file__).with_name("bootstrap.py"))
+
+
+def python_argv(python: str) -> list[str]:
+    # -I: the bootstrap's folder stays off sys.path; -u: like Lambda's runtime, print() reaches the
+    # log at once and in order with os.write and logging, rather than when a buffer fills.
+    return [python, "-I", "-u", BOOTSTRAP]
 READ_SIZE = 1 << 16  # 64 KiB: larger reads allocate a larger buffer on every call
 INIT_FAILED = 3  # bootstrap.INIT_FAILED: the worker reported an init error, then exited
 
@@ -46,9 +52,9 @@ class Listener(Protocol):
 
 
 class Worker:
-    __slots__ = ("pid", "proc", "listener", "state", "job", "deadline", "timed_out", "spawned",
-                 "init_duration_ms", "idle_since", "invocations", "_in_fd", "_out_fd", "_log_fd",
-                 "_reader", "_pending", "exited", "_loop")
+    __slots__ = ("pid", "listener", "state", "job", "deadline", "timed_out", "spawned",
+                 "init_duration_ms", "idle_since", "invocations", "gone", "_in_fd", "_out_fd",
+                 "_log_fd", "_reader", "_pending", "_loop")
 
     def __init__(self, listener: Listener) -> None:
         self.listener = listener
@@ -61,20 +67,20 @@ class Worker:
         self.init_duration_ms = 0.0
         self.idle_since = 0.0
         self.invocations = 0
-        self._pending = b""
-        self.exited: asyncio.Task[None] | None = None  # done once the process is reaped
-        self._reader = protocol.FrameReader()
         self._loop = asyncio.get_running_loop()
+        self.gone: asyncio.Future[int] = self._loop.create_future()  # the exit status, once reaped
+        self._in_fd = self._out_fd = self._log_fd = -1
+        self._pending = b""
+        self._reader = protocol.FrameReader()
 
-    async def start(self, spec: WorkerSpec, init_deadline: float) -> None:
+    async def spawn(self, spec: WorkerSpec, init_deadline: float) -> None:
+        """Start a fresh interpreter that imports the handler itself (no fork server)."""
         to_worker_r, to_worker_w = os.pipe()
         from_worker_r, from_worker_w = os.pipe()
         log_r, log_w = os.pipe()
         try:
-            self.proc = await asyncio.create_subprocess_exec(
-                # -u: like Lambda's runtime, print() reaches the log at once and in order with
-                # os.write and logging, rather than when a buffer fills.
-                spec.python, "-I", "-u", BOOTSTRAP, str(to_worker_r), str(from_worker_w),
+            proc = await asyncio.create_subprocess_exec(
+                *python_argv(spec.python), str(to_worker_r), str(from_worker_w),
                 stdin=subprocess.DEVNULL, stdout=log_w, stderr=log_w, env=spec.env, cwd=spec.cwd,
                 pass_fds=(to_worker_r, from_worker_w), start_new_session=True)
         except BaseException:
@@ -84,14 +90,36 @@ class Worker:
         finally:
             for fd in (to_worker_r, from_worker_w, log_w):
                 os.close(fd)
-        self.pid = self.proc.pid
+        self.attach(proc.pid, (to_worker_w, from_worker_r, log_r), init_deadline)
+        reaper = asyncio.ensure_future(proc.wait())
+        reaper.add_done_callback(lambda t: self.exited(t.result()))
+
+    def attach(self, pid: int, fds: tuple[int, int, int], init_deadline: float) -> None:
+        """Take over a started worker's pipe ends: to it, from it, its output."""
+        self.pid = pid
         self.deadline = init_deadline
-        self._in_fd, self._out_fd, self._log_fd = to_worker_w, from_worker_r, log_r
-        for fd in (to_worker_w, from_worker_r, log_r):
+        self._in_fd, self._out_fd, self._log_fd = fds
+        for fd in fds:
             os.set_blocking(fd, False)
-        self._loop.add_reader(from_worker_r, self._on_frames)
-        self._loop.add_reader(log_r, self._on_output)
-        self.exited = asyncio.ensure_future(self._wait())
+        self._loop.add_reader(self._out_fd, self._on_frames)
+        self._loop.add_reader(self._log_fd, self._on_output)
+
+    def exited(self, returncode: int) -> None:
+        """The process is reaped (by the router, or by the fork server that is its parent)."""
+        if self.state == "dead":
+            return
+        self.drain_output()
+        self.state = "dead"
+        self._loop.remove_reader(self._out_fd)
+        self._loop.remove_reader(self._log_fd)
+        self._close_input()
+        for fd in (self._out_fd, self._log_fd):
+            os.close(fd)
+        # The process group may outlive its leader (a handler that forked and left).
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.pid, signal.SIGKILL)
+        self.gone.set_result(returncode)
+        self.listener.worker_exited(self, returncode)
 
     # --- the router's side -----------------------------------------------------------------
 
@@ -193,20 +221,6 @@ class Worker:
             self.listener.worker_output(self, data)
         else:
             self._loop.remove_reader(self._log_fd)
-
-    async def _wait(self) -> None:
-        returncode = await self.proc.wait()
-        self.drain_output()
-        self.state = "dead"
-        self._loop.remove_reader(self._out_fd)
-        self._loop.remove_reader(self._log_fd)
-        self._close_input()
-        for fd in (self._out_fd, self._log_fd):
-            os.close(fd)
-        # The process group may outlive its leader (a handler that forked and left).
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.pid, signal.SIGKILL)
-        self.listener.worker_exited(self, returncode)
 
     def _close_input(self) -> None:
         if self._in_fd >= 0:

@@ -1,0 +1,144 @@
+"""The router's handle on a function's fork server (``bootstrap.py forkserver``).
+
+The fork server is a separate, single-threaded process, started with exec like any worker, that
+imports the function's module once and then forks a ready worker whenever it is asked, so every
+worker after the first starts warm in a millisecond or two instead of paying the interpreter start
+and the imports again. The router itself never forks.
+
+Control messages are JSON datagrams on a SOCK_SEQPACKET socket pair; a forked worker's pipe ends
+arrive with its ``forked`` message as SCM_RIGHTS. The fork server is the workers' parent, so it
+reaps them and reports each exit status, which is passed to that ``Worker``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections import deque
+
+from workers.process import Worker, WorkerSpec, python_argv
+
+
+class InitFailed(Exception):
+    """The fork server could not import the function; ``payload`` is Lambda's error object."""
+
+    def __init__(self, error_type: str, payload: bytes) -> None:
+        super().__init__(error_type)
+        self.error_type = error_type
+        self.payload = payload
+
+
+class ForkServerGone(Exception):
+    """The fork server exited before it answered (its exit status, when known, is the arg)."""
+
+
+class ForkServer:
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.ready: asyncio.Future[None] = self._loop.create_future()
+        self.pid = 0
+        self._sock: socket.socket | None = None
+        self._forks: deque[asyncio.Future[tuple[int, tuple[int, int, int]]]] = deque()
+        self._workers: dict[int, Worker] = {}
+        self.closed = False
+        self.failure_reported = False  # set by the first of the workers that waited on it in vain
+        # Nobody may be waiting when it fails; the failure is still handled, not "never retrieved".
+        self.ready.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+    async def start(self, spec: WorkerSpec) -> None:
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *python_argv(spec.python), "forkserver", str(theirs.fileno()),
+                # What the module prints at import goes to the daemon's log as it is.
+                stdin=subprocess.DEVNULL, stdout=2, stderr=2,
+                env=spec.env, cwd=spec.cwd, pass_fds=(theirs.fileno(),), start_new_session=True)
+        except BaseException:
+            mine.close()
+            raise
+        finally:
+            theirs.close()
+        self.pid = proc.pid
+        mine.setblocking(False)
+        self._sock = mine
+        self._loop.add_reader(mine.fileno(), self._on_message)
+        reaper = asyncio.ensure_future(proc.wait())
+        reaper.add_done_callback(lambda t: self._gone(t.result()))
+
+    async def fork(self, worker: Worker, env: dict[str, str], init_deadline: float) -> None:
+        """Ask for a worker; it is attached to ``worker`` and reports ready by itself.
+
+        Waits for the fork server's own init first, up to ``init_deadline`` (monotonic).
+        """
+        if not self.ready.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(self.ready),
+                                       init_deadline - time.monotonic())
+            except TimeoutError:
+                self.kill()
+                raise
+        assert self._sock is not None
+        answer: asyncio.Future[tuple[int, tuple[int, int, int]]] = self._loop.create_future()
+        self._forks.append(answer)
+        self._sock.send(json.dumps({"type": "fork", "env": env}).encode())
+        pid, fds = await answer
+        self._workers[pid] = worker
+        worker.attach(pid, fds, init_deadline)
+
+    def close(self) -> None:
+        """Stop it: it exits when its socket closes (its workers each see their own EOF)."""
+        if self._sock is not None and not self.closed:
+            self.closed = True
+            self._loop.remove_reader(self._sock.fileno())
+            self._sock.close()
+
+    def kill(self) -> None:
+        if self.pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.pid, signal.SIGKILL)
+
+    def _on_message(self) -> None:
+        assert self._sock is not None
+        try:
+            data, fds, _, _ = socket.recv_fds(self._sock, 1 << 20, 3)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data, fds = b"", []
+        if not data:
+            self.close()
+            return
+        message = json.loads(data)
+        kind = message["type"]
+        if kind == "forked":
+            self._forks.popleft().set_result((message["pid"], (fds[0], fds[1], fds[2])))
+        elif kind == "exited":
+            worker = self._workers.pop(message["pid"], None)
+            if worker is not None:
+                worker.exited(message["returncode"])
+        elif kind == "ready":
+            self.ready.set_result(None)
+        elif kind == "init_error":
+            payload = json.dumps(message["payload"]).encode()
+            self.ready.set_exception(InitFailed(message["error_type"], payload))
+
+    def _gone(self, returncode: int) -> None:
+        """The fork server exited: nothing more will be forked or reaped through it."""
+        self.close()
+        error = ForkServerGone(returncode)
+        if not self.ready.done():
+            self.ready.set_exception(error)
+        while self._forks:
+            self._forks.popleft().set_exception(error)
+        # Its workers were reparented and will be reaped elsewhere: end them and say so here.
+        for pid, worker in self._workers.items():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+            worker.exited(-signal.SIGKILL)
+        self._workers.clear()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from router.awserror import aws_error
+from router.metrics import render
 from router.registry import Registry
 from sources import invoke_api
 from sources.invoke_api import REGISTRY
@@ -20,6 +21,11 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ready"})
 
 
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(text=render(request.app[REGISTRY]),
+                        headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+
 async def unknown_operation(request: web.Request) -> web.Response:
     """Any other Lambda API path answers in AWS's shape, not aiohttp's HTML."""
     return aws_error(404, "UnknownOperationException",
@@ -33,5 +39,6 @@ def build_app(registry: Registry) -> web.Application:
     app.router.add_post("/2015-03-31/functions/{name}/invocations", invoke_api.invoke)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
     app.router.add_route("*", r"/{version:20\d\d-\d\d-\d\d}/{rest:.*}", unknown_operation)
     return app

@@ -51,6 +51,7 @@ class ServerConfig(Struct, frozen=True, forbid_unknown_fields=True):
                                 description='an AWS region name such as "us-east-1"')] = "us-east-1"
     account_id: Annotated[str, Meta(pattern=r"^\d{12}$",
                                     description="a 12-digit account id")] = "000000000000"
+    max_workers: _int(1, 10000) = 64  # worker processes of all functions together
     shutdown_grace_s: _number(0) = 30.0
     access_log: bool = False
 

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 
 import msgspec
 
+from router.capacity import Capacity
 from router.config import Config, FunctionConfig
 from router.funclog import FunctionLog
 from router.invocation import Invocation, Outcome, Status
@@ -83,8 +84,10 @@ def error_object(error_type: str, message: str) -> bytes:
 
 class FunctionPool:
     def __init__(self, fn: FunctionConfig, config: Config, meter: Meter, logs: BatchWriter,
-                 environ: dict[str, str]) -> None:
+                 environ: dict[str, str], capacity: Capacity) -> None:
         self.config = fn
+        self.capacity = capacity
+        capacity.pools.append(self)
         self.arn = f"arn:aws:lambda:{config.server.region}:{config.server.account_id}:function:{fn.name}"
         python = shutil.which(fn.runtime, path=environ.get("PATH"))
         self.spec = WorkerSpec(python=python or fn.runtime, env=worker_env(fn, config, environ),
@@ -129,10 +132,13 @@ class FunctionPool:
 
     def _next(self, worker: Worker) -> None:
         """A worker is free: give it the next queued invocation, or park it."""
-        if self.queue and not self.closing:
-            self._run(worker, self.queue.popleft())
-        elif self.closing:
+        if self.closing:
             worker.stop()
+        elif self.queue:
+            if self.capacity.saturated and len(self.workers) > self.capacity.cap(self):
+                worker.stop()  # over its fair share: the slot goes to a function that waits
+            else:
+                self._run(worker, self.queue.popleft())
         else:
             worker.idle_since = time.monotonic()
             self.idle.append(worker)
@@ -168,6 +174,11 @@ class FunctionPool:
         assert isinstance(inv, Invocation)
         elapsed_ms = (time.monotonic() - inv.started) * 1000
         init_ms = worker.init_duration_ms if inv.cold else None
+        if worker.over_memory:
+            message = f"RequestId: {inv.request_id} Error: Runtime exited with error: signal: killed"
+            return Outcome("oom", error_object("Runtime.OutOfMemory", message), "Runtime.OutOfMemory",
+                           elapsed_ms, max(worker.rss_mb, self.config.memory_mb),
+                           init_duration_ms=init_ms, worker_pid=worker.pid)
         if worker.timed_out:
             message = (f"RequestId: {inv.request_id} Error: "
                        f"Task timed out after {self.config.timeout_s:.2f} seconds")
@@ -212,6 +223,7 @@ class FunctionPool:
 
     def worker_exited(self, worker: Worker, returncode: int) -> None:
         self.workers.discard(worker)
+        self.capacity.released(self)
         if worker in self.idle:
             self.idle.remove(worker)
         if worker in self.starting:  # died before it was ready, without saying why
@@ -256,12 +268,11 @@ class FunctionPool:
     def scale(self, now: float) -> None:
         if self.closing:
             return
-        busy = len(self.workers) - len(self.starting) - len(self.idle)
         decision = plan(Snapshot(
-            queued=len(self.queue), busy=busy, starting=len(self.starting),
+            queued=len(self.queue), busy=self.busy, starting=len(self.starting),
             idle_since=tuple(w.idle_since for w in self.idle),
-            min_workers=self.config.min_workers, max_workers=self.config.max_workers,
-            keep_warm_s=self.config.keep_warm_s, now=now))
+            min_workers=self.config.min_workers, max_workers=self.capacity.cap(self),
+            keep_warm_s=self.config.keep_warm_s, now=now, global_room=self.capacity.room()))
         if decision.stop:
             stopping = [self.idle[i] for i in decision.stop]
             self.idle = [w for w in self.idle if w not in stopping]
@@ -273,8 +284,14 @@ class FunctionPool:
         for _ in range(decision.start):
             self._spawn(now)
 
+    def demand(self) -> int:
+        """How many workers this function could use now."""
+        wanted = max(self.config.min_workers, len(self.workers) + len(self.queue))
+        return min(self.config.max_workers, wanted)
+
     def _spawn(self, now: float) -> None:
         worker = Worker(self)
+        self.capacity.started()
         self.workers.add(worker)
         self.starting.add(worker)
         stream = {"AWS_LAMBDA_LOG_STREAM_NAME":
@@ -314,6 +331,7 @@ class FunctionPool:
         worker.state = "dead"
         self.workers.discard(worker)
         self.starting.discard(worker)
+        self.capacity.released(self)
         if server is None or not server.failure_reported:
             if server is not None:
                 server.failure_reported = True
@@ -329,11 +347,17 @@ class FunctionPool:
             task.add_done_callback(self._tasks.discard)
         return self.forkserver
 
-    def check_deadlines(self, now: float) -> None:
+    def check_limits(self, now: float) -> None:
+        """Kill workers past their deadline, and busy ones past their memory."""
+        memory_mb = self.config.memory_mb
         for worker in self.workers:
-            if worker.state in ("busy", "starting") and now >= worker.deadline \
-                    and not worker.timed_out:
+            if worker.state not in ("busy", "starting") or worker.timed_out or worker.over_memory:
+                continue
+            if now >= worker.deadline:
                 worker.timed_out = True
+                worker.kill()
+            elif worker.state == "busy" and worker.rss() > memory_mb:
+                worker.over_memory = True
                 worker.kill()
 
     # --- shutdown --------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import re
 import time
 from collections.abc import Mapping
 
+from router.capacity import Capacity
 from router.config import Config
 from router.metering import Meter
 from router.pool import FunctionPool
@@ -16,7 +17,7 @@ from router.sink import BatchWriter
 
 log = logging.getLogger("headwater.registry")
 
-TICK_S = 0.02  # deadline precision: a timed-out invocation is killed at most this late
+TICK_S = 0.02  # a timed-out or over-memory invocation is killed at most this late
 SCALE_EVERY = 25  # ticks between keep-warm checks (0.5 s)
 LOG_FLUSH_S = 0.05
 
@@ -40,7 +41,8 @@ class Registry:
         self.loop = asyncio.get_running_loop()
         self.logs = BatchWriter(2, delay=LOG_FLUSH_S)  # function logs share the daemon's stderr
         env = dict(environ)
-        self.pools = {f.name: FunctionPool(f, config, self.meter, self.logs, env)
+        self.capacity = Capacity(config.server.max_workers)
+        self.pools = {f.name: FunctionPool(f, config, self.meter, self.logs, env, self.capacity)
                       for f in config.functions}
         self.draining = False
         self._ticker: asyncio.Task[None] | None = None
@@ -62,7 +64,7 @@ class Registry:
             n += 1
             for pool in self.pools.values():
                 try:
-                    pool.check_deadlines(now)
+                    pool.check_limits(now)
                     if n % SCALE_EVERY == 0:
                         pool.scale(now)
                 except Exception:  # one pool's bug must not stop deadlines for every function

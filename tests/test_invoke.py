@@ -44,7 +44,8 @@ FILES = {
 @pytest.fixture(scope="module", params=[True, False], ids=["forked", "fresh"])
 def daemon(make_daemon, request) -> Daemon:  # type: ignore[no-untyped-def]
     """Every test runs against workers forked from a fork server and against fresh processes."""
-    functions = FUNCTIONS.replace("[[functions]]\n", f"[[functions]]\nfork_server = {str(request.param).lower()}\n")
+    mode = f"fork_server = {str(request.param).lower()}\n"
+    functions = FUNCTIONS.replace("[[functions]]\n", "[[functions]]\n" + mode)
     return make_daemon(functions, FILES)
 
 

@@ -385,6 +385,7 @@ def forkserver_main(ctrl_fd: int) -> int:
         ctrl.send(init_error_frame(f))
         return INIT_FAILED
     output_pending()
+    become_subreaper()
     ctrl.send(b'{"type": "ready"}')
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(wake_w)
@@ -409,17 +410,30 @@ def forkserver_main(ctrl_fd: int) -> int:
             children.add(pid)
 
 
+def become_subreaper() -> None:
+    """Orphans of dead workers (what a handler started and left) come to this process, which reaps
+    them, instead of to init, which in a container may never do so."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        pass  # not Linux: orphans go to init as usual
+
+
 def reap(ctrl: socket.socket, children: set[int]) -> None:
-    while children:
+    """Reap every child that has exited: workers (reported to the router) and adopted orphans."""
+    while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
             return
         if pid == 0:
             return
-        children.discard(pid)
-        code = os.waitstatus_to_exitcode(status)
-        ctrl.send(json.dumps({"type": "exited", "pid": pid, "returncode": code}).encode())
+        if pid in children:
+            children.discard(pid)
+            code = os.waitstatus_to_exitcode(status)
+            ctrl.send(json.dumps({"type": "exited", "pid": pid, "returncode": code}).encode())
 
 
 def fork_worker(ctrl: socket.socket, wake: tuple[int, int], request: dict, handler,

@@ -32,6 +32,7 @@ def python_argv(python: str) -> list[str]:
     # log at once and in order with os.write and logging, rather than when a buffer fills.
     return [python, "-I", "-u", BOOTSTRAP]
 READ_SIZE = 1 << 16  # 64 KiB: larger reads allocate a larger buffer on every call
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 INIT_FAILED = 3  # bootstrap.INIT_FAILED: the worker reported an init error, then exited
 
 
@@ -52,9 +53,9 @@ class Listener(Protocol):
 
 
 class Worker:
-    __slots__ = ("pid", "listener", "state", "job", "deadline", "timed_out", "spawned",
-                 "init_duration_ms", "idle_since", "invocations", "gone", "_in_fd", "_out_fd",
-                 "_log_fd", "_reader", "_pending", "_loop")
+    __slots__ = ("pid", "listener", "state", "job", "deadline", "timed_out", "over_memory",
+                 "rss_mb", "spawned", "init_duration_ms", "idle_since", "invocations", "gone",
+                 "_in_fd", "_out_fd", "_log_fd", "_reader", "_pending", "_loop")
 
     def __init__(self, listener: Listener) -> None:
         self.listener = listener
@@ -63,6 +64,8 @@ class Worker:
         self.pid = 0  # known once the process is started
         self.deadline = math.inf  # monotonic time by which the current job (or init) must finish
         self.timed_out = False
+        self.over_memory = False
+        self.rss_mb = 0  # as last measured by rss()
         self.spawned = time.monotonic()
         self.init_duration_ms = 0.0
         self.idle_since = 0.0
@@ -144,6 +147,16 @@ class Worker:
             return
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.pid, signal.SIGKILL)
+
+    def rss(self) -> int:
+        """The worker's resident memory now, in MB (0 if it is gone)."""
+        try:
+            with open(f"/proc/{self.pid}/statm", "rb") as f:
+                pages = int(f.read().split()[1])
+        except (OSError, ValueError, IndexError):
+            return 0
+        self.rss_mb = pages * PAGE_SIZE // (1024 * 1024)
+        return self.rss_mb
 
     def drain_output(self) -> None:
         """Read what the worker wrote to stdout/stderr that has not been read yet."""

@@ -339,6 +339,18 @@ class FunctionPool:
         else:
             self._fail_unserved()
 
+    def prepare(self) -> None:
+        """Start the fork server at boot: a function scaled to zero keeps its imported template,
+        so even its first burst forks warm workers (an init error waits for a caller to see it)."""
+        if self.config.fork_server:
+            self._fork_server().ready.add_done_callback(self._prepared)
+
+    def _prepared(self, ready: asyncio.Future[None]) -> None:
+        error = None if ready.cancelled() else ready.exception()
+        if error is not None:
+            log.warning("%s: the fork server's init failed (%r); the first invocation retries",
+                        self.config.name, error)
+
     def _fork_server(self) -> ForkServer:
         if self.forkserver is None or self.forkserver.closed:
             self.forkserver = ForkServer()

@@ -53,6 +53,7 @@ class Registry:
     def start(self) -> None:
         now = time.monotonic()
         for pool in self.pools.values():
+            pool.prepare()
             pool.scale(now)  # start the warm floor (min_workers)
         self._ticker = asyncio.create_task(self._tick())
 

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import pytest
 
-from router.scaling import Decision, Snapshot, plan
+from router.scaling import Decision, Snapshot, fair_shares, plan
 
 NOW = 10_000.0  # the fake clock: ``Snapshot.now``, in monotonic seconds
 
 
 def snap(*, queued: int = 0, busy: int = 0, starting: int = 0, idle: tuple[float, ...] = (),
          min_workers: int = 0, max_workers: int = 4, keep_warm_s: float = 300.0,
-         now: float = NOW) -> Snapshot:
+         now: float = NOW, global_room: int = 1 << 30) -> Snapshot:
     """A snapshot; ``idle`` holds how many seconds before ``now`` each idle worker went idle."""
     return Snapshot(queued=queued, busy=busy, starting=starting,
                     idle_since=tuple(now - ago for ago in idle), min_workers=min_workers,
-                    max_workers=max_workers, keep_warm_s=keep_warm_s, now=now)
+                    max_workers=max_workers, keep_warm_s=keep_warm_s, now=now,
+                    global_room=global_room)
 
 
 @pytest.mark.parametrize(("snapshot", "want"), [
@@ -120,3 +121,42 @@ def test_plan_converges() -> None:
         idle = [since for i, since in enumerate(idle) if i not in decision.stop]
         starting += decision.start
     assert (starting, idle) == (0, [0.0, 0.0])
+
+
+@pytest.mark.parametrize(("snapshot", "want"), [
+    # The daemon-wide room bounds scale-out below the function's own cap.
+    (snap(queued=10, global_room=2), Decision(start=2)),
+    (snap(queued=10, global_room=0), Decision()),
+    (snap(queued=1, global_room=5), Decision(start=1)),
+    # A cap that shrank below the live workers (a smaller fair share) sheds idle workers at once,
+    # oldest first, whatever their idle time, and never below the floor.
+    (snap(busy=2, idle=(1.0, 0.5), max_workers=2), Decision(stop=(0, 1))),
+    (snap(busy=1, idle=(1.0, 0.5), max_workers=2), Decision(stop=(0,))),
+    (snap(busy=3, idle=(1.0,), max_workers=2), Decision(stop=(0,))),
+    (snap(idle=(1.0, 0.5), max_workers=1, min_workers=2), Decision()),
+    # ... then keep-warm expiry applies to the rest.
+    (snap(idle=(400.0, 350.0, 1.0), max_workers=2), Decision(stop=(0, 1))),
+])
+def test_global_room_and_shrunk_cap(snapshot: Snapshot, want: Decision) -> None:
+    assert plan(snapshot) == want
+
+
+@pytest.mark.parametrize(("demand", "capacity", "want"), [
+    ({}, 8, {}),
+    ({"a": 5}, 8, {"a": 5}),
+    ({"a": 100}, 8, {"a": 8}),
+    # Equal floods split evenly.
+    ({"a": 100, "b": 100}, 8, {"a": 4, "b": 4}),
+    # A small demand is met in full; the rest goes to the large one.
+    ({"a": 100, "b": 2}, 8, {"a": 6, "b": 2}),
+    ({"a": 0, "b": 9}, 4, {"a": 0, "b": 4}),
+    # What integer division leaves over goes to the largest demands.
+    ({"a": 3, "b": 3, "c": 3}, 8, {"a": 2, "b": 3, "c": 3}),
+    ({"a": 10, "b": 10, "c": 10}, 4, {"a": 1, "b": 1, "c": 2}),
+    # Under capacity: everyone gets their demand.
+    ({"a": 1, "b": 2, "c": 3}, 64, {"a": 1, "b": 2, "c": 3}),
+])
+def test_fair_shares(demand: dict[str, int], capacity: int, want: dict[str, int]) -> None:
+    shares = fair_shares(demand, capacity)
+    assert shares == want
+    assert sum(shares.values()) == min(capacity, sum(demand.values()))

@@ -42,6 +42,7 @@ class ForkServer:
     def __init__(self) -> None:
         self._loop = asyncio.get_running_loop()
         self.ready: asyncio.Future[None] = self._loop.create_future()
+        self.gone: asyncio.Future[int] = self._loop.create_future()  # its exit status
         self.pid = 0
         self._sock: socket.socket | None = None
         self._forks: deque[asyncio.Future[tuple[int, tuple[int, int, int]]]] = deque()
@@ -69,7 +70,7 @@ class ForkServer:
         self._sock = mine
         self._loop.add_reader(mine.fileno(), self._on_message)
         reaper = asyncio.ensure_future(proc.wait())
-        reaper.add_done_callback(lambda t: self._gone(t.result()))
+        reaper.add_done_callback(lambda t: t.cancelled() or self._gone(t.result()))
 
     async def fork(self, worker: Worker, env: dict[str, str], init_deadline: float) -> None:
         """Ask for a worker; it is attached to ``worker`` and reports ready by itself.
@@ -131,6 +132,7 @@ class ForkServer:
     def _gone(self, returncode: int) -> None:
         """The fork server exited: nothing more will be forked or reaped through it."""
         self.close()
+        self.gone.set_result(returncode)
         error = ForkServerGone(returncode)
         if not self.ready.done():
             self.ready.set_exception(error)

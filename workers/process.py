@@ -95,7 +95,7 @@ class Worker:
                 os.close(fd)
         self.attach(proc.pid, (to_worker_w, from_worker_r, log_r), init_deadline)
         reaper = asyncio.ensure_future(proc.wait())
-        reaper.add_done_callback(lambda t: self.exited(t.result()))
+        reaper.add_done_callback(lambda t: t.cancelled() or self.exited(t.result()))
 
     def attach(self, pid: int, fds: tuple[int, int, int], init_deadline: float) -> None:
         """Take over a started worker's pipe ends: to it, from it, its output."""

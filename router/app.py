@@ -7,7 +7,7 @@ from aiohttp import web
 from router.awserror import aws_error
 from router.metrics import render
 from router.registry import Registry
-from sources import invoke_api
+from sources import http_trigger, invoke_api
 from sources.invoke_api import REGISTRY
 
 
@@ -41,4 +41,7 @@ def build_app(registry: Registry) -> web.Application:
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     app.router.add_route("*", r"/{version:20\d\d-\d\d-\d\d}/{rest:.*}", unknown_operation)
+    app.router.add_route("*", "/urls/{function}", http_trigger.function_url)
+    app.router.add_route("*", "/urls/{function}/{path:.*}", http_trigger.function_url)
+    app.router.add_route("*", "/{path:.*}", http_trigger.route)  # declared routes: the rest
     return app

@@ -22,6 +22,8 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta, Struct
 
+from router.routes import Route, RouteError, RouteTable, parse_route
+
 
 class ConfigError(Exception):
     """An invalid configuration; the message is the one line shown to the user."""
@@ -54,6 +56,7 @@ class ServerConfig(Struct, frozen=True, forbid_unknown_fields=True):
     max_workers: _int(1, 10000) = 64  # worker processes of all functions together
     shutdown_grace_s: _number(0) = 30.0
     access_log: bool = False
+    tokens: list[str] = []  # bearer tokens accepted where auth = "token"
 
 
 class MeteringConfig(Struct, frozen=True, forbid_unknown_fields=True):
@@ -62,6 +65,19 @@ class MeteringConfig(Struct, frozen=True, forbid_unknown_fields=True):
     price_per_request: _number(0) = 0.0000002
     rotate_bytes: _int(4096, 2**40) = 100 * 1024 * 1024
     backups: _int(0, 1000) = 5
+
+
+Auth = Annotated[str, Meta(pattern=r"^(none|token)$", description='"none" or "token"')]
+
+
+class HttpTrigger(Struct, frozen=True, forbid_unknown_fields=True, tag="http", tag_field="type"):
+    route: Annotated[str, Meta(description='a route such as "GET /items/{id}"')]
+    auth: Auth = "none"
+
+
+class FunctionUrl(Struct, frozen=True, forbid_unknown_fields=True):
+    enabled: bool = True
+    auth: Auth = "none"
 
 
 class FunctionConfig(Struct, frozen=True, forbid_unknown_fields=True):
@@ -80,6 +96,8 @@ class FunctionConfig(Struct, frozen=True, forbid_unknown_fields=True):
     # per worker, for modules that open sockets or start threads at import).
     fork_server: bool = True
     env: dict[str, str] = {}
+    triggers: list[HttpTrigger] = []
+    url: FunctionUrl = FunctionUrl()  # the function URL: /urls/NAME/…
 
 
 class Config(Struct, frozen=True, forbid_unknown_fields=True):
@@ -142,8 +160,14 @@ def check(config: Config) -> None:
         raise ConfigError(f"server.listen: expected HOST:PORT, got {json.dumps(config.server.listen)}"
                           ) from None
     seen: set[str] = set()
+    routes: list[Route] = []
     for i, f in enumerate(config.functions):
         at = f"functions[{i}]"
+        for j, trigger in enumerate(f.triggers):
+            try:
+                routes.append(parse_route(trigger.route, f.name))
+            except RouteError as e:
+                raise ConfigError(f"{at}.triggers[{j}].route: {e}") from None
         if f.name in seen:
             raise ConfigError(f"{at}.name: duplicate function name {json.dumps(f.name)}")
         seen.add(f.name)
@@ -154,6 +178,9 @@ def check(config: Config) -> None:
         if f.min_workers > f.max_workers:
             raise ConfigError(f"{at}.min_workers: expected at most max_workers ({f.max_workers}), "
                               f"got {f.min_workers}")
+    for first, second in RouteTable(routes).conflicts():
+        raise ConfigError(f"functions: route {second.key!r} of {second.target!r} conflicts with "
+                          f"{first.key!r} of {first.target!r}")
 
 
 # --- error messages --------------------------------------------------------------------------

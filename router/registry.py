@@ -9,10 +9,14 @@ import re
 import time
 from collections.abc import Mapping
 
+from aiohttp import web
+
+from router import auth
 from router.capacity import Capacity
 from router.config import Config
 from router.metering import Meter
 from router.pool import FunctionPool
+from router.routes import RouteTable, parse_route
 from router.sink import BatchWriter
 
 log = logging.getLogger("headwater.registry")
@@ -44,11 +48,19 @@ class Registry:
         self.capacity = Capacity(config.server.max_workers)
         self.pools = {f.name: FunctionPool(f, config, self.meter, self.logs, env, self.capacity)
                       for f in config.functions}
+        self.routes = RouteTable([parse_route(t.route, f.name)
+                                  for f in config.functions for t in f.triggers])
+        self.route_auth = {t.route.strip(): t.auth for f in config.functions for t in f.triggers}
         self.draining = False
         self._ticker: asyncio.Task[None] | None = None
 
     def lookup(self, name: str) -> FunctionPool | None:
         return self.pools.get(name)
+
+    def authorized(self, request: web.Request, mode: str) -> bool:
+        """Whether a trigger's request passes its ``auth`` (``none``, or a bearer ``token``)."""
+        return mode == "none" or auth.bearer_ok(request.headers.get("Authorization", ""),
+                                                self.config.server.tokens)
 
     def start(self) -> None:
         now = time.monotonic()

@@ -17,6 +17,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from multidict import CIMultiDict
 
 FUNCTIONS = Path(__file__).with_name("functions")
 RUNTIME = f"python3.{sys.version_info.minor}"
@@ -24,9 +25,9 @@ LISTENING = re.compile(r"listening on (http://\S+)")
 
 
 class Response:
-    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
+    def __init__(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
         self.status = status
-        self.headers = headers
+        self.headers = CIMultiDict(headers)  # header names are case-insensitive
         self.body = body
 
     def json(self) -> object:
@@ -82,7 +83,7 @@ class Daemon:
         try:
             conn.request(method, path, body=body, headers=headers or {})
             r = conn.getresponse()
-            return Response(r.status, dict(r.getheaders()), r.read())
+            return Response(r.status, r.getheaders(), r.read())
         finally:
             conn.close()
 

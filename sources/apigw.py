@@ -1,0 +1,170 @@
+"""API Gateway HTTP API payload 2.0: an HTTP request as the event, the function's result as the
+response. Pure functions (no aiohttp), so the shaping is tested with tables.
+
+Request: header names lower-cased and repeats comma-joined; cookies moved out of the headers into
+``cookies``; query parameters decoded with repeats comma-joined; ``body`` as text when the content
+type is textual and the bytes are UTF-8, else base64 with ``isBase64Encoded``; keys that would be
+empty (``cookies``, ``queryStringParameters``, ``pathParameters``, ``body``) left out, as AWS does.
+
+Response: a JSON object with ``statusCode`` gives status, headers, cookies and body (decoded from
+base64 when ``isBase64Encoded``); any other JSON value is a 200 ``application/json`` body, as is.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import time
+from collections.abc import Iterable
+from urllib.parse import parse_qsl
+
+import msgspec
+
+TEXT_TYPES = ("text/", "application/json", "application/javascript", "application/xml",
+              "application/x-www-form-urlencoded", "application/xhtml+xml", "application/ld+json",
+              "application/graphql", "application/yaml", "+json", "+xml")
+
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+class HttpRequest(msgspec.Struct, frozen=True):
+    """What the event is made of, taken from the HTTP request by the source."""
+
+    method: str
+    raw_path: str  # the path the function sees (a function URL's, without /urls/NAME)
+    raw_query: str
+    headers: tuple[tuple[str, str], ...]  # as received, in order
+    body: bytes
+    source_ip: str
+    protocol: str = "HTTP/1.1"
+
+
+def is_text(content_type: str) -> bool:
+    content_type = content_type.lower()
+    return not content_type or any(t in content_type for t in TEXT_TYPES)
+
+
+def clf_time(epoch: float) -> str:
+    """``27/Nov/2026:02:21:39 +0000``, requestContext.time's format."""
+    t = time.gmtime(epoch)
+    return f"{t.tm_mday:02d}/{MONTHS[t.tm_mon - 1]}/{t.tm_year}:{t.tm_hour:02d}:{t.tm_min:02d}:" \
+           f"{t.tm_sec:02d} +0000"
+
+
+def joined(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name, value in pairs:
+        out[name] = f"{out[name]},{value}" if name in out else value
+    return out
+
+
+def build_event(req: HttpRequest, *, route_key: str, path_params: dict[str, str],
+                request_id: str, account_id: str, api_id: str, now: float) -> dict[str, object]:
+    headers = joined((name.lower(), value) for name, value in req.headers
+                     if name.lower() != "cookie")
+    cookies = [c.strip() for name, value in req.headers if name.lower() == "cookie"
+               for c in value.split(";") if c.strip()]
+    host = headers.get("host", "")
+    event: dict[str, object] = {
+        "version": "2.0",
+        "routeKey": route_key,
+        "rawPath": req.raw_path,
+        "rawQueryString": req.raw_query,
+    }
+    if cookies:
+        event["cookies"] = cookies
+    event["headers"] = headers
+    if req.raw_query:
+        event["queryStringParameters"] = joined(parse_qsl(req.raw_query, keep_blank_values=True))
+    event["requestContext"] = {
+        "accountId": account_id,
+        "apiId": api_id,
+        "domainName": host,
+        "domainPrefix": host.split(".", 1)[0],
+        "http": {
+            "method": req.method,
+            "path": req.raw_path,
+            "protocol": req.protocol,
+            "sourceIp": req.source_ip,
+            "userAgent": headers.get("user-agent", ""),
+        },
+        "requestId": request_id,
+        "routeKey": route_key,
+        "stage": "$default",
+        "time": clf_time(now),
+        "timeEpoch": int(now * 1000),
+    }
+    if path_params:
+        event["pathParameters"] = path_params
+    if req.body:
+        text = None
+        if is_text(headers.get("content-type", "")):
+            try:
+                text = req.body.decode()
+            except UnicodeDecodeError:
+                text = None
+        event["body"] = text if text is not None else base64.b64encode(req.body).decode()
+        event["isBase64Encoded"] = text is None
+    else:
+        event["isBase64Encoded"] = False
+    return event
+
+
+class HttpResponse(msgspec.Struct):
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
+JSON_HEADERS = [("Content-Type", "application/json")]
+
+
+def error_response(status: int, message: str) -> HttpResponse:
+    return HttpResponse(status, list(JSON_HEADERS), json.dumps({"message": message}).encode())
+
+
+def to_response(result: bytes) -> HttpResponse:
+    """Map a successful function result to the HTTP response, by API Gateway's rules."""
+    if not result.lstrip().startswith(b"{"):
+        return HttpResponse(200, list(JSON_HEADERS), result)
+    try:
+        value = json.loads(result)
+    except ValueError:
+        return error_response(502, "Internal Server Error")
+    if not isinstance(value, dict) or "statusCode" not in value:
+        return HttpResponse(200, list(JSON_HEADERS), result)
+    try:
+        return _shaped(value)
+    except (TypeError, ValueError, binascii.Error):
+        # A malformed statusCode response is the function's fault: API Gateway answers 502.
+        return error_response(502, "Internal Server Error")
+
+
+def _shaped(value: dict[str, object]) -> HttpResponse:
+    status = value["statusCode"]
+    if isinstance(status, bool) or not isinstance(status, int | str):
+        raise TypeError("statusCode")
+    status = int(status)
+    if not 100 <= status <= 599:
+        raise ValueError("statusCode")
+    headers: list[tuple[str, str]] = []
+    raw_headers = value.get("headers") or {}
+    if not isinstance(raw_headers, dict):
+        raise TypeError("headers")
+    for name, v in raw_headers.items():
+        headers.append((str(name), v if isinstance(v, str) else json.dumps(v)))
+    cookies = value.get("cookies") or []
+    if not isinstance(cookies, list):
+        raise TypeError("cookies")
+    headers += [("Set-Cookie", str(c)) for c in cookies]
+    body = value.get("body")
+    if body is None:
+        data = b""
+    elif isinstance(body, str):
+        data = base64.b64decode(body, validate=True) if value.get("isBase64Encoded") else body.encode()
+    else:
+        data = json.dumps(body).encode()
+    if not any(name.lower() == "content-type" for name, _ in headers):
+        headers.append(("Content-Type", "application/json"))
+    return HttpResponse(status, headers, data)

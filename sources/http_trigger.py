@@ -1,0 +1,99 @@
+"""HTTP triggers as an event source: declared routes and function URLs (``/urls/NAME/…``).
+
+Each request becomes an API Gateway HTTP API payload 2.0 event; the outcome goes back as API
+Gateway would send it: the function's response, 502 for a function error, 504 for a timeout, 429
+for a throttle, 404 when no route matches, 413 for a body over the synchronous payload limit.
+"""
+
+from __future__ import annotations
+
+import json
+
+from aiohttp import web
+
+from router.invocation import Invocation
+from router.pool import FunctionPool
+from router.registry import Registry
+from sources import apigw
+from sources.invoke_api import MAX_SYNC_PAYLOAD, REGISTRY
+
+API_ID = "headwater"
+
+
+def reply(response: apigw.HttpResponse) -> web.Response:
+    out = web.Response(status=response.status, body=response.body)
+    for name, value in response.headers:
+        out.headers.add(name, value)
+    return out
+
+
+def not_found() -> web.Response:
+    return reply(apigw.error_response(404, "Not Found"))
+
+
+async def run(request: web.Request, pool: FunctionPool, *, route_key: str, raw_path: str,
+              path_params: dict[str, str], source: str) -> web.Response:
+    registry: Registry = request.app[REGISTRY]
+    length = request.content_length
+    if length is not None and length > MAX_SYNC_PAYLOAD:
+        return reply(apigw.error_response(413, "Request Entity Too Large"))
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return reply(apigw.error_response(413, "Request Entity Too Large"))
+    if registry.draining:
+        return reply(apigw.error_response(503, "Service Unavailable"))
+    peer = request.transport.get_extra_info("peername") if request.transport else None
+    req = apigw.HttpRequest(
+        method=request.method, raw_path=raw_path, raw_query=request.raw_path.partition("?")[2],
+        headers=tuple(request.headers.items()), body=body,
+        source_ip=peer[0] if peer else "",
+        protocol=f"HTTP/{request.version.major}.{request.version.minor}")
+    inv = Invocation(b"", registry.loop.create_future(), source=source)
+    event = apigw.build_event(req, route_key=route_key, path_params=path_params,
+                              request_id=inv.request_id, account_id=registry.config.server.account_id,
+                              api_id=API_ID, now=inv.received)
+    inv.payload = json.dumps(event).encode()
+    if len(inv.payload) > MAX_SYNC_PAYLOAD:  # base64 grows a body by a third
+        return reply(apigw.error_response(413, "Request Entity Too Large"))
+    pool.submit(inv)
+    outcome = await inv.future
+    if outcome.status == "success":
+        response = reply(apigw.to_response(outcome.payload))
+    elif outcome.status == "throttled":
+        response = reply(apigw.error_response(429, "Too Many Requests"))
+    elif outcome.status == "timeout":
+        response = reply(apigw.error_response(504, "Endpoint request timed out"))
+    else:
+        response = reply(apigw.error_response(502, "Internal Server Error"))
+    response.headers["apigw-requestid"] = inv.request_id
+    return response
+
+
+async def function_url(request: web.Request) -> web.Response:
+    registry = request.app[REGISTRY]
+    pool = registry.lookup(request.match_info["function"])
+    if pool is None or not pool.config.url.enabled:
+        return not_found()
+    if not registry.authorized(request, pool.config.url.auth):
+        return reply(apigw.error_response(403, "Forbidden"))
+    raw = request.raw_path.split("?", 1)[0]
+    prefix = f"/urls/{request.match_info['function']}"
+    return await run(request, pool, route_key="$default", raw_path=raw[len(prefix):] or "/",
+                     path_params={}, source="url")
+
+
+async def route(request: web.Request) -> web.Response:
+    registry = request.app[REGISTRY]
+    found = registry.routes.match(request.method, request.path)
+    if found is None:
+        return not_found()
+    matched, params = found
+    pool = registry.lookup(matched.target)
+    if pool is None:
+        return not_found()
+    if not registry.authorized(request, registry.route_auth.get(matched.key, "none")):
+        return reply(apigw.error_response(403, "Forbidden"))
+    raw = request.raw_path.split("?", 1)[0]
+    return await run(request, pool, route_key=matched.key, raw_path=raw, path_params=params,
+                     source="http")

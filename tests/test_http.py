@@ -1,0 +1,144 @@
+"""HTTP triggers and function URLs end to end: API Gateway v2 events and responses."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+from conftest import Daemon, function_toml
+
+
+def trigger(route: str, auth: str = "none") -> str:
+    return f'[[functions.triggers]]\ntype = "http"\nroute = "{route}"\nauth = "{auth}"\n'
+
+
+@pytest.fixture(scope="module")
+def daemon(make_daemon) -> Daemon:  # type: ignore[no-untyped-def]
+    functions = "".join([
+        function_toml("echo", "web.echo") + trigger("GET /items/{id}") + trigger("ANY /files/{path+}"),
+        function_toml("listing", "web.plain") + trigger("GET /items/list"),
+        function_toml("text", "web.text") + trigger("POST /text"),
+        function_toml("binary", "web.binary") + trigger("GET /binary"),
+        function_toml("bad", "web.bad_status") + trigger("GET /bad"),
+        function_toml("raises", "web.raises") + trigger("GET /raises"),
+        function_toml("slow", "web.sleeps", timeout_s=1) + trigger("GET /slow"),
+        function_toml("off", "web.plain", max_workers=0) + trigger("GET /off"),
+        function_toml("private", "web.plain") + trigger("GET /private", auth="token"),
+        function_toml("nourl", "web.plain", url={"enabled": False}),
+    ])
+    return make_daemon(functions, server='tokens = ["s3cret-token"]')
+
+
+def test_route_event_has_api_gateway_v2_shape(daemon: Daemon) -> None:
+    r = daemon.request("GET", "/items/42?a=1&a=2&b=x%20y", headers={
+        "Cookie": "c1=v1; c2=v2", "X-Multi": "one", "User-Agent": "pytest"})
+    assert r.status == 200, r
+    assert r.headers["x-custom"] == "1"
+    event = r.json()
+    assert event["version"] == "2.0"
+    assert event["routeKey"] == "GET /items/{id}"
+    assert event["rawPath"] == "/items/42"
+    assert event["rawQueryString"] == "a=1&a=2&b=x%20y"
+    assert event["queryStringParameters"] == {"a": "1,2", "b": "x y"}
+    assert event["pathParameters"] == {"id": "42"}
+    assert event["cookies"] == ["c1=v1", "c2=v2"]
+    assert "cookie" not in event["headers"]
+    assert event["headers"]["x-multi"] == "one"
+    assert all(name == name.lower() for name in event["headers"])
+    http = event["requestContext"]["http"]
+    assert http == {"method": "GET", "path": "/items/42", "protocol": "HTTP/1.1",
+                    "sourceIp": "127.0.0.1", "userAgent": "pytest"}
+    context = event["requestContext"]
+    assert context["routeKey"] == "GET /items/{id}" and context["stage"] == "$default"
+    assert context["requestId"] == r.headers["apigw-requestid"]
+    assert isinstance(context["timeEpoch"], int) and context["time"].endswith("+0000")
+    assert event["isBase64Encoded"] is False and "body" not in event
+
+
+def test_response_cookies_become_set_cookie_headers(daemon: Daemon) -> None:
+    conn_headers = daemon.request("GET", "/items/1").headers
+    assert conn_headers["Set-Cookie"]  # http.client folds repeats; both are present below
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", daemon.port)
+    conn.request("GET", "/items/1")
+    response = conn.getresponse()
+    assert response.headers.get_all("Set-Cookie") == ["a=b; Path=/", "c=d"]
+    conn.close()
+
+
+def test_most_specific_route_wins(daemon: Daemon) -> None:
+    assert daemon.request("GET", "/items/list").json() == {"hello": "world"}
+    assert daemon.request("GET", "/items/7").json()["pathParameters"] == {"id": "7"}
+    greedy = daemon.request("DELETE", "/files/a/b/c.txt").json()
+    assert greedy["pathParameters"] == {"path": "a/b/c.txt"}
+    assert greedy["routeKey"] == "ANY /files/{path+}"
+
+
+def test_text_and_binary_request_bodies(daemon: Daemon) -> None:
+    text = daemon.request("PUT", "/files/x", b'{"k": "v"}', {"Content-Type": "application/json"}).json()
+    assert text["body"] == '{"k": "v"}' and text["isBase64Encoded"] is False
+    raw = bytes(range(256))
+    binary = daemon.request("PUT", "/files/x", raw, {"Content-Type": "image/png"}).json()
+    assert binary["isBase64Encoded"] is True
+    assert base64.b64decode(binary["body"]) == raw
+
+
+def test_results_without_status_code_are_json_200(daemon: Daemon) -> None:
+    r = daemon.request("POST", "/text", b"hi")
+    assert r.status == 200 and r.headers["Content-Type"].startswith("application/json")
+    assert json.loads(r.body) == "just a string"
+
+
+def test_base64_response_body_is_decoded(daemon: Daemon) -> None:
+    r = daemon.request("GET", "/binary")
+    assert r.status == 201
+    assert r.headers["Content-Type"] == "application/octet-stream"
+    assert r.body == bytes(range(256))
+
+
+@pytest.mark.parametrize(("path", "status", "message"), [
+    ("/raises", 502, "Internal Server Error"),
+    ("/bad", 502, "Internal Server Error"),
+    ("/slow", 504, "Endpoint request timed out"),
+    ("/off", 429, "Too Many Requests"),
+    ("/nowhere", 404, "Not Found"),
+    ("/private", 403, "Forbidden"),
+])
+def test_failures_map_to_gateway_statuses(daemon: Daemon, path: str, status: int, message: str) -> None:
+    r = daemon.request("GET", path)
+    assert r.status == status, r
+    assert r.json() == {"message": message}
+
+
+def test_token_auth_on_a_trigger(daemon: Daemon) -> None:
+    ok = daemon.request("GET", "/private", headers={"Authorization": "Bearer s3cret-token"})
+    assert ok.status == 200 and ok.json() == {"hello": "world"}
+    wrong = daemon.request("GET", "/private", headers={"Authorization": "Bearer nope"})
+    assert wrong.status == 403
+
+
+def test_function_url_routes_any_method_and_path(daemon: Daemon) -> None:
+    event = daemon.request("PATCH", "/urls/echo/deep/path?q=1", b"x",
+                           {"Content-Type": "text/plain"}).json()
+    assert event["routeKey"] == "$default"
+    assert event["rawPath"] == "/deep/path"
+    assert event["requestContext"]["http"]["method"] == "PATCH"
+    assert event["body"] == "x"
+    assert daemon.request("GET", "/urls/echo").json()["rawPath"] == "/"
+    assert daemon.request("GET", "/urls/nourl/x").status == 404
+    assert daemon.request("GET", "/urls/missing/x").status == 404
+
+
+def test_body_over_the_limit_is_413_before_it_is_read(daemon: Daemon) -> None:
+    r = daemon.request("POST", "/urls/echo/x", b"x" * (6 * 1024 * 1024 + 1))
+    assert r.status == 413
+
+
+def test_http_invocations_are_metered_with_their_source(daemon: Daemon) -> None:
+    r = daemon.request("GET", "/items/9")
+    record = daemon.record(r.headers["apigw-requestid"])
+    assert record["source"] == "http" and record["outcome"] == "success"
+    r = daemon.request("GET", "/urls/echo/9")
+    assert daemon.record(r.headers["apigw-requestid"])["source"] == "url"

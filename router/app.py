@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from router import management
 from router.awserror import aws_error
 from router.metrics import render
 from router.registry import Registry
@@ -33,13 +34,15 @@ async def unknown_operation(request: web.Request) -> web.Response:
 
 
 def build_app(registry: Registry) -> web.Application:
-    # The body limit sits above Lambda's so that the Invoke API can answer 413 in AWS's shape.
-    app = web.Application(client_max_size=invoke_api.MAX_SYNC_PAYLOAD + 1)
+    # Each source enforces its own body limit (6 MB to invoke, a 50 MB zip to deploy), so that
+    # a refusal comes in the shape its clients expect; this is only the outer bound.
+    app = web.Application(client_max_size=management.MAX_API_BODY)
     app[REGISTRY] = registry
     app.router.add_post("/2015-03-31/functions/{name}/invocations", invoke_api.invoke)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    management.add_routes(app)
     app.router.add_route("*", r"/{version:20\d\d-\d\d-\d\d}/{rest:.*}", unknown_operation)
     app.router.add_route("*", "/urls/{function}", http_trigger.function_url)
     app.router.add_route("*", "/urls/{function}/{path:.*}", http_trigger.function_url)

@@ -1,19 +1,25 @@
-"""The ``headwater`` command: ``serve`` the daemon, ``invoke`` a function through its API."""
+"""The ``headwater`` command: run the daemon, and work with functions through its Lambda API."""
 
 from __future__ import annotations
 
 import argparse
 import base64
+import io
 import json
 import logging
 import os
 import sys
 import urllib.error
 import urllib.request
+import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 DEFAULT_URL = "http://127.0.0.1:9000"
+
+
+class ApiError(Exception):
+    """A request the daemon refused or could not take; the message is for the user."""
 
 
 def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
@@ -26,14 +32,45 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     serve.add_argument("--listen", metavar="HOST:PORT",
                        help="the address to listen on (overrides [server].listen)")
 
-    invoke = commands.add_parser("invoke", help="invoke a function and print its response")
+    def client(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--url", default=environ.get("HEADWATER_URL", DEFAULT_URL),
+                       help=f"the daemon's address (default: {DEFAULT_URL}, or $HEADWATER_URL)")
+        p.add_argument("--token", default=environ.get("HEADWATER_TOKEN"),
+                       help="a bearer token (or $HEADWATER_TOKEN); without one, requests are "
+                            "signed with AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY when set")
+        return p
+
+    invoke = client(commands.add_parser("invoke", help="invoke a function, print its response"))
     invoke.add_argument("name")
-    invoke.add_argument("--payload", default="{}",
+    source = invoke.add_mutually_exclusive_group()
+    source.add_argument("--payload", default="{}",
                         help="the event as JSON, or @FILE to read it from a file")
-    invoke.add_argument("--url", default=environ.get("HEADWATER_URL", DEFAULT_URL),
-                        help=f"the daemon's address (default: {DEFAULT_URL}, or $HEADWATER_URL)")
+    source.add_argument("--event", metavar="FILE", help="read the event from FILE")
     invoke.add_argument("--log", action="store_true",
                         help="also print the invocation's log (its last 4 KB) to stderr")
+
+    init = commands.add_parser("init", help="create a function folder from a blueprint")
+    init.add_argument("name")
+    init.add_argument("--blueprint", default="hello", help="hello, http-api, s3-resize-image, "
+                      "sqs-consumer or scheduled (default: hello)")
+    init.add_argument("--dir", default=".", help="where to create the folder (default: here)")
+
+    deploy = client(commands.add_parser("deploy", help="zip a folder and deploy it"))
+    deploy.add_argument("dir")
+    deploy.add_argument("--name", required=True)
+    deploy.add_argument("--runtime", default=f"python3.{sys.version_info.minor}")
+    deploy.add_argument("--handler", default="app.handler")
+    deploy.add_argument("--memory", type=int, help="memory in MB (128-10240)")
+    deploy.add_argument("--timeout", type=int, help="timeout in seconds (1-900)")
+    deploy.add_argument("--env", action="append", default=[], metavar="K=V",
+                        help="an environment variable (repeatable)")
+
+    client(commands.add_parser("functions", help="list the daemon's functions"))
+
+    event = commands.add_parser("event", help="sample events")
+    event_commands = event.add_subparsers(dest="event_command", required=True)
+    generate = event_commands.add_parser("generate", help="print a realistic sample event")
+    generate.add_argument("kind", choices=["s3-put", "s3-delete", "sqs", "api-v2", "schedule"])
     return parser
 
 
@@ -42,11 +79,23 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     args = build_parser(environ).parse_args(argv)
     if args.command == "serve":
         return cmd_serve(args, environ)
-    return cmd_invoke(args)
+    if args.command == "init":
+        return cmd_init(args)
+    if args.command == "event":
+        from router.events import sample_event
+
+        print(json.dumps(sample_event(args.kind), indent=2))
+        return 0
+    api = Api(args.url, args.token, environ)
+    try:
+        return COMMANDS[args.command](args, api)
+    except ApiError as e:
+        print(f"headwater: {e}", file=sys.stderr)
+        return 1
 
 
 def cmd_serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    from router import config as config_module  # the daemon's imports stay out of `invoke`
+    from router import config as config_module  # the daemon's imports stay out of the client
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -62,41 +111,154 @@ def cmd_serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     return uvloop.run(serve(config, environ))
 
 
+def cmd_init(args: argparse.Namespace) -> int:
+    from router.scaffold import ScaffoldError, create, handler_of
+
+    try:
+        folder = create(args.name, args.blueprint, Path(args.dir))
+    except ScaffoldError as e:
+        print(f"headwater: {e}", file=sys.stderr)
+        return 2
+    print(f"created {folder} from the {args.blueprint} blueprint; deploy it with:\n"
+          f"  headwater deploy {folder} --name {args.name} --handler {handler_of(args.blueprint)}")
+    return 0
+
+
+# --- the API client --------------------------------------------------------------------------
+
+
+class Api:
+    """Requests to the daemon's Lambda API, with a bearer token or a SigV4 signature."""
+
+    def __init__(self, url: str, token: str | None, environ: Mapping[str, str]) -> None:
+        self.url = url.rstrip("/")
+        self.token = token
+        self.environ = environ
+
+    def call(self, method: str, path: str, body: bytes | None = None,
+             headers: dict[str, str] | None = None) -> tuple[int, Mapping[str, str], bytes]:
+        headers = {"Content-Type": "application/json", **(headers or {})}
+        url = self.url + path
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        elif self.environ.get("AWS_ACCESS_KEY_ID") and self.environ.get("AWS_SECRET_ACCESS_KEY"):
+            headers = self._signed(method, url, body, headers)
+        request = urllib.request.Request(url, data=body, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=960) as response:
+                return response.status, response.headers, response.read()
+        except urllib.error.HTTPError as e:
+            raw = e.read()
+            try:
+                data = json.loads(raw)
+                message = data.get("message") or data.get("Message") or raw.decode()
+            except (ValueError, AttributeError):
+                message = raw.decode(errors="replace")
+            raise ApiError(f"{e.code} {e.headers.get('x-amzn-ErrorType', e.reason)}: {message}") \
+                from None
+        except urllib.error.URLError as e:
+            raise ApiError(f"cannot reach {self.url}: {e.reason}") from None
+
+    def _signed(self, method: str, url: str, body: bytes | None,
+                headers: dict[str, str]) -> dict[str, str]:
+        from botocore.auth import SigV4Auth
+        from botocore.awsrequest import AWSRequest
+        from botocore.credentials import Credentials
+
+        credentials = Credentials(self.environ["AWS_ACCESS_KEY_ID"],
+                                  self.environ["AWS_SECRET_ACCESS_KEY"],
+                                  self.environ.get("AWS_SESSION_TOKEN"))
+        region = self.environ.get("AWS_REGION") or self.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+        request = AWSRequest(method=method, url=url, data=body or b"", headers=headers)
+        SigV4Auth(credentials, "lambda", region).add_auth(request)
+        return dict(request.headers.items())
+
+
 def read_payload(value: str) -> bytes:
     if value.startswith("@"):
         return Path(value[1:]).read_bytes()
     return value.encode()
 
 
-def cmd_invoke(args: argparse.Namespace) -> int:
+def cmd_invoke(args: argparse.Namespace, api: Api) -> int:
     try:
-        payload = read_payload(args.payload)
+        payload = Path(args.event).read_bytes() if args.event else read_payload(args.payload)
     except OSError as e:
-        print(f"headwater: cannot read {args.payload[1:]}: {e.strerror}", file=sys.stderr)
+        print(f"headwater: cannot read {e.filename}: {e.strerror}", file=sys.stderr)
         return 2
-    url = f"{args.url.rstrip('/')}/2015-03-31/functions/{args.name}/invocations"
-    request = urllib.request.Request(url, data=payload, method="POST", headers={
-        "Content-Type": "application/json", "X-Amz-Log-Type": "Tail" if args.log else "None"})
-    try:
-        with urllib.request.urlopen(request, timeout=960) as response:
-            body, headers = response.read(), response.headers
-    except urllib.error.HTTPError as e:
-        body = e.read()
-        try:
-            message = json.loads(body)
-        except ValueError:
-            message = body.decode(errors="replace")
-        print(f"headwater: {e.code} {e.headers.get('x-amzn-ErrorType', e.reason)}: {message}",
-              file=sys.stderr)
-        return 1
-    except urllib.error.URLError as e:
-        print(f"headwater: cannot reach {args.url}: {e.reason}", file=sys.stderr)
-        return 1
+    _, headers, body = api.call("POST", f"/2015-03-31/functions/{args.name}/invocations", payload,
+                                {"X-Amz-Log-Type": "Tail" if args.log else "None"})
     if args.log and headers.get("X-Amz-Log-Result"):
         sys.stderr.write(base64.b64decode(headers["X-Amz-Log-Result"]).decode(errors="replace"))
     sys.stdout.write(body.decode(errors="replace") + "\n")
     return 1 if headers.get("X-Amz-Function-Error") else 0
 
+
+def zip_folder(folder: Path) -> bytes:
+    """The folder as a deployment package: files relative to it, caches left out."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts:
+                archive.write(path, path.relative_to(folder).as_posix())
+    return buffer.getvalue()
+
+
+def cmd_deploy(args: argparse.Namespace, api: Api) -> int:
+    folder = Path(args.dir)
+    if not folder.is_dir():
+        print(f"headwater: {folder} is not a folder", file=sys.stderr)
+        return 2
+    env = dict(item.split("=", 1) for item in args.env if "=" in item)
+    settings: dict[str, object] = {"Runtime": args.runtime, "Handler": args.handler}
+    if args.memory is not None:
+        settings["MemorySize"] = args.memory
+    if args.timeout is not None:
+        settings["Timeout"] = args.timeout
+    if env:
+        settings["Environment"] = {"Variables": env}
+    code = base64.b64encode(zip_folder(folder)).decode()
+    try:
+        _, _, body = api.call("GET", f"/2015-03-31/functions/{args.name}")
+        exists = True
+    except ApiError as e:
+        if not str(e).startswith("404"):
+            raise
+        exists = False
+    if exists:
+        api.call("PUT", f"/2015-03-31/functions/{args.name}/code",
+                 json.dumps({"ZipFile": code}).encode())
+        _, _, body = api.call("PUT", f"/2015-03-31/functions/{args.name}/configuration",
+                              json.dumps(settings).encode())
+    else:
+        _, _, body = api.call("POST", "/2015-03-31/functions", json.dumps({
+            "FunctionName": args.name, "Role": "arn:aws:iam::000000000000:role/headwater",
+            "Code": {"ZipFile": code}, **settings}).encode())
+    config = json.loads(body)
+    print(f"{'updated' if exists else 'created'} {config['FunctionName']} "
+          f"({config['CodeSize']} bytes, {config['CodeSha256']}); "
+          f"function URL: {api.url}/urls/{config['FunctionName']}/")
+    return 0
+
+
+def cmd_functions(args: argparse.Namespace, api: Api) -> int:
+    marker = ""
+    rows = [("NAME", "RUNTIME", "HANDLER", "MEMORY", "TIMEOUT", "LAST MODIFIED")]
+    while True:
+        _, _, body = api.call("GET", f"/2015-03-31/functions/?Marker={marker}")
+        page = json.loads(body)
+        rows += [(f["FunctionName"], f["Runtime"], f["Handler"], str(f["MemorySize"]),
+                  str(f["Timeout"]), f["LastModified"]) for f in page["Functions"]]
+        marker = page.get("NextMarker", "")
+        if not marker:
+            break
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+COMMANDS = {"invoke": cmd_invoke, "deploy": cmd_deploy, "functions": cmd_functions}
 
 if __name__ == "__main__":
     sys.exit(main())

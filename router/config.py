@@ -9,6 +9,7 @@ the listen address and the paths (``HEADWATER_LISTEN``, ``HEADWATER_DATA_DIR``,
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import shutil
@@ -56,7 +57,12 @@ class ServerConfig(Struct, frozen=True, forbid_unknown_fields=True):
     max_workers: _int(1, 10000) = 64  # worker processes of all functions together
     shutdown_grace_s: _number(0) = 30.0
     access_log: bool = False
-    tokens: list[str] = []  # bearer tokens accepted where auth = "token"
+    # Credentials for the Lambda API (Invoke and management): "required", "none" (loopback only),
+    # or "auto": required once any access key or token is configured (see the README).
+    auth: Annotated[str, Meta(pattern=r"^(auto|required|none)$",
+                              description='"auto", "required" or "none"')] = "auto"
+    access_keys: dict[str, str] = {}  # AWS access key id → secret access key, for SigV4
+    tokens: list[str] = []  # bearer tokens: accepted by the API and where a trigger has auth = "token"
 
 
 class MeteringConfig(Struct, frozen=True, forbid_unknown_fields=True):
@@ -152,6 +158,20 @@ def split_listen(listen: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def api_auth_required(server: ServerConfig) -> bool:
+    return server.auth == "required" or (server.auth == "auto" and
+                                         bool(server.access_keys or server.tokens))
+
+
 def check(config: Config) -> None:
     """The rules a type cannot say: unique names, files that exist, consistent limits."""
     try:
@@ -159,6 +179,18 @@ def check(config: Config) -> None:
     except ValueError:
         raise ConfigError(f"server.listen: expected HOST:PORT, got {json.dumps(config.server.listen)}"
                           ) from None
+    server = config.server
+    host = split_listen(server.listen)[0]
+    credentials = bool(server.access_keys or server.tokens)
+    if not is_loopback(host):
+        if server.auth == "none":
+            raise ConfigError(f'server.auth: "none" is allowed only when listening on loopback, '
+                              f"not on {host}")
+        if not credentials:
+            raise ConfigError(f"server.access_keys: listening on {host} needs credentials: "
+                              "configure access_keys or tokens")
+    elif server.auth == "required" and not credentials:
+        raise ConfigError('server.auth: "required" needs access_keys or tokens to be configured')
     seen: set[str] = set()
     routes: list[Route] = []
     for i, f in enumerate(config.functions):

@@ -85,16 +85,14 @@ def error_object(error_type: str, message: str) -> bytes:
 class FunctionPool:
     def __init__(self, fn: FunctionConfig, config: Config, meter: Meter, logs: BatchWriter,
                  environ: dict[str, str], capacity: Capacity) -> None:
-        self.config = fn
         self.capacity = capacity
         capacity.pools.append(self)
         self.arn = f"arn:aws:lambda:{config.server.region}:{config.server.account_id}:function:{fn.name}"
-        python = shutil.which(fn.runtime, path=environ.get("PATH"))
-        self.spec = WorkerSpec(python=python or fn.runtime, env=worker_env(fn, config, environ),
-                               cwd=fn.code)
         self.meter = meter
-        self.log = FunctionLog(logs, fn.name, fn.memory_mb)
+        self._daemon = (config, environ, logs)
+        self._configure(fn)
         self.stats = Stats()
+        self.stale: set[Worker] = set()  # workers of an older configuration or code
         self.workers: set[Worker] = set()
         self.starting: set[Worker] = set()
         self.idle: list[Worker] = []  # oldest-idle first; taken from the end, so the warmest
@@ -103,6 +101,29 @@ class FunctionPool:
         self.forkserver: ForkServer | None = None
         self.closing = False
         self._tasks: set[asyncio.Task[None]] = set()
+
+    def _configure(self, fn: FunctionConfig) -> None:
+        config, environ, logs = self._daemon
+        self.config = fn
+        python = shutil.which(fn.runtime, path=environ.get("PATH"))
+        self.spec = WorkerSpec(python=python or fn.runtime, env=worker_env(fn, config, environ),
+                               cwd=fn.code)
+        self.log = FunctionLog(logs, fn.name, fn.memory_mb)
+
+    def reconfigure(self, fn: FunctionConfig) -> None:
+        """New code or settings: invocations already running finish on the workers they have;
+        every later one runs on a worker of the new configuration (see ``_next``)."""
+        self._configure(fn)
+        self.failure = None
+        self.stale |= self.workers
+        for worker in self.idle:
+            worker.stop()
+        self.idle.clear()
+        if self.forkserver is not None:
+            self.forkserver.retire()  # it closes once the workers it forked are gone
+            self.forkserver = None
+        self.prepare()
+        self.scale(time.monotonic())
 
     # --- intake ----------------------------------------------------------------------------
 
@@ -132,8 +153,10 @@ class FunctionPool:
 
     def _next(self, worker: Worker) -> None:
         """A worker is free: give it the next queued invocation, or park it."""
-        if self.closing:
+        if self.closing or worker in self.stale:
             worker.stop()
+            if self.queue and not self.closing:
+                self.scale(time.monotonic())  # its replacement runs the new configuration
         elif self.queue:
             if self.capacity.saturated and len(self.workers) > self.capacity.cap(self):
                 worker.stop()  # over its fair share: the slot goes to a function that waits
@@ -223,6 +246,7 @@ class FunctionPool:
 
     def worker_exited(self, worker: Worker, returncode: int) -> None:
         self.workers.discard(worker)
+        self.stale.discard(worker)
         self.capacity.released(self)
         if worker in self.idle:
             self.idle.remove(worker)

@@ -7,17 +7,20 @@ import contextlib
 import logging
 import re
 import time
+import uuid
 from collections.abc import Mapping
 
 from aiohttp import web
 
 from router import auth
+from router.awserror import aws_error
 from router.capacity import Capacity
-from router.config import Config
+from router.config import Config, api_auth_required
 from router.metering import Meter
 from router.pool import FunctionPool
 from router.routes import RouteTable, parse_route
 from router.sink import BatchWriter
+from router.store import Deployed, Store, now_text
 
 log = logging.getLogger("headwater.registry")
 
@@ -44,18 +47,82 @@ class Registry:
         self.meter = Meter(config.metering)
         self.loop = asyncio.get_running_loop()
         self.logs = BatchWriter(2, delay=LOG_FLUSH_S)  # function logs share the daemon's stderr
-        env = dict(environ)
+        self._environ = dict(environ)
         self.capacity = Capacity(config.server.max_workers)
-        self.pools = {f.name: FunctionPool(f, config, self.meter, self.logs, env, self.capacity)
-                      for f in config.functions}
+        self.store = Store(config.server.data_dir)
+        self.pools: dict[str, FunctionPool] = {}
+        self.deployed: dict[str, Deployed] = {}
+        booted = now_text()
+        for f in config.functions:
+            self._add(Deployed(function=f, from_config=True, last_modified=booted,
+                               revision_id=str(uuid.uuid4())))
+        for deployed in self.store.load():
+            if deployed.function.name in self.pools:
+                log.warning("%s: deployed through the API but also defined in the config file; "
+                            "the config file's wins", deployed.function.name)
+            else:
+                self._add(deployed)
         self.routes = RouteTable([parse_route(t.route, f.name)
                                   for f in config.functions for t in f.triggers])
         self.route_auth = {t.route.strip(): t.auth for f in config.functions for t in f.triggers}
+        self.api_auth = api_auth_required(config.server)
         self.draining = False
         self._ticker: asyncio.Task[None] | None = None
 
     def lookup(self, name: str) -> FunctionPool | None:
         return self.pools.get(name)
+
+    def _add(self, deployed: Deployed) -> FunctionPool:
+        fn = deployed.function
+        pool = FunctionPool(fn, self.config, self.meter, self.logs, self._environ, self.capacity)
+        self.pools[fn.name] = pool
+        self.deployed[fn.name] = deployed
+        return pool
+
+    def deploy(self, deployed: Deployed) -> None:
+        """A function created or changed through the API takes effect at once."""
+        pool = self.pools.get(deployed.function.name)
+        if pool is None:
+            pool = self._add(deployed)
+            pool.prepare()
+            pool.scale(time.monotonic())
+        else:
+            self.deployed[deployed.function.name] = deployed
+            pool.reconfigure(deployed.function)
+
+    async def undeploy(self, name: str) -> None:
+        """Delete: no new invocations; running ones finish (within the grace); files go last."""
+        pool = self.pools.pop(name)
+        del self.deployed[name]
+        pool.close()
+        try:
+            await asyncio.wait_for(pool.stopped(), self.config.server.shutdown_grace_s)
+        except TimeoutError:
+            pool.kill_all()
+            await asyncio.wait_for(pool.stopped(), 5.0)
+        self.capacity.pools.remove(pool)
+        self.store.delete(name)
+
+    def api_refusal(self, request: web.Request, body: bytes) -> web.Response | None:
+        """None if a Lambda API request may proceed, else the 403 to answer it with."""
+        if not self.api_auth:
+            return None
+        server = self.config.server
+        header = request.headers.get("Authorization", "")
+        if not header:
+            return aws_error(403, "MissingAuthenticationTokenException", "Missing Authentication Token")
+        if header[:7].lower() == "bearer ":
+            if auth.bearer_ok(header, server.tokens):
+                return None
+            return aws_error(403, "UnrecognizedClientException",
+                             "The security token included in the request is invalid.")
+        path, _, query = request.raw_path.partition("?")
+        try:
+            auth.verify_sigv4(request.method, path, query, request.headers, body,
+                              server.access_keys, time.time())
+        except auth.Refused as e:
+            return aws_error(403, e.code, e.message)
+        return None
 
     def authorized(self, request: web.Request, mode: str) -> bool:
         """Whether a trigger's request passes its ``auth`` (``none``, or a bearer ``token``)."""

@@ -2,9 +2,9 @@
 
 A route is ``METHOD /path`` or ``ANY /path`` (or ``$default``). Path segments are literals,
 ``{name}`` (one segment) or a final ``{name+}`` (one or more segments, greedy). As in API Gateway,
-the most specific route wins: compared segment by segment from the left, a literal beats a
-parameter, which beats a greedy parameter; then a longer match beats a shorter one; then a named
-method beats ANY; ``$default`` takes what nothing else does. Pure functions, tested with tables.
+the most specific route wins: a full match beats a greedy one; between those of a kind, compared
+segment by segment from the left, a literal beats a parameter, which beats a greedy parameter;
+then a named method beats ANY; ``$default`` takes what nothing else does. Pure functions, tested with tables.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def parse_route(key: str, target: str = "") -> Route:
     if not path.startswith("/"):
         raise RouteError(f"route {key!r}: the path must start with '/'")
     segments: list[Segment] = []
-    parts = [p for p in path.split("/")[1:]]
+    parts = path.split("/")[1:]
     if parts == [""]:
         parts = []
     seen: set[str] = set()
@@ -94,9 +94,8 @@ _RANK = {"literal": 0, "param": 1, "greedy": 2}
 
 def specificity(route: Route) -> tuple[object, ...]:
     """Smaller sorts first: more specific."""
-    if route.method == "$default":
-        return ((3,), 1, 1)
-    return (tuple(_RANK[s.kind] for s in route.segments) + (3,), -len(route.segments),
+    greedy = bool(route.segments) and route.segments[-1].kind == "greedy"
+    return (route.method == "$default", greedy, tuple(_RANK[s.kind] for s in route.segments),
             route.method == "ANY")
 
 

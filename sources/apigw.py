@@ -66,6 +66,7 @@ def build_event(req: HttpRequest, *, route_key: str, path_params: dict[str, str]
     cookies = [c.strip() for name, value in req.headers if name.lower() == "cookie"
                for c in value.split(";") if c.strip()]
     host = headers.get("host", "")
+    domain = host if host.startswith("[") else host.rsplit(":", 1)[0]  # without the port
     event: dict[str, object] = {
         "version": "2.0",
         "routeKey": route_key,
@@ -75,13 +76,14 @@ def build_event(req: HttpRequest, *, route_key: str, path_params: dict[str, str]
     if cookies:
         event["cookies"] = cookies
     event["headers"] = headers
-    if req.raw_query:
-        event["queryStringParameters"] = joined(parse_qsl(req.raw_query, keep_blank_values=True))
+    query = joined(parse_qsl(req.raw_query, keep_blank_values=True))
+    if query:
+        event["queryStringParameters"] = query
     event["requestContext"] = {
         "accountId": account_id,
         "apiId": api_id,
-        "domainName": host,
-        "domainPrefix": host.split(".", 1)[0],
+        "domainName": domain,
+        "domainPrefix": domain.split(".", 1)[0],
         "http": {
             "method": req.method,
             "path": req.raw_path,

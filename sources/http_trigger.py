@@ -15,7 +15,7 @@ from router.invocation import Invocation
 from router.pool import FunctionPool
 from router.registry import Registry
 from sources import apigw
-from sources.invoke_api import MAX_SYNC_PAYLOAD, REGISTRY
+from sources.invoke_api import MAX_SYNC_PAYLOAD, REGISTRY, read_body
 
 API_ID = "headwater"
 
@@ -34,12 +34,8 @@ def not_found() -> web.Response:
 async def run(request: web.Request, pool: FunctionPool, *, route_key: str, raw_path: str,
               path_params: dict[str, str], source: str) -> web.Response:
     registry: Registry = request.app[REGISTRY]
-    length = request.content_length
-    if length is not None and length > MAX_SYNC_PAYLOAD:
-        return reply(apigw.error_response(413, "Request Entity Too Large"))
-    try:
-        body = await request.read()
-    except web.HTTPRequestEntityTooLarge:
+    body = await read_body(request, MAX_SYNC_PAYLOAD)
+    if body is None:
         return reply(apigw.error_response(413, "Request Entity Too Large"))
     if registry.draining:
         return reply(apigw.error_response(503, "Service Unavailable"))

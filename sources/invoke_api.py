@@ -51,6 +51,21 @@ def client_context(header: str) -> bytes | None:
     return raw if isinstance(decoded, dict) else None
 
 
+async def read_body(request: web.Request, limit: int) -> bytes | None:
+    """The request body, or None once it is known to exceed ``limit``: from Content-Length before
+    reading anything, or, for a chunked body, as soon as the bytes read pass it."""
+    if request.content_length is not None:
+        if request.content_length > limit:
+            return None
+        return await request.read()
+    body = bytearray()
+    while chunk := await request.content.read(1 << 16):
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
+
+
 def too_large() -> web.Response:
     return aws_error(413, "RequestTooLargeException",
                      f"Request must be smaller than {MAX_SYNC_PAYLOAD} bytes for the "
@@ -77,15 +92,12 @@ async def invoke(request: web.Request) -> web.Response:
     if log_type not in ("None", "Tail"):
         return aws_error(400, "InvalidParameterValueException",
                          f"Unsupported log type {log_type!r}: expected None or Tail")
-    length = request.content_length
-    if length is not None and length > MAX_SYNC_PAYLOAD:
+    body = await read_body(request, MAX_SYNC_PAYLOAD)
+    if body is None:
         return too_large()
-    try:
-        body = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        return too_large()
-    if len(body) > MAX_SYNC_PAYLOAD:
-        return too_large()
+    refused = registry.api_refusal(request, body)
+    if refused is not None:
+        return refused
     if not body:
         body = b"{}"  # Lambda hands a function with no payload an empty object
     elif not is_json(body):

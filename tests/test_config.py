@@ -126,7 +126,7 @@ def test_absolute_paths_are_kept(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("server", "environ", "listen", "want"), [
     ({}, {}, None, "127.0.0.1:9000"),
-    ({"listen": "0.0.0.0:8000"}, {}, None, "0.0.0.0:8000"),
+    ({"listen": "0.0.0.0:8000", "tokens": ["t"]}, {}, None, "0.0.0.0:8000"),
     ({"listen": "0.0.0.0:8000"}, {"HEADWATER_LISTEN": "127.0.0.1:7000"}, None, "127.0.0.1:7000"),
     ({}, {"HEADWATER_LISTEN": "[::1]:7000"}, None, "[::1]:7000"),
     ({"listen": "0.0.0.0:8000"}, {"HEADWATER_LISTEN": "127.0.0.1:7000"}, "localhost:6000",
@@ -456,3 +456,30 @@ def test_error_message_quotes_value_as_json(tmp_path: Path) -> None:
     assert str(e.value) == (
         'server.region: expected an AWS region name such as "us-east-1", got "a\\"b\\nc"')
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize(("server", "message"), [
+    ({"listen": "0.0.0.0:9000", "auth": "none", "tokens": ["t"]},
+     'server.auth: "none" is allowed only when listening on loopback, not on 0.0.0.0'),
+    ({"listen": "0.0.0.0:9000"},
+     "server.access_keys: listening on 0.0.0.0 needs credentials: configure access_keys or tokens"),
+    ({"listen": "[::]:9000", "auth": "auto"},
+     "server.access_keys: listening on :: needs credentials: configure access_keys or tokens"),
+    ({"auth": "required"}, 'server.auth: "required" needs access_keys or tokens to be configured'),
+    ({"auth": "maybe"}, 'server.auth: expected "auto", "required" or "none", got "maybe"'),
+])
+def test_auth_rules(tmp_path: Path, server: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse({"server": server}, tmp_path, {})
+    assert str(caught.value) == message
+
+
+@pytest.mark.parametrize("server", [
+    {"listen": "127.0.0.1:9000", "auth": "none"},
+    {"listen": "[::1]:9000"},
+    {"listen": "localhost:9000", "auth": "auto"},
+    {"listen": "0.0.0.0:9000", "access_keys": {"AKID": "secret"}},
+    {"listen": "0.0.0.0:9000", "auth": "required", "tokens": ["t"]},
+])
+def test_auth_accepted(tmp_path: Path, server: dict[str, object]) -> None:
+    parse({"server": server}, tmp_path, {})

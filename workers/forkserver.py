@@ -48,6 +48,7 @@ class ForkServer:
         self._forks: deque[asyncio.Future[tuple[int, tuple[int, int, int]]]] = deque()
         self._workers: dict[int, Worker] = {}
         self.closed = False
+        self.retiring = False
         self.failure_reported = False  # set by the first of the workers that waited on it in vain
         # Nobody may be waiting when it fails; the failure is still handled, not "never retrieved".
         self.ready.add_done_callback(lambda f: f.cancelled() or f.exception())
@@ -92,6 +93,12 @@ class ForkServer:
         self._workers[pid] = worker
         worker.attach(pid, fds, init_deadline)
 
+    def retire(self) -> None:
+        """No more forks: close once every worker it forked is gone (it reports their exits)."""
+        self.retiring = True
+        if not self._workers and not self._forks:
+            self.close()
+
     def close(self) -> None:
         """Stop it: it exits when its socket closes (its workers each see their own EOF)."""
         if self._sock is not None and not self.closed:
@@ -123,6 +130,8 @@ class ForkServer:
             worker = self._workers.pop(message["pid"], None)
             if worker is not None:
                 worker.exited(message["returncode"])
+            if self.retiring and not self._workers and not self._forks:
+                self.close()
         elif kind == "ready":
             self.ready.set_result(None)
         elif kind == "init_error":

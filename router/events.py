@@ -1,0 +1,271 @@
+"""Sample events, shaped field for field as AWS sends them, for ``headwater event generate KIND``.
+
+The shapes follow the AWS documentation: S3 notification content structure, the Lambda
+developer guide's SQS and EventBridge (scheduled) events, and API Gateway HTTP API payload 2.0.
+Ids are fresh random values each call; times are the current UTC time unless ``now=`` is given.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import inspect
+import secrets
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qsl, quote_plus
+
+KINDS = ("s3-put", "s3-delete", "sqs", "api-v2", "schedule")
+
+# The placeholder account id and region the AWS documentation uses.
+ACCOUNT_ID = "123456789012"
+REGION = "us-east-1"
+
+# strftime's %b follows the locale; API Gateway's requestContext.time is always English.
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def sample_event(kind: str, **overrides: Any) -> dict[str, Any]:
+    """A sample event of ``kind`` (one of ``KINDS``), with ``overrides`` applied.
+
+    Every kind accepts ``now`` (an aware datetime); the others are, by kind:
+    s3-put/s3-delete: bucket, key, size, region; sqs: body, queue, region, count;
+    api-v2: method, path, body, query, headers, region; schedule: rule, region.
+    """
+    try:
+        build = BUILDERS[kind]
+    except KeyError:
+        raise ValueError(f"unknown event kind {kind!r}; valid kinds: {', '.join(KINDS)}") from None
+    accepted = inspect.signature(build).parameters
+    unknown = sorted(set(overrides) - set(accepted))
+    if unknown:
+        raise ValueError(f"{kind} events take no {', '.join(unknown)}; "
+                         f"they take: {', '.join(accepted)}")
+    if "now" not in overrides or overrides["now"] is None:
+        overrides["now"] = datetime.now(UTC)
+    return build(**overrides)
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def arn(service: str, region: str, resource: str, account: str = ACCOUNT_ID) -> str:
+    return f"arn:aws:{service}:{region}:{account}:{resource}"
+
+
+def s3_bucket_arn(bucket: str) -> str:
+    # Bucket ARNs carry neither region nor account.
+    return f"arn:aws:s3:::{bucket}"
+
+
+def iso_time(now: datetime, *, millis: bool = True) -> str:
+    """``2019-09-03T19:37:27.192Z`` (S3), or ``2019-03-01T01:23:45Z`` without ``millis`` (EventBridge)."""
+    now = now.astimezone(UTC)
+    text = now.strftime("%Y-%m-%dT%H:%M:%S")
+    if millis:
+        text += f".{now.microsecond // 1000:03d}"
+    return text + "Z"
+
+
+def clf_time(now: datetime) -> str:
+    """``12/Mar/2020:19:03:58 +0000``, the common-log-format time in API Gateway's requestContext."""
+    now = now.astimezone(UTC)
+    return f"{now.day:02d}/{MONTHS[now.month - 1]}/{now.year}:{now:%H:%M:%S} +0000"
+
+
+def epoch_ms(now: datetime) -> int:
+    return int(now.timestamp() * 1000)
+
+
+def md5_hex(text: str) -> str:
+    return hashlib.md5(text.encode()).hexdigest()
+
+
+def s3_key(key: str) -> str:
+    """The key as S3 puts it in a notification: form-URL-encoded (a space is ``+``), ``/`` kept."""
+    return quote_plus(key, safe="/")
+
+
+def _token(nbytes: int) -> str:
+    return base64.b64encode(secrets.token_bytes(nbytes)).decode()
+
+
+def _principal_id() -> str:
+    # An IAM user's unique id: "AIDA" and 17 upper-case letters and digits.
+    return "AIDA" + base64.b32encode(secrets.token_bytes(11)).decode()[:17]
+
+
+# --- the events ------------------------------------------------------------------------------
+
+
+def s3_event(event_name: str, *, now: datetime, bucket: str = "amzn-s3-demo-bucket",
+             key: str = "HappyFace.jpg", size: int = 1024, region: str = REGION) -> dict[str, Any]:
+    obj: dict[str, Any] = {"key": s3_key(key)}
+    if event_name.startswith("ObjectCreated:"):
+        # A delete notification has no size or eTag: the object is gone.
+        obj["size"] = size
+        obj["eTag"] = secrets.token_hex(16)
+    obj["sequencer"] = secrets.token_hex(9).upper()
+    record = {
+        "eventVersion": "2.1",
+        "eventSource": "aws:s3",
+        "awsRegion": region,
+        "eventTime": iso_time(now),
+        "eventName": event_name,
+        "userIdentity": {"principalId": f"AWS:{_principal_id()}"},
+        "requestParameters": {"sourceIPAddress": "198.51.100.7"},
+        "responseElements": {
+            "x-amz-request-id": secrets.token_hex(8).upper(),
+            "x-amz-id-2": _token(57),
+        },
+        "s3": {
+            "s3SchemaVersion": "1.0",
+            "configurationId": "headwater-notification",
+            "bucket": {
+                "name": bucket,
+                "ownerIdentity": {"principalId": base64.b32encode(secrets.token_bytes(9)).decode()[:14]},
+                "arn": s3_bucket_arn(bucket),
+            },
+            "object": obj,
+        },
+    }
+    return {"Records": [record]}
+
+
+def s3_put(*, now: datetime, bucket: str = "amzn-s3-demo-bucket", key: str = "HappyFace.jpg",
+           size: int = 1024, region: str = REGION) -> dict[str, Any]:
+    return s3_event("ObjectCreated:Put", now=now, bucket=bucket, key=key, size=size, region=region)
+
+
+def s3_delete(*, now: datetime, bucket: str = "amzn-s3-demo-bucket", key: str = "HappyFace.jpg",
+              region: str = REGION) -> dict[str, Any]:
+    return s3_event("ObjectRemoved:Delete", now=now, bucket=bucket, key=key, region=region)
+
+
+def sqs(*, now: datetime, body: str = "Hello from SQS!", queue: str = "my-queue", region: str = REGION,
+        count: int = 1) -> dict[str, Any]:
+    if count < 1:
+        raise ValueError(f"an SQS batch has at least one record, not {count}")
+    sent = epoch_ms(now)
+    sender = _principal_id()
+
+    def record() -> dict[str, Any]:
+        return {
+            "messageId": str(uuid.uuid4()),
+            "receiptHandle": "AQEB" + _token(150),
+            "body": body,
+            "attributes": {
+                "ApproximateReceiveCount": "1",
+                "SentTimestamp": str(sent),
+                "SenderId": sender,
+                "ApproximateFirstReceiveTimestamp": str(sent + 2),
+            },
+            "messageAttributes": {},
+            "md5OfBody": md5_hex(body),
+            "eventSource": "aws:sqs",
+            "eventSourceARN": arn("sqs", region, queue),
+            "awsRegion": region,
+        }
+
+    return {"Records": [record() for _ in range(count)]}
+
+
+def api_v2(*, now: datetime, method: str = "POST", path: str = "/my/path",
+           body: str | None = '{"message": "hello"}',
+           query: str = "parameter1=value1&parameter1=value2&parameter2=value",
+           headers: Mapping[str, str] | None = None, region: str = REGION) -> dict[str, Any]:
+    api_id = "".join(secrets.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(10))
+    domain = f"{api_id}.execute-api.{region}.amazonaws.com"
+    path = path if path.startswith("/") else "/" + path
+    source_ip = "198.51.100.7"
+    defaults = {
+        "accept": "*/*",
+        "host": domain,
+        "user-agent": "curl/8.5.0",
+        "x-amzn-trace-id": f"Root=1-{int(now.timestamp()):08x}-{secrets.token_hex(12)}",
+        "x-forwarded-for": source_ip,
+        "x-forwarded-port": "443",
+        "x-forwarded-proto": "https",
+    }
+    if body:
+        defaults["content-length"] = str(len(body.encode()))
+        defaults["content-type"] = "application/json"
+    merged = {**defaults, **lower_headers(headers or {})}
+    # Payload 2.0 moves the Cookie header into its own list.
+    cookie = merged.pop("cookie", "")
+    event: dict[str, Any] = {
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": path,
+        "rawQueryString": query,
+    }
+    if cookie:
+        event["cookies"] = [c.strip() for c in cookie.split(";") if c.strip()]
+    event["headers"] = merged
+    if query:
+        event["queryStringParameters"] = query_parameters(query)
+    event["requestContext"] = {
+        "accountId": ACCOUNT_ID,
+        "apiId": api_id,
+        "domainName": domain,
+        "domainPrefix": api_id,
+        "http": {
+            "method": method.upper(),
+            "path": path,
+            "protocol": "HTTP/1.1",
+            "sourceIp": source_ip,
+            "userAgent": merged.get("user-agent", ""),
+        },
+        "requestId": _token(11),
+        "routeKey": "$default",
+        "stage": "$default",
+        "time": clf_time(now),
+        "timeEpoch": epoch_ms(now),
+    }
+    if body:
+        # API Gateway leaves "body" out of a request that has none.
+        event["body"] = body
+    event["isBase64Encoded"] = False
+    return event
+
+
+def lower_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """Header names lower-cased; names that differ only in case are one header, its values
+    comma-joined, as API Gateway joins a repeated header."""
+    values: dict[str, list[str]] = {}
+    for name, value in headers.items():
+        values.setdefault(name.lower(), []).append(value)
+    return {name: ",".join(v) for name, v in values.items()}
+
+
+def query_parameters(query: str) -> dict[str, str]:
+    """``queryStringParameters``: values decoded, a repeated key's values comma-joined."""
+    params: dict[str, list[str]] = {}
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        params.setdefault(name, []).append(value)
+    return {name: ",".join(values) for name, values in params.items()}
+
+
+def schedule(*, now: datetime, rule: str = "my-schedule", region: str = REGION) -> dict[str, Any]:
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": ACCOUNT_ID,
+        "time": iso_time(now, millis=False),
+        "region": region,
+        "resources": [arn("events", region, f"rule/{rule}")],
+        "detail": {},
+    }
+
+
+BUILDERS: dict[str, Callable[..., dict[str, Any]]] = {
+    "s3-put": s3_put,
+    "s3-delete": s3_delete,
+    "sqs": sqs,
+    "api-v2": api_v2,
+    "schedule": schedule,
+}

@@ -1,0 +1,305 @@
+"""The Lambda management API, enough for boto3 and the AWS CLI with ``--endpoint-url``:
+CreateFunction, UpdateFunctionCode, UpdateFunctionConfiguration, GetFunction,
+GetFunctionConfiguration, ListFunctions and DeleteFunction, with Lambda's status codes and error
+shapes. Functions from config.toml are listed too, read-only.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import json
+import re
+import shutil
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from router import archive
+from router.awserror import aws_error
+from router.config import FunctionConfig
+from router.registry import Registry
+from router.store import Deployed, stamp
+from sources.invoke_api import REGISTRY, read_body
+
+# A base64 zip of Lambda's 50 MB limit, in a JSON body.
+MAX_API_BODY = archive.MAX_ZIPPED * 4 // 3 + 64 * 1024
+NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+PAGE = 50  # ListFunctions' largest page, as Lambda's
+
+
+class Invalid(Exception):
+    """A request value Lambda would refuse with InvalidParameterValueException."""
+
+
+def bad_request(message: str) -> web.Response:
+    return aws_error(400, "InvalidParameterValueException", message)
+
+
+def not_found(registry: Registry, name: str) -> web.Response:
+    server = registry.config.server
+    return aws_error(404, "ResourceNotFoundException",
+                     f"Function not found: arn:aws:lambda:{server.region}:{server.account_id}:"
+                     f"function:{name}")
+
+
+def read_json(body: bytes) -> dict[str, Any]:
+    """The body as a JSON object."""
+    try:
+        value = json.loads(body or b"{}")
+    except ValueError:
+        raise Invalid("The request body is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise Invalid("The request body must be a JSON object")
+    return value
+
+
+def configuration(registry: Registry, deployed: Deployed) -> dict[str, Any]:
+    fn = deployed.function
+    pool = registry.lookup(fn.name)
+    arn = pool.arn if pool else ""
+    return {
+        "FunctionName": fn.name,
+        "FunctionArn": arn,
+        "Runtime": fn.runtime,
+        "Role": deployed.role,
+        "Handler": fn.handler,
+        "CodeSize": deployed.code_size,
+        "Description": deployed.description,
+        "Timeout": fn.timeout_s,
+        "MemorySize": fn.memory_mb,
+        "LastModified": deployed.last_modified,
+        "CodeSha256": deployed.code_sha256,
+        "Version": "$LATEST",
+        "Environment": {"Variables": dict(fn.env)},
+        "TracingConfig": {"Mode": "PassThrough"},
+        "RevisionId": deployed.revision_id,
+        "State": "Active",
+        "LastUpdateStatus": "Successful",
+        "PackageType": "Zip",
+        "Architectures": ["x86_64"],
+        "EphemeralStorage": {"Size": 512},
+    }
+
+
+def _int(body: dict[str, Any], key: str, lo: int, hi: int, default: int) -> int:
+    value = body.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise Invalid(f"{key}: expected an integer from {lo} to {hi}, got {json.dumps(value)}")
+    return value
+
+
+def apply_settings(fn: FunctionConfig, body: dict[str, Any]) -> FunctionConfig:
+    """FunctionConfig with the Lambda API's settings in ``body`` applied; ``Invalid`` if bad."""
+    changes: dict[str, Any] = {}
+    if "Handler" in body:
+        handler = body["Handler"]
+        if not isinstance(handler, str) or not re.fullmatch(r"[^\s]{1,128}", handler):
+            raise Invalid(f"Handler: expected a handler such as app.handler, got {json.dumps(handler)}")
+        changes["handler"] = handler
+    if "Runtime" in body:
+        runtime = body["Runtime"]
+        if not isinstance(runtime, str) or not re.fullmatch(r"python3\.\d+", runtime) \
+                or shutil.which(runtime) is None:
+            raise Invalid(f"Runtime: {json.dumps(runtime)} is not supported here: expected a "
+                          "pythonX.Y found on the daemon's PATH")
+        changes["runtime"] = runtime
+    if "MemorySize" in body:
+        changes["memory_mb"] = _int(body, "MemorySize", 128, 10240, 128)
+    if "Timeout" in body:
+        changes["timeout_s"] = _int(body, "Timeout", 1, 900, 3)
+    if "Environment" in body:
+        variables = (body["Environment"] or {}).get("Variables") or {}
+        if not isinstance(variables, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in variables.items()):
+            raise Invalid("Environment.Variables: expected a map of strings to strings")
+        if len(json.dumps(variables)) > 4096:
+            raise Invalid("Environment.Variables: Lambda allows at most 4 KB of variables")
+        changes["env"] = variables
+    return msgspec.structs.replace(fn, **changes)
+
+
+def zip_of(code: Any) -> bytes:
+    if not isinstance(code, dict) or "ZipFile" not in code:
+        if isinstance(code, dict) and ({"S3Bucket", "ImageUri"} & set(code)):
+            raise Invalid("Code: only Code.ZipFile is supported (no S3Bucket/ImageUri)")
+        raise Invalid("Code.ZipFile: a base64-encoded zip archive is required")
+    try:
+        return base64.b64decode(code["ZipFile"], validate=True)
+    except (binascii.Error, TypeError, ValueError):
+        raise Invalid("Code.ZipFile: not valid base64") from None
+
+
+# --- handlers ----------------------------------------------------------------------------------
+
+Handler = Callable[[web.Request, bytes], Awaitable[web.Response]]
+
+
+def authenticated(handler: Handler) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """Read the body (up to the API's limit: a base64 zip is large), check the credentials,
+    then run the handler with the body."""
+
+    @functools.wraps(handler)
+    async def checked(request: web.Request) -> web.Response:
+        body = await read_body(request, MAX_API_BODY)
+        if body is None:
+            return aws_error(413, "RequestTooLargeException",
+                             f"Request must be smaller than {MAX_API_BODY} bytes")
+        refused = request.app[REGISTRY].api_refusal(request, body)
+        return refused if refused is not None else await handler(request, body)
+
+    return checked
+
+
+@authenticated
+async def create_function(request: web.Request, body: bytes) -> web.Response:
+    registry = request.app[REGISTRY]
+    try:
+        payload = read_json(body)
+        name = payload.get("FunctionName")
+        if not isinstance(name, str) or not NAME.fullmatch(name):
+            raise Invalid(f"FunctionName: expected 1 to 64 letters, digits, '-' or '_', got "
+                          f"{json.dumps(name)}")
+        if payload.get("PackageType", "Zip") != "Zip":
+            raise Invalid("PackageType: only Zip is supported")
+        for key in ("Handler", "Runtime"):
+            if key not in payload:
+                raise Invalid(f"{key}: required")
+        if registry.lookup(name) is not None:
+            return aws_error(409, "ResourceConflictException", f"Function already exist: {name}")
+        zip_bytes = zip_of(payload.get("Code"))
+        fn = apply_settings(FunctionConfig(name=name, handler="x.y", code=""), payload)
+        archive.check(zip_bytes)
+    except Invalid as e:
+        return bad_request(str(e))
+    except archive.ArchiveError as e:
+        return bad_request(f"Code.ZipFile: {e}")
+    version, sha, size = registry.store.install_code(name, zip_bytes)
+    deployed = stamp(Deployed(function=msgspec.structs.replace(fn, code=str(version)),
+                              role=str(payload.get("Role", "")),
+                              description=str(payload.get("Description", "")),
+                              code_sha256=sha, code_size=size))
+    registry.store.save(deployed)
+    registry.deploy(deployed)
+    return web.json_response(configuration(registry, deployed), status=201)
+
+
+def _deployed(request: web.Request) -> tuple[Registry, Deployed | None, str]:
+    registry = request.app[REGISTRY]
+    name = request.match_info["name"]
+    return registry, registry.deployed.get(name), name
+
+
+@authenticated
+async def get_function(request: web.Request, body: bytes) -> web.Response:
+    registry, deployed, name = _deployed(request)
+    if deployed is None:
+        return not_found(registry, name)
+    return web.json_response({
+        "Configuration": configuration(registry, deployed),
+        "Code": {"RepositoryType": "Headwater", "Location": f"file://{deployed.function.code}"},
+        "Tags": {}})
+
+
+@authenticated
+async def get_configuration(request: web.Request, body: bytes) -> web.Response:
+    registry, deployed, name = _deployed(request)
+    if deployed is None:
+        return not_found(registry, name)
+    return web.json_response(configuration(registry, deployed))
+
+
+@authenticated
+async def list_functions(request: web.Request, body: bytes) -> web.Response:
+    registry = request.app[REGISTRY]
+    names = sorted(registry.deployed)
+    try:
+        start = int(request.query.get("Marker") or 0)
+        size = int(request.query.get("MaxItems") or PAGE)
+    except ValueError:
+        return bad_request("Marker and MaxItems must be integers")
+    if not 1 <= size <= PAGE or start < 0:
+        return bad_request(f"MaxItems: expected an integer from 1 to {PAGE}")
+    page = names[start:start + size]
+    listing: dict[str, Any] = {"Functions": [configuration(registry, registry.deployed[n])
+                                          for n in page]}
+    if start + size < len(names):
+        listing["NextMarker"] = str(start + size)
+    return web.json_response(listing)
+
+
+def _writable(registry: Registry, deployed: Deployed | None, name: str) -> web.Response | None:
+    if deployed is None:
+        return not_found(registry, name)
+    if deployed.from_config:
+        return aws_error(409, "ResourceConflictException",
+                         f"Function {name} is defined in the daemon's configuration file and is "
+                         "read-only through the API")
+    return None
+
+
+@authenticated
+async def update_code(request: web.Request, body: bytes) -> web.Response:
+    registry, deployed, name = _deployed(request)
+    refused = _writable(registry, deployed, name)
+    if refused is not None:
+        return refused
+    assert deployed is not None
+    try:
+        zip_bytes = zip_of(read_json(body))
+        archive.check(zip_bytes)
+    except Invalid as e:
+        return bad_request(str(e))
+    except archive.ArchiveError as e:
+        return bad_request(f"ZipFile: {e}")
+    version, sha, size = registry.store.install_code(name, zip_bytes)
+    deployed.function = msgspec.structs.replace(deployed.function, code=str(version))
+    deployed.code_sha256, deployed.code_size = sha, size
+    registry.store.save(stamp(deployed))
+    registry.deploy(deployed)
+    return web.json_response(configuration(registry, deployed))
+
+
+@authenticated
+async def update_configuration(request: web.Request, body: bytes) -> web.Response:
+    registry, deployed, name = _deployed(request)
+    refused = _writable(registry, deployed, name)
+    if refused is not None:
+        return refused
+    assert deployed is not None
+    try:
+        payload = read_json(body)
+        deployed.function = apply_settings(deployed.function, payload)
+    except Invalid as e:
+        return bad_request(str(e))
+    deployed.role = str(payload.get("Role", deployed.role))
+    deployed.description = str(payload.get("Description", deployed.description))
+    registry.store.save(stamp(deployed))
+    registry.deploy(deployed)
+    return web.json_response(configuration(registry, deployed))
+
+
+@authenticated
+async def delete_function(request: web.Request, body: bytes) -> web.Response:
+    registry, deployed, name = _deployed(request)
+    refused = _writable(registry, deployed, name)
+    if refused is not None:
+        return refused
+    await registry.undeploy(name)
+    return web.Response(status=204)
+
+
+def add_routes(app: web.Application) -> None:
+    base = "/2015-03-31/functions"
+    app.router.add_post(base, create_function)
+    app.router.add_post(base + "/", create_function)
+    app.router.add_get(base, list_functions)
+    app.router.add_get(base + "/", list_functions)
+    app.router.add_get(base + "/{name}", get_function)
+    app.router.add_delete(base + "/{name}", delete_function)
+    app.router.add_get(base + "/{name}/configuration", get_configuration)
+    app.router.add_put(base + "/{name}/configuration", update_configuration)
+    app.router.add_put(base + "/{name}/code", update_code)

@@ -1,0 +1,82 @@
+"""Functions deployed through the API, kept under ``data_dir/functions/NAME/`` across restarts.
+
+Each function has ``function.json`` (its settings, written atomically: a temporary file renamed
+over the old one) and ``code/v-…/`` folders, one per uploaded version (see ``router.archive``).
+A function's workers run in the version folder they started with, so an update never changes a
+tree under a running invocation; the two newest versions are kept, older ones pruned.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import shutil
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import msgspec
+
+from router import archive
+from router.config import FunctionConfig
+
+KEEP_VERSIONS = 2
+
+
+class Deployed(msgspec.Struct):
+    """What the Lambda API reports of a function beyond its FunctionConfig."""
+
+    function: FunctionConfig
+    role: str = ""
+    description: str = ""
+    code_sha256: str = ""
+    code_size: int = 0
+    last_modified: str = ""
+    revision_id: str = ""
+    from_config: bool = False  # defined in config.toml: read-only through the API
+
+
+def now_text() -> str:
+    """Lambda's LastModified format: 2026-11-27T02:21:39.123+0000."""
+    t = datetime.now(UTC)
+    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}+0000"
+
+
+def stamp(deployed: Deployed) -> Deployed:
+    deployed.last_modified = now_text()
+    deployed.revision_id = str(uuid.uuid4())
+    return deployed
+
+
+class Store:
+    def __init__(self, data_dir: str | Path) -> None:
+        self.root = Path(data_dir) / "functions"
+
+    def load(self) -> list[Deployed]:
+        found = []
+        if self.root.is_dir():
+            for path in sorted(self.root.glob("*/function.json")):
+                found.append(msgspec.json.decode(path.read_bytes(), type=Deployed))
+        return found
+
+    def save(self, deployed: Deployed) -> None:
+        folder = self.root / deployed.function.name
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".function.json.{os.getpid()}"
+        tmp.write_bytes(msgspec.json.encode(deployed))
+        os.replace(tmp, folder / "function.json")
+
+    def install_code(self, name: str, zip_bytes: bytes) -> tuple[Path, str, int]:
+        """Unpack a validated zip into a new version folder: (folder, CodeSha256, CodeSize)."""
+        code_root = self.root / name / "code"
+        code_root.mkdir(parents=True, exist_ok=True)
+        version = archive.install(zip_bytes, code_root)
+        versions = sorted((p for p in code_root.iterdir() if p.is_dir()),
+                          key=lambda p: p.stat().st_mtime_ns)
+        archive.prune(code_root, set(versions[-KEEP_VERSIONS:]) | {version})
+        sha = base64.b64encode(hashlib.sha256(zip_bytes).digest()).decode()
+        return version, sha, len(zip_bytes)
+
+    def delete(self, name: str) -> None:
+        shutil.rmtree(self.root / name, ignore_errors=True)

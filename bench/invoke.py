@@ -1,8 +1,9 @@
-"""Invoke API throughput and latency against a bare aiohttp + uvloop server, in one run.
+"""Invoke API and function URL throughput and latency against a bare aiohttp + uvloop server.
 
 (a) the baseline answers ``{}`` itself; (b) Headwater runs a no-op Python handler in a worker
-process behind ``POST /2015-03-31/functions/noop/invocations``. Both take the same load, in
-alternating rounds; the table shows medians and the ratio b/a.
+process behind ``POST /2015-03-31/functions/noop/invocations``; (c) the same function through its
+function URL (``GET /urls/noop/``: an API Gateway v2 event in, a proxy response out). All take the
+same load, in alternating rounds; the table shows medians and the ratios b/a and c/a.
 
 Usage: python bench/invoke.py [--seconds 5] [--rounds 3] [--workers 2]
 """
@@ -14,6 +15,7 @@ import argparse
 from harness import headwater, load, median_run, raw_server, table
 
 PATH = "/2015-03-31/functions/noop/invocations"
+URL_PATH = "/urls/noop/items/1"
 
 
 def main() -> None:
@@ -34,20 +36,28 @@ def main() -> None:
     results: dict[tuple[str, int], list] = {}
     noop = {"noop/app.py": "def handler(event, context):\n    return {}\n"}
     with raw_server() as raw, headwater(functions, noop) as hw:
-        for url in (raw, hw):  # warm both up: worker start, connection pools, caches
-            load(url + PATH, 64, 1)
+        targets = (("raw", raw + PATH, "POST"), ("invoke", hw + PATH, "POST"),
+                   ("url", hw + URL_PATH, "GET"))
+        for _, url, method in targets:  # warm up: worker start, connection pools, caches
+            load(url, 64, 1, method)
         for _ in range(args.rounds):
             for c in (1, 64):
-                for name, url in (("raw", raw), ("headwater", hw)):
-                    results.setdefault((name, c), []).append(load(url + PATH, c, args.seconds))
+                for name, url, method in targets:
+                    results.setdefault((name, c), []).append(load(url, c, args.seconds, method))
     rows = []
+    labels = {"raw": "a: raw aiohttp + uvloop", "invoke": "b: Headwater invoke, no-op",
+              "url": "c: Headwater function URL, no-op"}
     for c in (1, 64):
-        a, b = median_run(results[("raw", c)]), median_run(results[("headwater", c)])
-        for name, r in (("a: raw aiohttp + uvloop", a), ("b: Headwater invoke, no-op", b)):
-            rows.append([name, str(c), f"{r.rps:,.0f}", f"{r.p50_us:,.0f}", f"{r.p99_us:,.0f}",
+        runs = {name: median_run(results[(name, c)]) for name in labels}
+        for name, label in labels.items():
+            r = runs[name]
+            rows.append([label, str(c), f"{r.rps:,.0f}", f"{r.p50_us:,.0f}", f"{r.p99_us:,.0f}",
                          str(r.errors)])
-        rows.append([f"ratio b/a at c={c}", str(c), f"{b.rps / a.rps:.2f}",
-                     f"{b.p50_us / a.p50_us:.2f}", f"{b.p99_us / a.p99_us:.2f}", ""])
+        a = runs["raw"]
+        for name, ratio in (("invoke", "b/a"), ("url", "c/a")):
+            r = runs[name]
+            rows.append([f"ratio {ratio} at c={c}", str(c), f"{r.rps / a.rps:.2f}",
+                         f"{r.p50_us / a.p50_us:.2f}", f"{r.p99_us / a.p99_us:.2f}", ""])
     print(table(["server", "conc.", "req/s", "p50 µs", "p99 µs", "errors"], rows))
 
 

@@ -56,6 +56,7 @@ class ServerConfig(Struct, frozen=True, forbid_unknown_fields=True):
                                     description="a 12-digit account id")] = "000000000000"
     max_workers: _int(1, 10000) = 64  # worker processes of all functions together
     shutdown_grace_s: _number(0) = 30.0
+    body_timeout_s: _number(0.1) = 30.0  # a request body must arrive within this
     access_log: bool = False
     # Credentials for the Lambda API (Invoke and management): "required", "none" (loopback only),
     # or "auto": required once any access key or token is configured (see the README).

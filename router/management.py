@@ -6,6 +6,7 @@ shapes. Functions from config.toml are listed too, read-only.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import functools
@@ -144,11 +145,16 @@ def authenticated(handler: Handler) -> Callable[[web.Request], Awaitable[web.Res
 
     @functools.wraps(handler)
     async def checked(request: web.Request) -> web.Response:
-        body = await read_body(request, MAX_API_BODY)
+        registry = request.app[REGISTRY]
+        try:
+            body = await read_body(request, MAX_API_BODY, registry.config.server.body_timeout_s)
+        except TimeoutError:
+            return aws_error(408, "RequestTimeoutException",
+                             "The request body was not received in time")
         if body is None:
             return aws_error(413, "RequestTooLargeException",
                              f"Request must be smaller than {MAX_API_BODY} bytes")
-        refused = request.app[REGISTRY].api_refusal(request, body)
+        refused = registry.api_refusal(request, body)
         return refused if refused is not None else await handler(request, body)
 
     return checked
@@ -172,12 +178,11 @@ async def create_function(request: web.Request, body: bytes) -> web.Response:
             return aws_error(409, "ResourceConflictException", f"Function already exist: {name}")
         zip_bytes = zip_of(payload.get("Code"))
         fn = apply_settings(FunctionConfig(name=name, handler="x.y", code=""), payload)
-        archive.check(zip_bytes)
+        version, sha, size = await asyncio.to_thread(registry.store.install_code, name, zip_bytes)
     except Invalid as e:
         return bad_request(str(e))
-    except archive.ArchiveError as e:
+    except archive.ArchiveError as e:  # checked whole before anything was written
         return bad_request(f"Code.ZipFile: {e}")
-    version, sha, size = registry.store.install_code(name, zip_bytes)
     deployed = stamp(Deployed(function=msgspec.structs.replace(fn, code=str(version)),
                               role=str(payload.get("Role", "")),
                               description=str(payload.get("Description", "")),
@@ -249,13 +254,12 @@ async def update_code(request: web.Request, body: bytes) -> web.Response:
         return refused
     assert deployed is not None
     try:
-        zip_bytes = zip_of(read_json(body))
-        archive.check(zip_bytes)
+        version, sha, size = await asyncio.to_thread(registry.store.install_code, name,
+                                                     zip_of(read_json(body)))
     except Invalid as e:
         return bad_request(str(e))
     except archive.ArchiveError as e:
         return bad_request(f"ZipFile: {e}")
-    version, sha, size = registry.store.install_code(name, zip_bytes)
     deployed.function = msgspec.structs.replace(deployed.function, code=str(version))
     deployed.code_sha256, deployed.code_size = sha, size
     registry.store.save(stamp(deployed))

@@ -134,13 +134,16 @@ class FunctionPool:
         now = time.monotonic()
         if self.config.max_workers == 0 or len(self.queue) >= self.config.max_queue or self.closing:
             self._throttle(inv)
-            return
-        if self.failure is not None and now < self.failure.retry_at and not self.serving:
+        elif self.failure is not None and now < self.failure.retry_at and not self.serving:
             self._fail_init(inv, self.failure)
+        else:
+            self.queue.append(inv)
+            if len(self.workers) < self.config.max_workers:  # else there is nothing to decide
+                self.scale(now)
             return
-        self.queue.append(inv)
-        if len(self.workers) < self.config.max_workers:  # else there is nothing to decide
-            self.scale(now)
+        # Finished before the caller even awaits it: its response may leave in this very step,
+        # so its record is written now rather than at the end of the loop iteration.
+        self.meter.file.flush()
 
     def _run(self, worker: Worker, inv: Invocation) -> None:
         inv.started = time.monotonic()

@@ -68,11 +68,11 @@ class Store:
         os.replace(tmp, folder / "function.json")
 
     def install_code(self, name: str, zip_bytes: bytes) -> tuple[Path, str, int]:
-        """Unpack a validated zip into a new version folder: (folder, CodeSha256, CodeSize)."""
+        """Check and unpack a zip into a new version folder: (folder, CodeSha256, CodeSize).
+        Blocking (up to 250 MB of disk writes): callers run it in a thread."""
         code_root = self.root / name / "code"
-        code_root.mkdir(parents=True, exist_ok=True)
         version = archive.install(zip_bytes, code_root)
-        versions = sorted((p for p in code_root.iterdir() if p.is_dir()),
+        versions = sorted((p for p in code_root.glob("v-*") if p.is_dir()),
                           key=lambda p: p.stat().st_mtime_ns)
         archive.prune(code_root, set(versions[-KEEP_VERSIONS:]) | {version})
         sha = base64.b64encode(hashlib.sha256(zip_bytes).digest()).decode()

@@ -34,7 +34,10 @@ def not_found() -> web.Response:
 async def run(request: web.Request, pool: FunctionPool, *, route_key: str, raw_path: str,
               path_params: dict[str, str], source: str) -> web.Response:
     registry: Registry = request.app[REGISTRY]
-    body = await read_body(request, MAX_SYNC_PAYLOAD)
+    try:
+        body = await read_body(request, MAX_SYNC_PAYLOAD, registry.config.server.body_timeout_s)
+    except TimeoutError:
+        return reply(apigw.error_response(408, "Request Timeout"))
     if body is None:
         return reply(apigw.error_response(413, "Request Entity Too Large"))
     if registry.draining:

@@ -7,6 +7,7 @@ worker as the same bytes. The outcome comes back in Lambda's shapes: 200 with th
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 
@@ -51,19 +52,24 @@ def client_context(header: str) -> bytes | None:
     return raw if isinstance(decoded, dict) else None
 
 
-async def read_body(request: web.Request, limit: int) -> bytes | None:
+async def read_body(request: web.Request, limit: int, within_s: float) -> bytes | None:
     """The request body, or None once it is known to exceed ``limit``: from Content-Length before
-    reading anything, or, for a chunked body, as soon as the bytes read pass it."""
-    if request.content_length is not None:
-        if request.content_length > limit:
-            return None
-        return await request.read()
-    body = bytearray()
-    while chunk := await request.content.read(1 << 16):
-        body += chunk
-        if len(body) > limit:
-            return None
-    return bytes(body)
+    reading anything, or, for a chunked body, as soon as the bytes read pass it. A body still
+    arriving after ``within_s`` seconds raises TimeoutError (a slow client holds nothing for long);
+    one already here, the usual case, is taken without a timer."""
+    length = request.content_length
+    if length is not None and length > limit:
+        return None
+    if request.content.is_eof():
+        body = await request.read()
+        return None if len(body) > limit else body
+    async with asyncio.timeout(within_s):
+        buffer = bytearray()
+        while chunk := await request.content.read(1 << 16):
+            buffer += chunk
+            if len(buffer) > limit:
+                return None
+        return bytes(buffer)
 
 
 def too_large() -> web.Response:
@@ -92,7 +98,10 @@ async def invoke(request: web.Request) -> web.Response:
     if log_type not in ("None", "Tail"):
         return aws_error(400, "InvalidParameterValueException",
                          f"Unsupported log type {log_type!r}: expected None or Tail")
-    body = await read_body(request, MAX_SYNC_PAYLOAD)
+    try:
+        body = await read_body(request, MAX_SYNC_PAYLOAD, registry.config.server.body_timeout_s)
+    except TimeoutError:
+        return aws_error(408, "RequestTimeoutException", "The request body was not received in time")
     if body is None:
         return too_large()
     refused = registry.api_refusal(request, body)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
+import time
 
 import pytest
 from conftest import Daemon, function_toml
@@ -27,7 +29,7 @@ def daemon(make_daemon) -> Daemon:  # type: ignore[no-untyped-def]
         function_toml("private", "web.plain") + trigger("GET /private", auth="token"),
         function_toml("nourl", "web.plain", url={"enabled": False}),
     ])
-    return make_daemon(functions, server='tokens = ["s3cret-token"]')
+    return make_daemon(functions, server='tokens = ["s3cret-token"]\nbody_timeout_s = 1')
 
 
 def test_route_event_has_api_gateway_v2_shape(daemon: Daemon) -> None:
@@ -142,3 +144,23 @@ def test_http_invocations_are_metered_with_their_source(daemon: Daemon) -> None:
     assert record["source"] == "http" and record["outcome"] == "success"
     r = daemon.request("GET", "/urls/echo/9")
     assert daemon.record(r.headers["apigw-requestid"])["source"] == "url"
+
+
+def test_slow_body_times_out_with_408(daemon: Daemon) -> None:
+    with socket.create_connection(("127.0.0.1", daemon.port), timeout=10) as sock:
+        sock.sendall(b"POST /urls/echo/x HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123")
+        started = time.monotonic()
+        reply = sock.recv(4096)
+        assert reply.startswith(b"HTTP/1.1 408"), reply
+        assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize(("path", "headers"), [
+    ("/urls/echo/" + "a" * 10_000, {}),
+    ("/items/1", {"X-Big": "b" * 10_000}),
+])
+def test_oversized_url_or_header_is_a_400_not_a_crash(daemon: Daemon, path: str,
+                                                      headers: dict[str, str]) -> None:
+    r = daemon.request("GET", path, headers=headers)
+    assert r.status in (400, 414, 431), r
+    assert daemon.request("GET", "/items/1").status == 200

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import time
 from collections.abc import Iterable
@@ -45,9 +46,11 @@ def is_text(content_type: str) -> bool:
     return not content_type or any(t in content_type for t in TEXT_TYPES)
 
 
-def clf_time(epoch: float) -> str:
-    """``27/Nov/2026:02:21:39 +0000``, requestContext.time's format."""
-    t = time.gmtime(epoch)
+@functools.lru_cache(maxsize=4)
+def clf_time(epoch: float | int) -> str:
+    """``27/Nov/2026:02:21:39 +0000``, requestContext.time's format (whole seconds, so the last
+    few are cached: every request of a second shares one)."""
+    t = time.gmtime(int(epoch))
     return f"{t.tm_mday:02d}/{MONTHS[t.tm_mon - 1]}/{t.tm_year}:{t.tm_hour:02d}:{t.tm_min:02d}:" \
            f"{t.tm_sec:02d} +0000"
 
@@ -94,7 +97,7 @@ def build_event(req: HttpRequest, *, route_key: str, path_params: dict[str, str]
         "requestId": request_id,
         "routeKey": route_key,
         "stage": "$default",
-        "time": clf_time(now),
+        "time": clf_time(int(now)),
         "timeEpoch": int(now * 1000),
     }
     if path_params:

@@ -7,8 +7,7 @@ for a throttle, 404 when no route matches, 413 for a body over the synchronous p
 
 from __future__ import annotations
 
-import json
-
+import msgspec
 from aiohttp import web
 
 from router.invocation import Invocation
@@ -52,7 +51,7 @@ async def run(request: web.Request, pool: FunctionPool, *, route_key: str, raw_p
     event = apigw.build_event(req, route_key=route_key, path_params=path_params,
                               request_id=inv.request_id, account_id=registry.config.server.account_id,
                               api_id=API_ID, now=inv.received)
-    inv.payload = json.dumps(event).encode()
+    inv.payload = msgspec.json.encode(event)
     if len(inv.payload) > MAX_SYNC_PAYLOAD:  # base64 grows a body by a third
         return reply(apigw.error_response(413, "Request Entity Too Large"))
     pool.submit(inv)

@@ -221,17 +221,17 @@ def output_pending() -> bool:
 class Memory:
     """The peak resident memory of each invocation, not of the worker's whole life.
 
-    Writing ``5`` to ``/proc/self/clear_refs`` resets the high-water mark that ``VmHWM`` reports, so
-    the peak read after an invocation is that invocation's own. Where /proc is missing, the
-    lifetime peak from ``getrusage`` stands in.
+    Writing ``5`` to ``/proc/self/clear_refs`` resets the high-water mark of the process's memory
+    before each invocation; ``getrusage`` then reports the peak since (it reads that mark, and is
+    a fraction of the cost of parsing ``/proc/self/status``). Where /proc is missing, the peak is
+    the worker's lifetime one.
     """
 
     def __init__(self) -> None:
         try:
             self.clear = os.open("/proc/self/clear_refs", os.O_WRONLY | os.O_CLOEXEC)
-            self.status = os.open("/proc/self/status", os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
-            self.clear = self.status = -1
+            self.clear = -1
 
     def reset(self) -> None:
         if self.clear >= 0:
@@ -240,14 +240,8 @@ class Memory:
             except OSError:
                 pass
 
-    def peak_mb(self) -> int:
-        if self.status >= 0:
-            try:
-                text = os.pread(self.status, 4096, 0)
-                at = text.index(b"VmHWM:") + 6
-                return (int(text[at:text.index(b"kB", at)]) + 1023) // 1024
-            except (OSError, ValueError):
-                pass
+    @staticmethod
+    def peak_mb() -> int:
         return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss + 1023) // 1024
 
 

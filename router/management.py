@@ -183,13 +183,13 @@ async def create_function(request: web.Request, body: bytes) -> web.Response:
         return bad_request(str(e))
     except archive.ArchiveError as e:  # checked whole before anything was written
         return bad_request(f"Code.ZipFile: {e}")
-    deployed = stamp(Deployed(function=msgspec.structs.replace(fn, code=str(version)),
-                              role=str(payload.get("Role", "")),
-                              description=str(payload.get("Description", "")),
-                              code_sha256=sha, code_size=size))
-    registry.store.save(deployed)
-    registry.deploy(deployed)
-    return web.json_response(configuration(registry, deployed), status=201)
+    deployed = Deployed(function=msgspec.structs.replace(fn, code=str(version)),
+                        role=str(payload.get("Role", "")),
+                        description=str(payload.get("Description", "")),
+                        code_sha256=sha, code_size=size)
+    response = changed(registry, deployed)
+    response.set_status(201)
+    return response
 
 
 def _deployed(request: web.Request) -> tuple[Registry, Deployed | None, str]:
@@ -236,44 +236,52 @@ async def list_functions(request: web.Request, body: bytes) -> web.Response:
     return web.json_response(listing)
 
 
-def _writable(registry: Registry, deployed: Deployed | None, name: str) -> web.Response | None:
-    if deployed is None:
-        return not_found(registry, name)
-    if deployed.from_config:
-        return aws_error(409, "ResourceConflictException",
-                         f"Function {name} is defined in the daemon's configuration file and is "
-                         "read-only through the API")
-    return None
+WriteHandler = Callable[[web.Request, bytes, Registry, Deployed], Awaitable[web.Response]]
 
 
-@authenticated
-async def update_code(request: web.Request, body: bytes) -> web.Response:
-    registry, deployed, name = _deployed(request)
-    refused = _writable(registry, deployed, name)
-    if refused is not None:
-        return refused
-    assert deployed is not None
+def writable(handler: WriteHandler) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """Authenticated, and only for a function that exists and was deployed through the API."""
+
+    @authenticated
+    @functools.wraps(handler)
+    async def checked(request: web.Request, body: bytes) -> web.Response:
+        registry, deployed, name = _deployed(request)
+        if deployed is None:
+            return not_found(registry, name)
+        if deployed.from_config:
+            return aws_error(409, "ResourceConflictException",
+                             f"Function {name} is defined in the daemon's configuration file and "
+                             "is read-only through the API")
+        return await handler(request, body, registry, deployed)
+
+    return checked
+
+
+def changed(registry: Registry, deployed: Deployed) -> web.Response:
+    """Persist a change, put it in effect, and answer with the new configuration."""
+    registry.store.save(stamp(deployed))
+    registry.deploy(deployed)
+    return web.json_response(configuration(registry, deployed))
+
+
+@writable
+async def update_code(request: web.Request, body: bytes, registry: Registry,
+                      deployed: Deployed) -> web.Response:
     try:
-        version, sha, size = await asyncio.to_thread(registry.store.install_code, name,
-                                                     zip_of(read_json(body)))
+        version, sha, size = await asyncio.to_thread(registry.store.install_code,
+                                                     deployed.function.name, zip_of(read_json(body)))
     except Invalid as e:
         return bad_request(str(e))
     except archive.ArchiveError as e:
         return bad_request(f"ZipFile: {e}")
     deployed.function = msgspec.structs.replace(deployed.function, code=str(version))
     deployed.code_sha256, deployed.code_size = sha, size
-    registry.store.save(stamp(deployed))
-    registry.deploy(deployed)
-    return web.json_response(configuration(registry, deployed))
+    return changed(registry, deployed)
 
 
-@authenticated
-async def update_configuration(request: web.Request, body: bytes) -> web.Response:
-    registry, deployed, name = _deployed(request)
-    refused = _writable(registry, deployed, name)
-    if refused is not None:
-        return refused
-    assert deployed is not None
+@writable
+async def update_configuration(request: web.Request, body: bytes, registry: Registry,
+                               deployed: Deployed) -> web.Response:
     try:
         payload = read_json(body)
         deployed.function = apply_settings(deployed.function, payload)
@@ -281,18 +289,13 @@ async def update_configuration(request: web.Request, body: bytes) -> web.Respons
         return bad_request(str(e))
     deployed.role = str(payload.get("Role", deployed.role))
     deployed.description = str(payload.get("Description", deployed.description))
-    registry.store.save(stamp(deployed))
-    registry.deploy(deployed)
-    return web.json_response(configuration(registry, deployed))
+    return changed(registry, deployed)
 
 
-@authenticated
-async def delete_function(request: web.Request, body: bytes) -> web.Response:
-    registry, deployed, name = _deployed(request)
-    refused = _writable(registry, deployed, name)
-    if refused is not None:
-        return refused
-    await registry.undeploy(name)
+@writable
+async def delete_function(request: web.Request, body: bytes, registry: Registry,
+                          deployed: Deployed) -> web.Response:
+    await registry.undeploy(deployed.function.name)
     return web.Response(status=204)
 
 

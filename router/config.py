@@ -105,6 +105,9 @@ class FunctionConfig(Struct, frozen=True, forbid_unknown_fields=True):
     env: dict[str, str] = {}
     triggers: list[HttpTrigger] = []
     url: FunctionUrl = FunctionUrl()  # the function URL: /urls/NAME/…
+    # Whether the Lambda API may update or delete this config-defined function (its changes are
+    # kept under data_dir and win over this file's code and settings at the next start).
+    api_writable: bool = False
 
 
 class Config(Struct, frozen=True, forbid_unknown_fields=True):

@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import Mapping
 
+import msgspec
 from aiohttp import web
 
 from router import auth
@@ -53,15 +54,23 @@ class Registry:
         self.pools: dict[str, FunctionPool] = {}
         self.deployed: dict[str, Deployed] = {}
         booted = now_text()
+        stored = {d.function.name: d for d in self.store.load()}
         for f in config.functions:
-            self._add(Deployed(function=f, from_config=True, last_modified=booted,
-                               revision_id=str(uuid.uuid4())))
-        for deployed in self.store.load():
-            if deployed.function.name in self.pools:
+            kept = stored.pop(f.name, None)
+            if kept is not None and f.api_writable:
+                # Changed through the API since: the stored version is the current one, its
+                # triggers and URL still those of the config file.
+                kept.function = msgspec.structs.replace(kept.function, triggers=f.triggers,
+                                                        url=f.url, api_writable=True)
+                self._add(kept)
+                continue
+            if kept is not None:
                 log.warning("%s: deployed through the API but also defined in the config file; "
-                            "the config file's wins", deployed.function.name)
-            else:
-                self._add(deployed)
+                            "the config file's wins", f.name)
+            self._add(Deployed(function=f, from_config=not f.api_writable, last_modified=booted,
+                               revision_id=str(uuid.uuid4())))
+        for deployed in stored.values():
+            self._add(deployed)
         self.routes = RouteTable([parse_route(t.route, f.name)
                                   for f in config.functions for t in f.triggers])
         self.route_auth = {t.route.strip(): t.auth for f in config.functions for t in f.triggers}

@@ -34,7 +34,7 @@ class Deployed(msgspec.Struct):
     code_size: int = 0
     last_modified: str = ""
     revision_id: str = ""
-    from_config: bool = False  # defined in config.toml: read-only through the API
+    from_config: bool = False  # defined in config.toml and read-only through the API
 
 
 def now_text() -> str:

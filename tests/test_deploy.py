@@ -271,3 +271,19 @@ def test_deployed_functions_survive_a_restart(make_daemon) -> None:  # type: ign
         assert again.get_function(FunctionName="durable")["Configuration"]["CodeSize"] > 0
     finally:
         second.stop()
+
+
+def test_config_function_marked_writable_takes_api_updates_across_restarts(make_daemon) -> None:  # type: ignore[no-untyped-def]
+    first = make_daemon(function_toml("editable", "outcomes.count", api_writable=True))
+    client = lambda_client(first)
+    assert "counter" in json.loads(client.invoke(FunctionName="editable")["Payload"].read())
+    client.update_function_code(FunctionName="editable", ZipFile=zipped({"outcomes.py": V1.replace(
+        "def handler", "def count")}))
+    assert json.loads(client.invoke(FunctionName="editable")["Payload"].read()) == {"version": 1}
+    assert first.stop() == 0
+    second = Daemon(first.folder, first.config_path.read_text()).start()
+    try:
+        again = lambda_client(second)
+        assert json.loads(again.invoke(FunctionName="editable")["Payload"].read()) == {"version": 1}
+    finally:
+        second.stop()

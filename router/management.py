@@ -24,7 +24,7 @@ from router.awserror import aws_error
 from router.config import FunctionConfig
 from router.registry import Registry
 from router.store import Deployed, stamp
-from sources.invoke_api import REGISTRY, read_body
+from sources.invoke_api import REGISTRY, UnreadableBody, read_body
 
 # A base64 zip of Lambda's 50 MB limit, in a JSON body.
 MAX_API_BODY = archive.MAX_ZIPPED * 4 // 3 + 64 * 1024
@@ -151,6 +151,8 @@ def authenticated(handler: Handler) -> Callable[[web.Request], Awaitable[web.Res
         except TimeoutError:
             return aws_error(408, "RequestTimeoutException",
                              "The request body was not received in time")
+        except UnreadableBody as e:
+            return bad_request(f"The request body is unreadable: {e}")
         if body is None:
             return aws_error(413, "RequestTooLargeException",
                              f"Request must be smaller than {MAX_API_BODY} bytes")

@@ -14,7 +14,7 @@ from router.invocation import Invocation
 from router.pool import FunctionPool
 from router.registry import Registry
 from sources import apigw
-from sources.invoke_api import MAX_SYNC_PAYLOAD, REGISTRY, read_body
+from sources.invoke_api import MAX_SYNC_PAYLOAD, REGISTRY, UnreadableBody, read_body
 
 API_ID = "headwater"
 
@@ -37,6 +37,8 @@ async def run(request: web.Request, pool: FunctionPool, *, route_key: str, raw_p
         body = await read_body(request, MAX_SYNC_PAYLOAD, registry.config.server.body_timeout_s)
     except TimeoutError:
         return reply(apigw.error_response(408, "Request Timeout"))
+    except UnreadableBody:
+        return reply(apigw.error_response(400, "Bad Request"))
     if body is None:
         return reply(apigw.error_response(413, "Request Entity Too Large"))
     if registry.draining:

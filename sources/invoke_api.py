@@ -13,6 +13,7 @@ import binascii
 
 import msgspec
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from router.awserror import aws_error
 from router.invocation import Invocation
@@ -52,6 +53,10 @@ def client_context(header: str) -> bytes | None:
     return raw if isinstance(decoded, dict) else None
 
 
+class UnreadableBody(Exception):
+    """The body could not be read as sent (a broken Content-Encoding, a truncated chunk)."""
+
+
 async def read_body(request: web.Request, limit: int, within_s: float) -> bytes | None:
     """The request body, or None once it is known to exceed ``limit``: from Content-Length before
     reading anything, or, for a chunked body, as soon as the bytes read pass it. A body still
@@ -60,16 +65,19 @@ async def read_body(request: web.Request, limit: int, within_s: float) -> bytes 
     length = request.content_length
     if length is not None and length > limit:
         return None
-    if request.content.is_eof():
-        body = await request.read()
-        return None if len(body) > limit else body
-    async with asyncio.timeout(within_s):
-        buffer = bytearray()
-        while chunk := await request.content.read(1 << 16):
-            buffer += chunk
-            if len(buffer) > limit:
-                return None
-        return bytes(buffer)
+    try:
+        if request.content.is_eof():
+            body = await request.read()
+            return None if len(body) > limit else body
+        async with asyncio.timeout(within_s):
+            buffer = bytearray()
+            while chunk := await request.content.read(1 << 16):
+                buffer += chunk
+                if len(buffer) > limit:
+                    return None
+            return bytes(buffer)
+    except RequestPayloadError as e:
+        raise UnreadableBody(str(e)) from None
 
 
 def too_large() -> web.Response:
@@ -102,6 +110,8 @@ async def invoke(request: web.Request) -> web.Response:
         body = await read_body(request, MAX_SYNC_PAYLOAD, registry.config.server.body_timeout_s)
     except TimeoutError:
         return aws_error(408, "RequestTimeoutException", "The request body was not received in time")
+    except UnreadableBody as e:
+        return aws_error(400, "InvalidRequestContentException", f"The request body is unreadable: {e}")
     if body is None:
         return too_large()
     refused = registry.api_refusal(request, body)

@@ -93,14 +93,21 @@ def verify_sigv4(method: str, raw_path: str, raw_query: str, headers: CIMultiDic
     # An unknown key is checked against a throwaway secret, so timing does not tell it apart.
     secret = keys.get(key_id)
     signed = signed_text.split(";")
-    payload_hash = headers.get("X-Amz-Content-SHA256") or hashlib.sha256(body).hexdigest()
-    if payload_hash == "UNSIGNED-PAYLOAD":
-        payload_hash = hashlib.sha256(body).hexdigest()
+    # The signature covers the body through its hash, which is always the body's real one: a
+    # claimed hash that differs (or UNSIGNED-PAYLOAD) would let a replayed signature carry any body.
+    payload_hash = hashlib.sha256(body).hexdigest()
+    if headers.get("X-Amz-Content-SHA256", payload_hash) != payload_hash:
+        raise Refused("InvalidSignatureException",
+                      "X-Amz-Content-SHA256 does not match the request body")
     request = canonical_request(method, raw_path, raw_query, headers, signed, payload_hash)
     scope = f"{date}/{region}/{service}/aws4_request"
-    to_sign = "\n".join([ALGORITHM, amz_date, scope, hashlib.sha256(request.encode()).hexdigest()])
-    expected = hmac.new(signing_key(secret or "\0unknown", date, region, service), to_sign.encode(),
-                        hashlib.sha256).hexdigest()
+    try:
+        to_sign = "\n".join([ALGORITHM, amz_date, scope,
+                             hashlib.sha256(request.encode()).hexdigest()]).encode()
+        expected = hmac.new(signing_key(secret or "\0unknown", date, region, service), to_sign,
+                            hashlib.sha256).hexdigest()
+    except UnicodeEncodeError:  # a scope or header no client could have signed
+        raise Refused("IncompleteSignatureException", "The signed request is not valid") from None
     matches = hmac.compare_digest(expected, signature)
     if secret is None:
         raise Refused("UnrecognizedClientException",

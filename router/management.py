@@ -22,7 +22,7 @@ from aiohttp import web
 from router import archive
 from router.awserror import aws_error
 from router.config import FunctionConfig
-from router.registry import Registry
+from router.registry import Registry, parse_function_name
 from router.store import Deployed, stamp
 from sources.invoke_api import REGISTRY, UnreadableBody, read_body
 
@@ -113,7 +113,10 @@ def apply_settings(fn: FunctionConfig, body: dict[str, Any]) -> FunctionConfig:
     if "Timeout" in body:
         changes["timeout_s"] = _int(body, "Timeout", 1, 900, 3)
     if "Environment" in body:
-        variables = (body["Environment"] or {}).get("Variables") or {}
+        environment = body["Environment"] or {}
+        if not isinstance(environment, dict):
+            raise Invalid("Environment: expected an object with Variables")
+        variables = environment.get("Variables") or {}
         if not isinstance(variables, dict) or not all(
                 isinstance(k, str) and isinstance(v, str) for k, v in variables.items()):
             raise Invalid("Environment.Variables: expected a map of strings to strings")
@@ -178,6 +181,9 @@ async def create_function(request: web.Request, body: bytes) -> web.Response:
                 raise Invalid(f"{key}: required")
         if registry.lookup(name) is not None:
             return aws_error(409, "ResourceConflictException", f"Function already exist: {name}")
+        if name in registry.deleting:
+            return aws_error(409, "ResourceConflictException",
+                             f"Function {name} is being deleted; try again shortly")
         zip_bytes = zip_of(payload.get("Code"))
         fn = apply_settings(FunctionConfig(name=name, handler="x.y", code=""), payload)
         version, sha, size = await asyncio.to_thread(registry.store.install_code, name, zip_bytes)
@@ -185,6 +191,8 @@ async def create_function(request: web.Request, body: bytes) -> web.Response:
         return bad_request(str(e))
     except archive.ArchiveError as e:  # checked whole before anything was written
         return bad_request(f"Code.ZipFile: {e}")
+    if registry.lookup(name) is not None:  # created by a concurrent request meanwhile
+        return aws_error(409, "ResourceConflictException", f"Function already exist: {name}")
     deployed = Deployed(function=msgspec.structs.replace(fn, code=str(version)),
                         role=str(payload.get("Role", "")),
                         description=str(payload.get("Description", "")),
@@ -195,9 +203,13 @@ async def create_function(request: web.Request, body: bytes) -> web.Response:
 
 
 def _deployed(request: web.Request) -> tuple[Registry, Deployed | None, str]:
+    """The function a path names: by name, or by ARN as boto3 passes one through."""
     registry = request.app[REGISTRY]
-    name = request.match_info["name"]
-    return registry, registry.deployed.get(name), name
+    text = request.match_info["name"]
+    parsed = parse_function_name(text)
+    if parsed is None or parsed[1] not in (None, "$LATEST"):
+        return registry, None, text
+    return registry, registry.deployed.get(parsed[0]), parsed[0]
 
 
 @authenticated
@@ -276,6 +288,9 @@ async def update_code(request: web.Request, body: bytes, registry: Registry,
         return bad_request(str(e))
     except archive.ArchiveError as e:
         return bad_request(f"ZipFile: {e}")
+    if registry.deployed.get(deployed.function.name) is not deployed:
+        return aws_error(409, "ResourceConflictException",
+                         f"Function {deployed.function.name} was deleted during the update")
     deployed.function = msgspec.structs.replace(deployed.function, code=str(version))
     deployed.code_sha256, deployed.code_size = sha, size
     return changed(registry, deployed)

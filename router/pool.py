@@ -27,7 +27,7 @@ from router.invocation import Invocation, Outcome, Status
 from router.metering import Meter
 from router.scaling import Snapshot, plan
 from router.sink import BatchWriter
-from workers.forkserver import ForkServer, ForkServerGone, InitFailed
+from workers.forkserver import ForkFailed, ForkServer, ForkServerGone, InitFailed, Retired
 from workers.process import INIT_FAILED, Worker, WorkerSpec
 from workers.protocol import Invoke, Result
 
@@ -156,6 +156,8 @@ class FunctionPool:
 
     def _next(self, worker: Worker) -> None:
         """A worker is free: give it the next queued invocation, or park it."""
+        if worker.timed_out or worker.over_memory:
+            return  # killed already (its last frame was on its way): its exit replaces it
         if self.closing or worker in self.stale:
             worker.stop()
             if self.queue and not self.closing:
@@ -341,7 +343,7 @@ class FunctionPool:
         except InitFailed as e:
             error: dict[str, object] = json.loads(e.payload)
             error.pop("requestId", None)
-            failure: tuple[Status, str, dict[str, object]] = ("error", e.error_type, error)
+            failure: tuple[Status, str, dict[str, object]] | None = ("error", e.error_type, error)
         except TimeoutError:
             failure = ("timeout", "Sandbox.Timedout", {
                 "errorMessage": f"Init timed out after {INIT_TIMEOUT_S:.2f} seconds",
@@ -350,16 +352,25 @@ class FunctionPool:
             failure = ("crash", "Runtime.ExitError", {
                 "errorMessage": f"Runtime exited with error: {exit_text(e.args[0])}",
                 "errorType": "Runtime.ExitError"})
+        except ForkFailed as e:
+            failure = ("crash", "Runtime.ExitError", {
+                "errorMessage": f"cannot start a worker: {e}", "errorType": "Runtime.ExitError"})
         except OSError as e:
             failure = ("crash", "Runtime.InvalidEntrypoint", {
                 "errorMessage": f"cannot start {self.spec.python}: {e.strerror}",
                 "errorType": "Runtime.InvalidEntrypoint"})
+        except Retired:
+            failure = None
         # Every worker waiting on a failed fork server lands here; the failure is counted once.
         worker.state = "dead"
         self.workers.discard(worker)
         self.starting.discard(worker)
         self.capacity.released(self)
-        if server is None or not server.failure_reported:
+        if failure is None or worker in self.stale:
+            # Started for a configuration that has since changed: not a failure of the new one.
+            self.stale.discard(worker)
+            self.scale(time.monotonic())
+        elif server is None or not server.failure_reported:
             if server is not None:
                 server.failure_reported = True
             self._init_failed(*failure, (time.monotonic() - worker.spawned) * 1000)

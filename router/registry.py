@@ -53,6 +53,7 @@ class Registry:
         self.store = Store(config.server.data_dir)
         self.pools: dict[str, FunctionPool] = {}
         self.deployed: dict[str, Deployed] = {}
+        self.deleting: dict[str, FunctionPool] = {}  # names being deleted: not to be reused yet
         booted = now_text()
         stored = {d.function.name: d for d in self.store.load()}
         for f in config.functions:
@@ -103,14 +104,18 @@ class Registry:
         """Delete: no new invocations; running ones finish (within the grace); files go last."""
         pool = self.pools.pop(name)
         del self.deployed[name]
+        self.deleting[name] = pool  # still ticked (deadlines, memory) while it drains
         pool.close()
         try:
-            await asyncio.wait_for(pool.stopped(), self.config.server.shutdown_grace_s)
-        except TimeoutError:
-            pool.kill_all()
-            await asyncio.wait_for(pool.stopped(), 5.0)
-        self.capacity.pools.remove(pool)
-        self.store.delete(name)
+            try:
+                await asyncio.wait_for(pool.stopped(), self.config.server.shutdown_grace_s)
+            except TimeoutError:
+                pool.kill_all()
+                await asyncio.wait_for(pool.stopped(), 5.0)
+            self.capacity.pools.remove(pool)
+            await asyncio.to_thread(self.store.delete, name)
+        finally:
+            del self.deleting[name]
 
     def api_refusal(self, request: web.Request, body: bytes) -> web.Response | None:
         """None if a Lambda API request may proceed, else the 403 to answer it with."""
@@ -151,7 +156,7 @@ class Registry:
             await asyncio.sleep(TICK_S)
             now = time.monotonic()
             n += 1
-            for pool in self.pools.values():
+            for pool in [*self.pools.values(), *self.deleting.values()]:
                 try:
                     pool.check_limits(now)
                     if n % SCALE_EVERY == 0:

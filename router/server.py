@@ -61,7 +61,10 @@ async def serve(config: Config, environ: Mapping[str, str]) -> int:
     log.info("draining: finishing in-flight invocations (up to %.0f s)", grace)
     systemd.notify(environ, "STOPPING=1")
     registry.draining = True
-    await runner.cleanup()  # stops listening, then waits for requests in flight
+    await site.stop()  # no new connections; those open get 503 from here on
+    # Running invocations finish (or are killed at the grace), so every caller gets its answer
+    # before the connections close.
     await registry.close(grace)
+    await runner.cleanup()
     log.info("stopped")
     return 0

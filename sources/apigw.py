@@ -16,6 +16,7 @@ import base64
 import binascii
 import functools
 import json
+import re
 import time
 from collections.abc import Iterable
 from urllib.parse import parse_qsl
@@ -123,6 +124,12 @@ class HttpResponse(msgspec.Struct):
 
 
 JSON_HEADERS = [("Content-Type", "application/json")]
+# The server frames the response itself: a function's framing or hop-by-hop headers would let it
+# forge a second response to a proxy in front.
+FRAMING = {"content-length", "transfer-encoding", "connection", "keep-alive", "te", "trailer",
+           "upgrade", "proxy-authenticate", "proxy-authorization", "proxy-connection"}
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_UNSAFE = re.compile(r"[\r\n\0]")
 
 
 def error_response(status: int, message: str) -> HttpResponse:
@@ -151,18 +158,24 @@ def _shaped(value: dict[str, object]) -> HttpResponse:
     if isinstance(status, bool) or not isinstance(status, int | str):
         raise TypeError("statusCode")
     status = int(status)
-    if not 100 <= status <= 599:
+    if not 200 <= status <= 599:  # 1xx are not final answers
         raise ValueError("statusCode")
     headers: list[tuple[str, str]] = []
     raw_headers = value.get("headers") or {}
     if not isinstance(raw_headers, dict):
         raise TypeError("headers")
     for name, v in raw_headers.items():
-        headers.append((str(name), v if isinstance(v, str) else json.dumps(v)))
+        text = v if isinstance(v, str) else json.dumps(v)
+        if not _TOKEN.fullmatch(str(name)) or _UNSAFE.search(text):
+            raise ValueError("header")  # a header that would break or forge the response
+        if str(name).lower() not in FRAMING:
+            headers.append((str(name), text))
     cookies = value.get("cookies") or []
     if not isinstance(cookies, list):
         raise TypeError("cookies")
-    headers += [("Set-Cookie", str(c)) for c in cookies]
+    if any(not isinstance(c, str) or _UNSAFE.search(c) for c in cookies):
+        raise ValueError("cookies")
+    headers += [("Set-Cookie", c) for c in cookies]
     body = value.get("body")
     if body is None:
         data = b""

@@ -322,7 +322,6 @@ RESPONSES = [
     # statusCode as int and as a numeric string
     (j({"statusCode": 201}), 201, [CT_JSON], b""),
     (j({"statusCode": "404", "body": "nope"}), 404, [CT_JSON], b"nope"),
-    (j({"statusCode": 100}), 100, [CT_JSON], b""),
     (j({"statusCode": 599}), 599, [CT_JSON], b""),
     (b' \n{"statusCode": 204}', 204, [CT_JSON], b""),
     # headers: strings as they are, anything else as JSON text
@@ -375,6 +374,11 @@ def test_to_response(result: bytes, status: int, headers: list[tuple[str, str]],
     j({"statusCode": "2OO"}),
     j({"statusCode": ""}),
     j({"statusCode": 99}),
+    j({"statusCode": 100}),  # 1xx is not a final answer
+    # Headers that would break or forge the response framing.
+    j({"statusCode": 200, "headers": {"x": "a\r\nSet-Cookie: evil=1"}}),
+    j({"statusCode": 200, "headers": {"bad name": "v"}}),
+    j({"statusCode": 200, "cookies": ["a=b\r\nX: y"]}),
     j({"statusCode": 600}),
     j({"statusCode": "600"}),
     j({"statusCode": -200}),
@@ -429,3 +433,14 @@ def test_error_response_headers_are_fresh_lists() -> None:
     error_response(404, "Not Found").headers.append(("X-Extra", "1"))
     assert error_response(404, "Not Found").headers == [CT_JSON]
     assert JSON_HEADERS == [CT_JSON]
+
+
+def test_framing_headers_from_the_function_are_dropped() -> None:
+    result = j({"statusCode": 200, "headers": {"Transfer-Encoding": "chunked", "Content-Length": "48",
+                                               "Connection": "close", "X-Kept": "1"},
+                "body": "0\r\n\r\nHTTP/1.1 200 OK\r\n"})
+    response = to_response(result)
+    assert response.status == 200
+    names = [name.lower() for name, _ in response.headers]
+    assert "transfer-encoding" not in names and "content-length" not in names
+    assert "connection" not in names and "x-kept" in names

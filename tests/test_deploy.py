@@ -287,3 +287,32 @@ def test_config_function_marked_writable_takes_api_updates_across_restarts(make_
         assert json.loads(again.invoke(FunctionName="editable")["Payload"].read()) == {"version": 1}
     finally:
         second.stop()
+
+
+def test_a_signature_cannot_be_replayed_with_another_body(daemon: Daemon) -> None:
+    import hashlib
+    import http.client
+
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    url = f"{daemon.url}/2015-03-31/functions/fromconfig/invocations"
+    signed = AWSRequest(method="POST", url=url, data=b'{"amount": 1}',
+                        headers={"Content-Type": "application/json"})
+    SigV4Auth(Credentials("AKIDHEADWATER", "s3cret"), "lambda", "us-east-1").add_auth(signed)
+    headers = dict(signed.headers.items())
+
+    def send(body: bytes, extra: dict[str, str]) -> int:
+        conn = http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=10)
+        conn.request("POST", "/2015-03-31/functions/fromconfig/invocations", body,
+                     {**headers, **extra})
+        status = conn.getresponse().status
+        conn.close()
+        return status
+
+    assert send(b'{"amount": 1}', {}) == 200
+    forged = b'{"amount": 1000000}'
+    assert send(forged, {}) == 403
+    assert send(forged, {"X-Amz-Content-SHA256": hashlib.sha256(forged).hexdigest()}) == 403
+    assert send(forged, {"X-Amz-Content-SHA256": "UNSIGNED-PAYLOAD"}) == 403

@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 
 import pytest
-
 from conftest import Daemon, function_toml
 
 PATHS = ["/2015-03-31/functions/echo/invocations", "/2015-03-31/functions/",

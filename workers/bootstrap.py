@@ -400,7 +400,12 @@ def forkserver_main(ctrl_fd: int) -> int:
             if not message:  # the router is gone: so are we (idle workers see their EOF too)
                 return 0
             request = json.loads(message)
-            pid = fork_worker(ctrl, (wake_r, wake_w), request, handler, environ, request_ids)
+            try:
+                pid = fork_worker(ctrl, (wake_r, wake_w), request, handler, environ, request_ids)
+            except OSError as e:  # out of processes or descriptors: this worker only fails
+                ctrl.send(json.dumps({"type": "fork_failed", "id": request["id"],
+                                      "message": str(e)}).encode())
+                continue
             children.add(pid)
 
 
@@ -432,10 +437,16 @@ def reap(ctrl: socket.socket, children: set[int]) -> None:
 
 def fork_worker(ctrl: socket.socket, wake: tuple[int, int], request: dict, handler,
                 environ: dict, request_ids: RequestIdFilter) -> int:
-    to_r, to_w = os.pipe()
-    from_r, from_w = os.pipe()
-    log_r, log_w = os.pipe()
-    pid = os.fork()
+    opened = []
+    try:
+        for _ in range(3):
+            opened += os.pipe()
+        pid = os.fork()
+    except OSError:
+        for fd in opened:
+            os.close(fd)
+        raise
+    to_r, to_w, from_r, from_w, log_r, log_w = opened
     if pid == 0:
         code = 1
         try:
@@ -456,8 +467,8 @@ def fork_worker(ctrl: socket.socket, wake: tuple[int, int], request: dict, handl
     for fd in (to_r, from_w, log_w):
         os.close(fd)
     try:
-        socket.send_fds(ctrl, [json.dumps({"type": "forked", "pid": pid}).encode()],
-                        [to_w, from_r, log_r])
+        socket.send_fds(ctrl, [json.dumps({"type": "forked", "id": request["id"],
+                                           "pid": pid}).encode()], [to_w, from_r, log_r])
     finally:
         for fd in (to_w, from_r, log_r):
             os.close(fd)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import signal
@@ -38,6 +39,14 @@ class ForkServerGone(Exception):
     """The fork server exited before it answered (its exit status, when known, is the arg)."""
 
 
+class Retired(Exception):
+    """The function's code or settings changed while this waited for the old fork server."""
+
+
+class ForkFailed(Exception):
+    """The fork server could not fork this one worker (out of processes or descriptors)."""
+
+
 class ForkServer:
     def __init__(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -45,7 +54,10 @@ class ForkServer:
         self.gone: asyncio.Future[int] = self._loop.create_future()  # its exit status
         self.pid = 0
         self._sock: socket.socket | None = None
-        self._forks: deque[asyncio.Future[tuple[int, tuple[int, int, int]]]] = deque()
+        # Fork requests by id: a reply is matched to its request, never to its position.
+        self._forks: dict[int, asyncio.Future[tuple[int, tuple[int, int, int]]]] = {}
+        self._ids = itertools.count()
+        self._outbox: deque[bytes] = deque()  # requests the socket had no room for yet
         self._workers: dict[int, Worker] = {}
         self.closed = False
         self.retiring = False
@@ -54,6 +66,15 @@ class ForkServer:
         self.ready.add_done_callback(lambda f: f.cancelled() or f.exception())
 
     async def start(self, spec: WorkerSpec) -> None:
+        """Start the process; a failure to start is its init failure, seen by every waiter."""
+        try:
+            await self._start(spec)
+        except OSError as e:
+            self.closed = True
+            if not self.ready.done():
+                self.ready.set_exception(e)
+
+    async def _start(self, spec: WorkerSpec) -> None:
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             proc = await asyncio.create_subprocess_exec(
@@ -67,6 +88,10 @@ class ForkServer:
         finally:
             theirs.close()
         self.pid = proc.pid
+        if self.closed:  # retired while it was starting: it will never be asked for anything
+            mine.close()
+            self.kill()
+            return
         mine.setblocking(False)
         self._sock = mine
         self._loop.add_reader(mine.fileno(), self._on_message)
@@ -85,26 +110,47 @@ class ForkServer:
             except TimeoutError:
                 self.kill()
                 raise
-        assert self._sock is not None
+        if self.closed:
+            raise Retired
+        request_id = next(self._ids)
         answer: asyncio.Future[tuple[int, tuple[int, int, int]]] = self._loop.create_future()
-        self._forks.append(answer)
-        self._sock.send(json.dumps({"type": "fork", "env": env}).encode())
-        pid, fds = await answer
+        self._forks[request_id] = answer
+        self._outbox.append(json.dumps({"type": "fork", "id": request_id, "env": env}).encode())
+        self._send()
+        try:
+            pid, fds = await asyncio.wait_for(answer, max(0.0, init_deadline - time.monotonic()))
+        finally:
+            self._forks.pop(request_id, None)  # a late reply is then cleaned up, not attached
         self._workers[pid] = worker
         worker.attach(pid, fds, init_deadline)
 
+    def _send(self) -> None:
+        assert self._sock is not None
+        while self._outbox:
+            try:
+                self._sock.send(self._outbox[0])
+            except BlockingIOError:  # a burst larger than the socket's buffer: wait for room
+                self._loop.add_writer(self._sock.fileno(), self._send)
+                return
+            self._outbox.popleft()
+        self._loop.remove_writer(self._sock.fileno())
+
     def retire(self) -> None:
-        """No more forks: close once every worker it forked is gone (it reports their exits)."""
+        """No more forks: close once every worker it forked is gone (it reports their exits).
+        Whoever still waits for it to be ready is told to go to the new one instead."""
         self.retiring = True
+        if not self.ready.done():
+            self.ready.set_exception(Retired())
         if not self._workers and not self._forks:
             self.close()
 
     def close(self) -> None:
         """Stop it: it exits when its socket closes (its workers each see their own EOF)."""
         if self._sock is not None and not self.closed:
-            self.closed = True
             self._loop.remove_reader(self._sock.fileno())
+            self._loop.remove_writer(self._sock.fileno())
             self._sock.close()
+        self.closed = True
 
     def kill(self) -> None:
         if self.pid:
@@ -125,7 +171,18 @@ class ForkServer:
         message = json.loads(data)
         kind = message["type"]
         if kind == "forked":
-            self._forks.popleft().set_result((message["pid"], (fds[0], fds[1], fds[2])))
+            answer = self._forks.get(message["id"])
+            if answer is None or answer.done():  # its waiter gave up: nobody will use it
+                for fd in fds:
+                    os.close(fd)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(message["pid"], signal.SIGKILL)
+            else:
+                answer.set_result((message["pid"], (fds[0], fds[1], fds[2])))
+        elif kind == "fork_failed":
+            answer = self._forks.get(message["id"])
+            if answer is not None and not answer.done():
+                answer.set_exception(ForkFailed(message["message"]))
         elif kind == "exited":
             worker = self._workers.pop(message["pid"], None)
             if worker is not None:
@@ -145,8 +202,10 @@ class ForkServer:
         error = ForkServerGone(returncode)
         if not self.ready.done():
             self.ready.set_exception(error)
-        while self._forks:
-            self._forks.popleft().set_exception(error)
+        for answer in self._forks.values():
+            if not answer.done():
+                answer.set_exception(error)
+        self._forks.clear()
         # Its workers were reparented and will be reaped elsewhere: end them and say so here.
         for pid, worker in self._workers.items():
             with contextlib.suppress(ProcessLookupError):

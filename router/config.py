@@ -214,6 +214,11 @@ def check(config: Config) -> None:
         if f.min_workers > f.max_workers:
             raise ConfigError(f"{at}.min_workers: expected at most max_workers ({f.max_workers}), "
                               f"got {f.min_workers}")
+    floors = sum(f.min_workers for f in config.functions)
+    if floors > server.max_workers:
+        # Warm floors that fill the daemon's cap would leave other functions no worker at all.
+        raise ConfigError(f"server.max_workers: the functions' min_workers add up to {floors}, "
+                          f"more than max_workers ({server.max_workers})")
     for first, second in RouteTable(routes).conflicts():
         raise ConfigError(f"functions: route {second.key!r} of {second.target!r} conflicts with "
                           f"{first.key!r} of {first.target!r}")

@@ -169,7 +169,7 @@ def authenticated(handler: Handler) -> Callable[[web.Request], Awaitable[web.Res
 async def create_function(request: web.Request, body: bytes) -> web.Response:
     registry = request.app[REGISTRY]
     try:
-        payload = read_json(body)
+        payload = await asyncio.to_thread(read_json, body)  # a 70 MB body takes a while
         name = payload.get("FunctionName")
         if not isinstance(name, str) or not NAME.fullmatch(name):
             raise Invalid(f"FunctionName: expected 1 to 64 letters, digits, '-' or '_', got "
@@ -184,9 +184,9 @@ async def create_function(request: web.Request, body: bytes) -> web.Response:
         if name in registry.deleting:
             return aws_error(409, "ResourceConflictException",
                              f"Function {name} is being deleted; try again shortly")
-        zip_bytes = zip_of(payload.get("Code"))
         fn = apply_settings(FunctionConfig(name=name, handler="x.y", code=""), payload)
-        version, sha, size = await asyncio.to_thread(registry.store.install_code, name, zip_bytes)
+        version, sha, size = await asyncio.to_thread(
+            lambda: registry.store.install_code(name, zip_of(payload.get("Code"))))
     except Invalid as e:
         return bad_request(str(e))
     except archive.ArchiveError as e:  # checked whole before anything was written
@@ -282,8 +282,8 @@ def changed(registry: Registry, deployed: Deployed) -> web.Response:
 async def update_code(request: web.Request, body: bytes, registry: Registry,
                       deployed: Deployed) -> web.Response:
     try:
-        version, sha, size = await asyncio.to_thread(registry.store.install_code,
-                                                     deployed.function.name, zip_of(read_json(body)))
+        version, sha, size = await asyncio.to_thread(
+            lambda: registry.store.install_code(deployed.function.name, zip_of(read_json(body))))
     except Invalid as e:
         return bad_request(str(e))
     except archive.ArchiveError as e:

@@ -483,3 +483,16 @@ def test_auth_rules(tmp_path: Path, server: dict[str, object], message: str) -> 
 ])
 def test_auth_accepted(tmp_path: Path, server: dict[str, object]) -> None:
     parse({"server": server}, tmp_path, {})
+
+
+def test_warm_floors_may_not_fill_the_daemon(tmp_path: Path) -> None:
+    code = tmp_path / "code"
+    code.mkdir()
+    runtime = f"python3.{sys.version_info.minor}"
+    functions = [{"name": f"f{i}", "handler": "app.handler", "code": str(code), "runtime": runtime,
+                  "min_workers": 3, "max_workers": 3} for i in range(2)]
+    with pytest.raises(ConfigError) as caught:
+        parse({"server": {"max_workers": 5}, "functions": functions}, tmp_path, {})
+    assert str(caught.value) == ("server.max_workers: the functions' min_workers add up to 6, "
+                                 "more than max_workers (5)")
+    parse({"server": {"max_workers": 6}, "functions": functions}, tmp_path, {})

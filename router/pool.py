@@ -385,7 +385,7 @@ class FunctionPool:
 
     def _prepared(self, ready: asyncio.Future[None]) -> None:
         error = None if ready.cancelled() else ready.exception()
-        if error is not None:
+        if error is not None and not isinstance(error, Retired):
             log.warning("%s: the fork server's init failed (%r); the first invocation retries",
                         self.config.name, error)
 

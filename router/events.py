@@ -15,16 +15,15 @@ import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qsl, quote_plus
+from urllib.parse import quote_plus
+
+from sources import apigw
 
 KINDS = ("s3-put", "s3-delete", "sqs", "api-v2", "schedule")
 
 # The placeholder account id and region the AWS documentation uses.
 ACCOUNT_ID = "123456789012"
 REGION = "us-east-1"
-
-# strftime's %b follows the locale; API Gateway's requestContext.time is always English.
-MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
 def sample_event(kind: str, **overrides: Any) -> dict[str, Any]:
@@ -67,12 +66,6 @@ def iso_time(now: datetime, *, millis: bool = True) -> str:
     if millis:
         text += f".{now.microsecond // 1000:03d}"
     return text + "Z"
-
-
-def clf_time(now: datetime) -> str:
-    """``12/Mar/2020:19:03:58 +0000``, the common-log-format time in API Gateway's requestContext."""
-    now = now.astimezone(UTC)
-    return f"{now.day:02d}/{MONTHS[now.month - 1]}/{now.year}:{now:%H:%M:%S} +0000"
 
 
 def epoch_ms(now: datetime) -> int:
@@ -176,13 +169,13 @@ def api_v2(*, now: datetime, method: str = "POST", path: str = "/my/path",
            body: str | None = '{"message": "hello"}',
            query: str = "parameter1=value1&parameter1=value2&parameter2=value",
            headers: Mapping[str, str] | None = None, region: str = REGION) -> dict[str, Any]:
+    """A function URL request as the daemon's own HTTP source shapes it (``sources.apigw``), from
+    a request that looks as if it came through API Gateway."""
     api_id = "".join(secrets.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(10))
-    domain = f"{api_id}.execute-api.{region}.amazonaws.com"
-    path = path if path.startswith("/") else "/" + path
     source_ip = "198.51.100.7"
-    defaults = {
+    sent = {
         "accept": "*/*",
-        "host": domain,
+        "host": f"{api_id}.execute-api.{region}.amazonaws.com",
         "user-agent": "curl/8.5.0",
         "x-amzn-trace-id": f"Root=1-{int(now.timestamp()):08x}-{secrets.token_hex(12)}",
         "x-forwarded-for": source_ip,
@@ -190,62 +183,16 @@ def api_v2(*, now: datetime, method: str = "POST", path: str = "/my/path",
         "x-forwarded-proto": "https",
     }
     if body:
-        defaults["content-length"] = str(len(body.encode()))
-        defaults["content-type"] = "application/json"
-    merged = {**defaults, **lower_headers(headers or {})}
-    # Payload 2.0 moves the Cookie header into its own list.
-    cookie = merged.pop("cookie", "")
-    event: dict[str, Any] = {
-        "version": "2.0",
-        "routeKey": "$default",
-        "rawPath": path,
-        "rawQueryString": query,
-    }
-    if cookie:
-        event["cookies"] = [c.strip() for c in cookie.split(";") if c.strip()]
-    event["headers"] = merged
-    if query:
-        event["queryStringParameters"] = query_parameters(query)
-    event["requestContext"] = {
-        "accountId": ACCOUNT_ID,
-        "apiId": api_id,
-        "domainName": domain,
-        "domainPrefix": api_id,
-        "http": {
-            "method": method.upper(),
-            "path": path,
-            "protocol": "HTTP/1.1",
-            "sourceIp": source_ip,
-            "userAgent": merged.get("user-agent", ""),
-        },
-        "requestId": _token(11),
-        "routeKey": "$default",
-        "stage": "$default",
-        "time": clf_time(now),
-        "timeEpoch": epoch_ms(now),
-    }
-    if body:
-        # API Gateway leaves "body" out of a request that has none.
-        event["body"] = body
-    event["isBase64Encoded"] = False
-    return event
-
-
-def lower_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    """Header names lower-cased; names that differ only in case are one header, its values
-    comma-joined, as API Gateway joins a repeated header."""
-    values: dict[str, list[str]] = {}
-    for name, value in headers.items():
-        values.setdefault(name.lower(), []).append(value)
-    return {name: ",".join(v) for name, v in values.items()}
-
-
-def query_parameters(query: str) -> dict[str, str]:
-    """``queryStringParameters``: values decoded, a repeated key's values comma-joined."""
-    params: dict[str, list[str]] = {}
-    for name, value in parse_qsl(query, keep_blank_values=True):
-        params.setdefault(name, []).append(value)
-    return {name: ",".join(values) for name, values in params.items()}
+        sent["content-length"] = str(len(body.encode()))
+        sent["content-type"] = "application/json"
+    given = dict(headers or {})
+    overridden = {name.lower() for name in given}
+    request = apigw.HttpRequest(
+        method=method.upper(), raw_path=path if path.startswith("/") else "/" + path, raw_query=query,
+        headers=(*((k, v) for k, v in sent.items() if k not in overridden), *given.items()),
+        body=(body or "").encode(), source_ip=source_ip)
+    return apigw.build_event(request, route_key="$default", path_params={}, request_id=_token(11),
+                             account_id=ACCOUNT_ID, api_id=api_id, now=now.timestamp())
 
 
 def schedule(*, now: datetime, rule: str = "my-schedule", region: str = REGION) -> dict[str, Any]:

@@ -72,9 +72,8 @@ class Registry:
                                revision_id=str(uuid.uuid4())))
         for deployed in stored.values():
             self._add(deployed)
-        self.routes = RouteTable([parse_route(t.route, f.name)
+        self.routes = RouteTable([parse_route(t.route, f.name, t.auth)
                                   for f in config.functions for t in f.triggers])
-        self.route_auth = {t.route.strip(): t.auth for f in config.functions for t in f.triggers}
         self.api_auth = api_auth_required(config.server)
         self.draining = False
         self._ticker: asyncio.Task[None] | None = None

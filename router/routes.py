@@ -35,12 +35,13 @@ class Route(msgspec.Struct, frozen=True):
     method: str  # GET … or ANY; "$default" for the default route
     segments: tuple[Segment, ...]
     target: str  # the function
+    auth: str = "none"  # the trigger's: "none" or "token"
 
 
-def parse_route(key: str, target: str = "") -> Route:
+def parse_route(key: str, target: str = "", auth: str = "none") -> Route:
     key = key.strip()
     if key == "$default":
-        return Route(key, "$default", (), target)
+        return Route(key, "$default", (), target, auth)
     method, _, path = key.partition(" ")
     if method not in METHODS:
         raise RouteError(f"route {key!r}: the method must be one of {', '.join(METHODS)}")
@@ -65,7 +66,7 @@ def parse_route(key: str, target: str = "") -> Route:
             segments.append(Segment("literal", part))
         else:
             raise RouteError(f"route {key!r}: {part!r} is not a path segment or {{parameter}}")
-    return Route(key, method, tuple(segments), target)
+    return Route(key, method, tuple(segments), target, auth)
 
 
 def _match(route: Route, parts: list[str]) -> dict[str, str] | None:

@@ -92,7 +92,7 @@ async def route(request: web.Request) -> web.Response:
     pool = registry.lookup(matched.target)
     if pool is None:
         return not_found()
-    if not registry.authorized(request, registry.route_auth.get(matched.key, "none")):
+    if not registry.authorized(request, matched.auth):
         return reply(apigw.error_response(403, "Forbidden"))
     raw = request.raw_path.split("?", 1)[0]
     return await run(request, pool, route_key=matched.key, raw_path=raw, path_params=params,

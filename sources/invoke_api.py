@@ -89,9 +89,11 @@ def too_large() -> web.Response:
 async def invoke(request: web.Request) -> web.Response:
     registry = request.app[REGISTRY]
     text = request.match_info["name"]
-    parsed = parse_function_name(text)
-    pool = registry.lookup(parsed[0]) if parsed else None
-    qualifier = request.query.get("Qualifier") or (parsed[1] if parsed else None)
+    qualifier = request.query.get("Qualifier") if request.query_string else None
+    pool = registry.lookup(text)  # a plain name, the common case, needs no parsing
+    if pool is None and (parsed := parse_function_name(text)) is not None:
+        pool = registry.lookup(parsed[0])
+        qualifier = qualifier or parsed[1]
     if pool is None or qualifier not in (None, "$LATEST"):
         arn = pool.arn if pool else f"function:{text}"
         return aws_error(404, "ResourceNotFoundException",

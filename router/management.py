@@ -86,8 +86,8 @@ def configuration(registry: Registry, deployed: Deployed) -> dict[str, Any]:
     }
 
 
-def _int(body: dict[str, Any], key: str, lo: int, hi: int, default: int) -> int:
-    value = body.get(key, default)
+def _int(body: dict[str, Any], key: str, lo: int, hi: int) -> int:
+    value = body[key]
     if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
         raise Invalid(f"{key}: expected an integer from {lo} to {hi}, got {json.dumps(value)}")
     return value
@@ -109,9 +109,9 @@ def apply_settings(fn: FunctionConfig, body: dict[str, Any]) -> FunctionConfig:
                           "pythonX.Y found on the daemon's PATH")
         changes["runtime"] = runtime
     if "MemorySize" in body:
-        changes["memory_mb"] = _int(body, "MemorySize", 128, 10240, 128)
+        changes["memory_mb"] = _int(body, "MemorySize", 128, 10240)
     if "Timeout" in body:
-        changes["timeout_s"] = _int(body, "Timeout", 1, 900, 3)
+        changes["timeout_s"] = _int(body, "Timeout", 1, 900)
     if "Environment" in body:
         environment = body["Environment"] or {}
         if not isinstance(environment, dict):

@@ -27,8 +27,9 @@ from router.invocation import Invocation, Outcome, Status
 from router.metering import Meter
 from router.scaling import Snapshot, plan
 from router.sink import BatchWriter
+from workers.bootstrap import INIT_FAILED
 from workers.forkserver import ForkFailed, ForkServer, ForkServerGone, InitFailed, Retired
-from workers.process import INIT_FAILED, Worker, WorkerSpec
+from workers.process import Worker, WorkerSpec
 from workers.protocol import Invoke, Result
 
 log = logging.getLogger("headwater.pool")

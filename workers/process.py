@@ -33,7 +33,6 @@ def python_argv(python: str) -> list[str]:
     return [python, "-I", "-u", BOOTSTRAP]
 READ_SIZE = 1 << 16  # 64 KiB: larger reads allocate a larger buffer on every call
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
-INIT_FAILED = 3  # bootstrap.INIT_FAILED: the worker reported an init error, then exited
 
 
 class WorkerSpec(msgspec.Struct, frozen=True):

@@ -57,6 +57,10 @@ class ServerConfig(Struct, frozen=True, forbid_unknown_fields=True):
     max_workers: _int(1, 10000) = 64  # worker processes of all functions together
     shutdown_grace_s: _number(0) = 30.0
     body_timeout_s: _number(0.1) = 30.0  # a request body must arrive within this
+    # An idle keep-alive connection, or one whose request line and headers have not all arrived,
+    # is closed after this: longer than a load balancer's idle timeout (60 s on an ALB), so the
+    # balancer, not Headwater, closes an idle connection, as AWS advises for its targets.
+    keepalive_timeout_s: _number(0.1) = 75.0
     access_log: bool = False
     # Credentials for the Lambda API (Invoke and management): "required", "none" (loopback only),
     # or "auto": required once any access key or token is configured (see the README).

@@ -41,7 +41,8 @@ async def serve(config: Config, environ: Mapping[str, str]) -> int:
     registry = Registry(config, environ)
     registry.start()
     runner = web.AppRunner(build_app(registry), handle_signals=False,
-                           access_log=log if config.server.access_log else None)
+                           access_log=log if config.server.access_log else None,
+                           keepalive_timeout=config.server.keepalive_timeout_s)
     await runner.setup()
     host, port = split_listen(config.server.listen)
     grace = config.server.shutdown_grace_s

@@ -29,7 +29,8 @@ def daemon(make_daemon) -> Daemon:  # type: ignore[no-untyped-def]
         function_toml("private", "web.plain") + trigger("GET /private", auth="token"),
         function_toml("nourl", "web.plain", url={"enabled": False}),
     ])
-    return make_daemon(functions, server='tokens = ["s3cret-token"]\nbody_timeout_s = 1')
+    return make_daemon(functions, server='tokens = ["s3cret-token"]\nbody_timeout_s = 1\n'
+                                         'keepalive_timeout_s = 1')
 
 
 def test_route_event_has_api_gateway_v2_shape(daemon: Daemon) -> None:
@@ -153,6 +154,36 @@ def test_slow_body_times_out_with_408(daemon: Daemon) -> None:
         reply = sock.recv(4096)
         assert reply.startswith(b"HTTP/1.1 408"), reply
         assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize("sent", [
+    b"",  # connected, then nothing
+    b"GET /urls/echo/x HTTP/1.1\r\nHost: x\r\nX-Slow: 1",  # headers that never end
+])
+def test_slow_or_silent_client_is_disconnected(daemon: Daemon, sent: bytes) -> None:
+    with socket.create_connection(("127.0.0.1", daemon.port), timeout=10) as sock:
+        sock.sendall(sent)
+        started = time.monotonic()
+        assert sock.recv(4096) == b""  # closed by the server, answering nothing
+        assert 0.5 < time.monotonic() - started < 5
+
+
+def test_keep_alive_connection_serves_requests_then_closes_when_idle(daemon: Daemon) -> None:
+    request = b"GET /urls/echo/k HTTP/1.1\r\nHost: x\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", daemon.port), timeout=10) as sock:
+        for _ in range(2):
+            sock.sendall(request)
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += sock.recv(65536)
+            assert head.startswith(b"HTTP/1.1 200"), head
+        time.sleep(0.3)  # well inside the timeout: still open
+        sock.sendall(request)
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        started = time.monotonic()
+        while sock.recv(65536):  # the rest of that response, then the close
+            pass
+        assert 0.5 < time.monotonic() - started < 5
 
 
 @pytest.mark.parametrize(("path", "headers"), [

@@ -54,7 +54,7 @@ class Listener(Protocol):
 class Worker:
     __slots__ = ("pid", "listener", "state", "job", "deadline", "timed_out", "over_memory",
                  "rss_mb", "spawned", "init_duration_ms", "idle_since", "invocations", "gone",
-                 "_in_fd", "_out_fd", "_log_fd", "_reader", "_pending", "_loop")
+                 "_in_fd", "_out_fd", "_log_fd", "_statm_fd", "_reader", "_pending", "_loop")
 
     def __init__(self, listener: Listener) -> None:
         self.listener = listener
@@ -71,7 +71,7 @@ class Worker:
         self.invocations = 0
         self._loop = asyncio.get_running_loop()
         self.gone: asyncio.Future[int] = self._loop.create_future()  # the exit status, once reaped
-        self._in_fd = self._out_fd = self._log_fd = -1
+        self._in_fd = self._out_fd = self._log_fd = self._statm_fd = -1
         self._pending = b""
         self._reader = protocol.FrameReader()
 
@@ -115,8 +115,10 @@ class Worker:
         self._loop.remove_reader(self._out_fd)
         self._loop.remove_reader(self._log_fd)
         self._close_input()
-        for fd in (self._out_fd, self._log_fd):
-            os.close(fd)
+        for fd in (self._out_fd, self._log_fd, self._statm_fd):
+            if fd >= 0:
+                os.close(fd)
+        self._statm_fd = -1
         # The process group may outlive its leader (a handler that forked and left).
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.pid, signal.SIGKILL)
@@ -149,9 +151,13 @@ class Worker:
 
     def rss(self) -> int:
         """The worker's resident memory now, in MB (0 if it is gone)."""
+        # Polled every tick for each busy worker: the file stays open, so a poll is one pread.
+        if self.state == "dead":
+            return 0
         try:
-            with open(f"/proc/{self.pid}/statm", "rb") as f:
-                pages = int(f.read().split()[1])
+            if self._statm_fd < 0:
+                self._statm_fd = os.open(f"/proc/{self.pid}/statm", os.O_RDONLY | os.O_CLOEXEC)
+            pages = int(os.pread(self._statm_fd, 128, 0).split()[1])
         except (OSError, ValueError, IndexError):
             return 0
         self.rss_mb = pages * PAGE_SIZE // (1024 * 1024)

@@ -43,8 +43,11 @@ class HttpRequest(msgspec.Struct, frozen=True):
 
 
 def is_text(content_type: str) -> bool:
+    if not content_type:
+        return True
     content_type = content_type.lower()
-    return not content_type or any(t in content_type for t in TEXT_TYPES)
+    return content_type.startswith(("text/", "application/json")) or any(
+        t in content_type for t in TEXT_TYPES)
 
 
 @functools.lru_cache(maxsize=4)
@@ -65,10 +68,16 @@ def joined(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
 
 def build_event(req: HttpRequest, *, route_key: str, path_params: dict[str, str],
                 request_id: str, account_id: str, api_id: str, now: float) -> dict[str, object]:
-    headers = joined((name.lower(), value) for name, value in req.headers
-                     if name.lower() != "cookie")
-    cookies = [c.strip() for name, value in req.headers if name.lower() == "cookie"
-               for c in value.split(";") if c.strip()]
+    headers: dict[str, str] = {}
+    cookies: list[str] = []
+    for name, value in req.headers:
+        name = name.lower()
+        if name == "cookie":
+            cookies += [c for c in (c.strip() for c in value.split(";")) if c]
+        elif name in headers:
+            headers[name] = f"{headers[name]},{value}"
+        else:
+            headers[name] = value
     host = headers.get("host", "")
     domain = host if host.startswith("[") else host.rsplit(":", 1)[0]  # without the port
     event: dict[str, object] = {
@@ -80,9 +89,10 @@ def build_event(req: HttpRequest, *, route_key: str, path_params: dict[str, str]
     if cookies:
         event["cookies"] = cookies
     event["headers"] = headers
-    query = joined(parse_qsl(req.raw_query, keep_blank_values=True))
-    if query:
-        event["queryStringParameters"] = query
+    if req.raw_query:
+        query = joined(parse_qsl(req.raw_query, keep_blank_values=True))
+        if query:
+            event["queryStringParameters"] = query
     event["requestContext"] = {
         "accountId": account_id,
         "apiId": api_id,
@@ -103,18 +113,23 @@ def build_event(req: HttpRequest, *, route_key: str, path_params: dict[str, str]
     }
     if path_params:
         event["pathParameters"] = path_params
-    if req.body:
-        text = None
-        if is_text(headers.get("content-type", "")):
-            try:
-                text = req.body.decode()
-            except UnicodeDecodeError:
-                text = None
-        event["body"] = text if text is not None else base64.b64encode(req.body).decode()
-        event["isBase64Encoded"] = text is None
-    else:
+    body = req.body
+    if not body:
         event["isBase64Encoded"] = False
+    elif is_text(headers.get("content-type", "")) and (text := _utf8(body)) is not None:
+        event["body"] = text
+        event["isBase64Encoded"] = False
+    else:
+        event["body"] = base64.b64encode(body).decode()
+        event["isBase64Encoded"] = True
     return event
+
+
+def _utf8(data: bytes) -> str | None:
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        return None
 
 
 class HttpResponse(msgspec.Struct):
@@ -141,8 +156,8 @@ def to_response(result: bytes) -> HttpResponse:
     if not result.lstrip().startswith(b"{"):
         return HttpResponse(200, list(JSON_HEADERS), result)
     try:
-        value = json.loads(result)
-    except ValueError:
+        value = msgspec.json.decode(result)
+    except ValueError:  # not JSON, or not UTF-8
         return error_response(502, "Internal Server Error")
     if not isinstance(value, dict) or "statusCode" not in value:
         return HttpResponse(200, list(JSON_HEADERS), result)

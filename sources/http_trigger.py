@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import msgspec
 from aiohttp import web
+from multidict import CIMultiDict
 
 from router.invocation import Invocation
 from router.pool import FunctionPool
@@ -19,11 +20,11 @@ from sources.invoke_api import MAX_SYNC_PAYLOAD, REGISTRY, UnreadableBody, read_
 API_ID = "headwater"
 
 
-def reply(response: apigw.HttpResponse) -> web.Response:
-    out = web.Response(status=response.status, body=response.body)
-    for name, value in response.headers:
-        out.headers.add(name, value)
-    return out
+def reply(response: apigw.HttpResponse, request_id: str | None = None) -> web.Response:
+    headers = CIMultiDict(response.headers)
+    if request_id is not None:
+        headers["apigw-requestid"] = request_id
+    return web.Response(status=response.status, body=response.body, headers=headers)
 
 
 def not_found() -> web.Response:
@@ -59,15 +60,14 @@ async def run(request: web.Request, pool: FunctionPool, *, route_key: str, raw_p
     pool.submit(inv)
     outcome = await inv.future
     if outcome.status == "success":
-        response = reply(apigw.to_response(outcome.payload))
+        response = apigw.to_response(outcome.payload)
     elif outcome.status == "throttled":
-        response = reply(apigw.error_response(429, "Too Many Requests"))
+        response = apigw.error_response(429, "Too Many Requests")
     elif outcome.status == "timeout":
-        response = reply(apigw.error_response(504, "Endpoint request timed out"))
+        response = apigw.error_response(504, "Endpoint request timed out")
     else:
-        response = reply(apigw.error_response(502, "Internal Server Error"))
-    response.headers["apigw-requestid"] = inv.request_id
-    return response
+        response = apigw.error_response(502, "Internal Server Error")
+    return reply(response, inv.request_id)
 
 
 async def function_url(request: web.Request) -> web.Response:

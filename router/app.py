@@ -44,7 +44,7 @@ def build_app(registry: Registry) -> web.Application:
     app.router.add_get("/metrics", metrics)
     management.add_routes(app)
     app.router.add_route("*", r"/{version:20\d\d-\d\d-\d\d}/{rest:.*}", unknown_operation)
-    app.router.add_route("*", "/urls/{function}", http_trigger.function_url)
-    app.router.add_route("*", "/urls/{function}/{path:.*}", http_trigger.function_url)
+    # One resource for /urls/NAME and /urls/NAME/…: the hottest path is matched at the first try.
+    app.router.add_route("*", "/urls/{function}{path:(?:/.*)?}", http_trigger.function_url)
     app.router.add_route("*", "/{path:.*}", http_trigger.route)  # declared routes: the rest
     return app

@@ -8,7 +8,6 @@ and the function's output lines with the request id as well. A caller that asked
 from __future__ import annotations
 
 from router.invocation import Invocation, Outcome
-from router.metering import billed_ms
 from router.sink import BatchWriter
 
 TAIL_BYTES = 4096
@@ -51,10 +50,10 @@ class FunctionLog:
         tag = self.prefix + request_id + b"\t"
         self.writer.write(tag + lines[:-1].replace(b"\n", b"\n" + tag) + b"\n")
 
-    def end(self, inv: Invocation, outcome: Outcome) -> None:
+    def end(self, inv: Invocation, outcome: Outcome, billed_ms: int) -> None:
         rid = inv.request_id
         report = (f"END RequestId: {rid}\nREPORT RequestId: {rid}\tDuration: {outcome.duration_ms:.2f} ms"
-                  f"\tBilled Duration: {billed_ms(outcome.duration_ms)} ms"
+                  f"\tBilled Duration: {billed_ms} ms"
                   f"\tMemory Size: {self.memory_mb} MB\tMax Memory Used: {outcome.max_memory_mb} MB")
         if outcome.init_duration_ms is not None:
             report += f"\tInit Duration: {outcome.init_duration_ms:.2f} ms"

@@ -70,8 +70,7 @@ class Meter:
         self._clock = _Clock()
 
     def record(self, function: str, memory_mb: int, inv: Invocation, outcome: Outcome,
-               end: float) -> None:
-        billed = billed_ms(outcome.duration_ms)
+               billed: int, end: float) -> None:
         record = Record(
             request_id=inv.request_id, function=function, version="$LATEST", source=inv.source,
             invocation_type=inv.invocation_type,

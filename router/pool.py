@@ -24,7 +24,7 @@ from router.capacity import Capacity
 from router.config import Config, FunctionConfig
 from router.funclog import FunctionLog
 from router.invocation import Invocation, Outcome, Status
-from router.metering import Meter
+from router.metering import Meter, billed_ms
 from router.scaling import Snapshot, plan
 from router.sink import BatchWriter
 from workers.bootstrap import INIT_FAILED
@@ -177,6 +177,7 @@ class FunctionPool:
     def _finish(self, inv: Invocation, outcome: Outcome) -> None:
         stats = self.stats
         stats.invocations += 1
+        billed = billed_ms(outcome.duration_ms)
         if outcome.status == "throttled":
             stats.throttles += 1
         else:
@@ -184,8 +185,8 @@ class FunctionPool:
                 stats.cold_starts += 1
             if outcome.status != "success":
                 stats.errors += 1
-            self.log.end(inv, outcome)
-        self.meter.record(self.config.name, self.config.memory_mb, inv, outcome, time.time())
+            self.log.end(inv, outcome, billed)
+        self.meter.record(self.config.name, self.config.memory_mb, inv, outcome, billed, time.time())
         if not inv.future.done():
             inv.future.set_result(outcome)
 

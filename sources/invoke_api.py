@@ -66,8 +66,8 @@ async def read_body(request: web.Request, limit: int, within_s: float) -> bytes 
     if length is not None and length > limit:
         return None
     try:
-        if request.content.is_eof():
-            body = await request.read()
+        if request.content.is_eof():  # all here already: one copy out of the buffer
+            body = request.content.read_nowait()
             return None if len(body) > limit else body
         async with asyncio.timeout(within_s):
             buffer = bytearray()

@@ -63,12 +63,13 @@ def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 20.0) ->
 
 
 @contextlib.contextmanager
-def process(*argv: str, ready_url: str) -> Iterator[None]:
+def process(*argv: str, ready_url: str, wrap: tuple[str, ...] = ()) -> Iterator[int]:
+    """Run ``argv`` (under ``wrap``, a command prefix such as valgrind) until it answers; yield its pid."""
     # Function logs are not what is measured: they go to /dev/null, as to a fast journal.
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([*wrap, *argv], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_http(ready_url, proc)
-        yield
+        wait_http(ready_url, proc, timeout=300 if wrap else 20)
+        yield proc.pid
     finally:
         proc.terminate()
         try:
@@ -78,16 +79,17 @@ def process(*argv: str, ready_url: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def raw_server() -> Iterator[str]:
+def raw_server(wrap: tuple[str, ...] = ()) -> Iterator[str]:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     with process(sys.executable, str(ROOT / "bench" / "raw_server.py"), str(port),
-                 ready_url=f"{base}/urls/x/ready"):
+                 ready_url=f"{base}/urls/x/ready", wrap=wrap):
         yield base
 
 
 @contextlib.contextmanager
-def headwater(functions: str, files: dict[str, str], server: str = "") -> Iterator[str]:
+def headwater(functions: str, files: dict[str, str], server: str = "",
+              wrap: tuple[str, ...] = ()) -> Iterator[str]:
     """A daemon on a free port; ``functions`` is TOML whose code paths are folders of ``files``."""
     with tempfile.TemporaryDirectory(prefix="hw-bench-") as tmp:
         for name, source in files.items():
@@ -105,7 +107,7 @@ def headwater(functions: str, files: dict[str, str], server: str = "") -> Iterat
         """) + textwrap.dedent(functions))
         base = f"http://127.0.0.1:{port}"
         with process(sys.executable, "-m", "router", "serve", "--config", str(config),
-                     ready_url=f"{base}/healthz"):
+                     ready_url=f"{base}/healthz", wrap=wrap):
             yield base
 
 

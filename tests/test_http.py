@@ -25,6 +25,7 @@ def daemon(make_daemon) -> Daemon:  # type: ignore[no-untyped-def]
         function_toml("bad", "web.bad_status") + trigger("GET /bad"),
         function_toml("raises", "web.raises") + trigger("GET /raises"),
         function_toml("slow", "web.sleeps", timeout_s=1) + trigger("GET /slow"),
+        function_toml("patient", "web.naps", timeout_s=5) + trigger("GET /patient"),
         function_toml("off", "web.plain", max_workers=0) + trigger("GET /off"),
         function_toml("private", "web.plain") + trigger("GET /private", auth="token"),
         function_toml("nourl", "web.plain", url={"enabled": False}),
@@ -166,6 +167,13 @@ def test_slow_or_silent_client_is_disconnected(daemon: Daemon, sent: bytes) -> N
         started = time.monotonic()
         assert sock.recv(4096) == b""  # closed by the server, answering nothing
         assert 0.5 < time.monotonic() - started < 5
+
+
+def test_request_running_past_the_keepalive_timeout_still_gets_its_answer(daemon: Daemon) -> None:
+    started = time.monotonic()
+    r = daemon.request("GET", "/patient")  # 1.5 s of work; the connection's idle limit is 1 s
+    assert (r.status, r.body) == (200, b"rested"), r
+    assert time.monotonic() - started >= 1.5
 
 
 def test_keep_alive_connection_serves_requests_then_closes_when_idle(daemon: Daemon) -> None:

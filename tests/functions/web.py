@@ -33,3 +33,8 @@ def raises(event, context):
 
 def sleeps(event, context):
     time.sleep(5)
+
+
+def naps(event, context):
+    time.sleep(1.5)
+    return {"statusCode": 200, "body": "rested"}

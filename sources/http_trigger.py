@@ -31,7 +31,14 @@ def not_found() -> web.Response:
     return reply(apigw.error_response(404, "Not Found"))
 
 
-async def run(request: web.Request, pool: FunctionPool, *, route_key: str, raw_path: str,
+def url_path(raw: str) -> str:
+    """The path a function URL's function sees: ``/urls/NAME/rest`` → ``/rest``, found by the slash
+    after NAME as sent (which may be percent-encoded, so its decoded length says nothing)."""
+    slash = raw.find("/", len("/urls/"))
+    return raw[slash:] if slash >= 0 else "/"
+
+
+async def run(request: web.Request, pool: FunctionPool, *, route_key: str,
               path_params: dict[str, str], source: str) -> web.Response:
     registry: Registry = request.app[REGISTRY]
     try:
@@ -45,8 +52,10 @@ async def run(request: web.Request, pool: FunctionPool, *, route_key: str, raw_p
     if registry.draining:
         return reply(apigw.error_response(503, "Service Unavailable"))
     peer = request.transport.get_extra_info("peername") if request.transport else None
+    raw_path, _, raw_query = request.raw_path.partition("?")
     req = apigw.HttpRequest(
-        method=request.method, raw_path=raw_path, raw_query=request.raw_path.partition("?")[2],
+        method=request.method, raw_path=url_path(raw_path) if source == "url" else raw_path,
+        raw_query=raw_query,
         headers=tuple(request.headers.items()), body=body,
         source_ip=peer[0] if peer else "",
         protocol=f"HTTP/{request.version.major}.{request.version.minor}")
@@ -77,10 +86,7 @@ async def function_url(request: web.Request) -> web.Response:
         return not_found()
     if not registry.authorized(request, pool.config.url.auth):
         return reply(apigw.error_response(403, "Forbidden"))
-    raw = request.raw_path.split("?", 1)[0]
-    prefix = f"/urls/{request.match_info['function']}"
-    return await run(request, pool, route_key="$default", raw_path=raw[len(prefix):] or "/",
-                     path_params={}, source="url")
+    return await run(request, pool, route_key="$default", path_params={}, source="url")
 
 
 async def route(request: web.Request) -> web.Response:
@@ -94,6 +100,4 @@ async def route(request: web.Request) -> web.Response:
         return not_found()
     if not registry.authorized(request, matched.auth):
         return reply(apigw.error_response(403, "Forbidden"))
-    raw = request.raw_path.split("?", 1)[0]
-    return await run(request, pool, route_key=matched.key, raw_path=raw, path_params=params,
-                     source="http")
+    return await run(request, pool, route_key=matched.key, path_params=params, source="http")

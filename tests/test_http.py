@@ -135,6 +135,12 @@ def test_function_url_routes_any_method_and_path(daemon: Daemon) -> None:
     assert daemon.request("GET", "/urls/missing/x").status == 404
 
 
+def test_function_url_path_is_the_raw_path_after_the_name_as_sent(daemon: Daemon) -> None:
+    event = daemon.request("GET", "/urls/%65cho/a%20b/c?q=1").json()  # %65 is "e"
+    assert event["rawPath"] == "/a%20b/c"
+    assert event["requestContext"]["http"]["path"] == "/a%20b/c"
+
+
 def test_body_over_the_limit_is_413_before_it_is_read(daemon: Daemon) -> None:
     r = daemon.request("POST", "/urls/echo/x", b"x" * (6 * 1024 * 1024 + 1))
     assert r.status == 413

@@ -43,11 +43,8 @@ class HttpRequest(msgspec.Struct, frozen=True):
 
 
 def is_text(content_type: str) -> bool:
-    if not content_type:
-        return True
     content_type = content_type.lower()
-    return content_type.startswith(("text/", "application/json")) or any(
-        t in content_type for t in TEXT_TYPES)
+    return not content_type or any(t in content_type for t in TEXT_TYPES)
 
 
 @functools.lru_cache(maxsize=4)
@@ -181,10 +178,10 @@ def _shaped(value: dict[str, object]) -> HttpResponse:
         raise TypeError("headers")
     for name, v in raw_headers.items():
         text = v if isinstance(v, str) else json.dumps(v)
-        if not _TOKEN.fullmatch(str(name)) or _UNSAFE.search(text):
+        if not _TOKEN.fullmatch(name) or _UNSAFE.search(text):
             raise ValueError("header")  # a header that would break or forge the response
-        if str(name).lower() not in FRAMING:
-            headers.append((str(name), text))
+        if name.lower() not in FRAMING:
+            headers.append((name, text))
     cookies = value.get("cookies") or []
     if not isinstance(cookies, list):
         raise TypeError("cookies")

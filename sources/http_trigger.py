@@ -20,6 +20,11 @@ from sources.invoke_api import MAX_SYNC_PAYLOAD, REGISTRY, UnreadableBody, read_
 API_ID = "headwater"
 
 
+# How API Gateway words a failed invocation; any other failure is the function's: 502.
+FAILED = {"throttled": (429, "Too Many Requests"), "timeout": (504, "Endpoint request timed out")}
+FUNCTION_ERROR = (502, "Internal Server Error")
+
+
 def reply(response: apigw.HttpResponse, request_id: str | None = None) -> web.Response:
     headers = CIMultiDict(response.headers)
     if request_id is not None:
@@ -27,8 +32,8 @@ def reply(response: apigw.HttpResponse, request_id: str | None = None) -> web.Re
     return web.Response(status=response.status, body=response.body, headers=headers)
 
 
-def not_found() -> web.Response:
-    return reply(apigw.error_response(404, "Not Found"))
+def refuse(status: int, message: str) -> web.Response:
+    return reply(apigw.error_response(status, message))
 
 
 def url_path(raw: str) -> str:
@@ -38,26 +43,22 @@ def url_path(raw: str) -> str:
     return raw[slash:] if slash >= 0 else "/"
 
 
-async def run(request: web.Request, pool: FunctionPool, *, route_key: str,
+async def run(request: web.Request, pool: FunctionPool, *, route_key: str, raw_path: str,
               path_params: dict[str, str], source: str) -> web.Response:
     registry: Registry = request.app[REGISTRY]
     try:
         body = await read_body(request, MAX_SYNC_PAYLOAD, registry.config.server.body_timeout_s)
     except TimeoutError:
-        return reply(apigw.error_response(408, "Request Timeout"))
+        return refuse(408, "Request Timeout")
     except UnreadableBody:
-        return reply(apigw.error_response(400, "Bad Request"))
+        return refuse(400, "Bad Request")
     if body is None:
-        return reply(apigw.error_response(413, "Request Entity Too Large"))
+        return refuse(413, "Request Entity Too Large")
     if registry.draining:
-        return reply(apigw.error_response(503, "Service Unavailable"))
-    peer = request.transport.get_extra_info("peername") if request.transport else None
-    raw_path, _, raw_query = request.raw_path.partition("?")
+        return refuse(503, "Service Unavailable")
     req = apigw.HttpRequest(
-        method=request.method, raw_path=url_path(raw_path) if source == "url" else raw_path,
-        raw_query=raw_query,
-        headers=tuple(request.headers.items()), body=body,
-        source_ip=peer[0] if peer else "",
+        method=request.method, raw_path=raw_path, raw_query=request.raw_path.partition("?")[2],
+        headers=tuple(request.headers.items()), body=body, source_ip=request.remote or "",
         protocol=f"HTTP/{request.version.major}.{request.version.minor}")
     inv = Invocation(b"", registry.loop.create_future(), source=source)
     event = apigw.build_event(req, route_key=route_key, path_params=path_params,
@@ -65,17 +66,13 @@ async def run(request: web.Request, pool: FunctionPool, *, route_key: str,
                               api_id=API_ID, now=inv.received)
     inv.payload = msgspec.json.encode(event)
     if len(inv.payload) > MAX_SYNC_PAYLOAD:  # base64 grows a body by a third
-        return reply(apigw.error_response(413, "Request Entity Too Large"))
+        return refuse(413, "Request Entity Too Large")
     pool.submit(inv)
     outcome = await inv.future
     if outcome.status == "success":
         response = apigw.to_response(outcome.payload)
-    elif outcome.status == "throttled":
-        response = apigw.error_response(429, "Too Many Requests")
-    elif outcome.status == "timeout":
-        response = apigw.error_response(504, "Endpoint request timed out")
     else:
-        response = apigw.error_response(502, "Internal Server Error")
+        response = apigw.error_response(*FAILED.get(outcome.status, FUNCTION_ERROR))
     return reply(response, inv.request_id)
 
 
@@ -83,21 +80,24 @@ async def function_url(request: web.Request) -> web.Response:
     registry = request.app[REGISTRY]
     pool = registry.lookup(request.match_info["function"])
     if pool is None or not pool.config.url.enabled:
-        return not_found()
+        return refuse(404, "Not Found")
     if not registry.authorized(request, pool.config.url.auth):
-        return reply(apigw.error_response(403, "Forbidden"))
-    return await run(request, pool, route_key="$default", path_params={}, source="url")
+        return refuse(403, "Forbidden")
+    return await run(request, pool, route_key="$default",
+                     raw_path=url_path(request.raw_path.partition("?")[0]), path_params={},
+                     source="url")
 
 
 async def route(request: web.Request) -> web.Response:
     registry = request.app[REGISTRY]
     found = registry.routes.match(request.method, request.path)
     if found is None:
-        return not_found()
+        return refuse(404, "Not Found")
     matched, params = found
     pool = registry.lookup(matched.target)
     if pool is None:
-        return not_found()
+        return refuse(404, "Not Found")
     if not registry.authorized(request, matched.auth):
-        return reply(apigw.error_response(403, "Forbidden"))
-    return await run(request, pool, route_key=matched.key, path_params=params, source="http")
+        return refuse(403, "Forbidden")
+    return await run(request, pool, route_key=matched.key,
+                     raw_path=request.raw_path.partition("?")[0], path_params=params, source="http")

@@ -34,9 +34,10 @@ async def unknown_operation(request: web.Request) -> web.Response:
 
 
 def build_app(registry: Registry) -> web.Application:
-    # Each source enforces its own body limit (6 MB to invoke, a 50 MB zip to deploy), so that
-    # a refusal comes in the shape its clients expect; this is only the outer bound.
-    app = web.Application(client_max_size=management.MAX_API_BODY)
+    # No client_max_size: it bounds only request.read(), which nothing calls. Each source reads
+    # through read_body with its own limit (6 MB to invoke, a 50 MB zip to deploy), so that a
+    # refusal comes in the shape its clients expect.
+    app = web.Application()
     app[REGISTRY] = registry
     app.router.add_post("/2015-03-31/functions/{name}/invocations", invoke_api.invoke)
     app.router.add_get("/healthz", healthz)

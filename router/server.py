@@ -40,13 +40,13 @@ async def serve(config: Config, environ: Mapping[str, str]) -> int:
         loop.add_signal_handler(signum, life.handle, signum)
     registry = Registry(config, environ)
     registry.start()
-    runner = web.AppRunner(build_app(registry), handle_signals=False,
+    grace = config.server.shutdown_grace_s
+    runner = web.AppRunner(build_app(registry), handle_signals=False, shutdown_timeout=grace,
                            access_log=log if config.server.access_log else None,
                            keepalive_timeout=config.server.keepalive_timeout_s)
     await runner.setup()
     host, port = split_listen(config.server.listen)
-    grace = config.server.shutdown_grace_s
-    site = web.TCPSite(runner, host, port, shutdown_timeout=grace, reuse_address=True)
+    site = web.TCPSite(runner, host, port, reuse_address=True)
     try:
         await site.start()
     except OSError as e:

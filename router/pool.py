@@ -79,8 +79,31 @@ def worker_env(fn: FunctionConfig, config: Config, environ: dict[str, str]) -> d
     return base | fn.env | reserved
 
 
+def error_dict(error_type: str, message: str) -> dict[str, object]:
+    return {"errorMessage": message, "errorType": error_type}
+
+
 def error_object(error_type: str, message: str) -> bytes:
-    return json.dumps({"errorMessage": message, "errorType": error_type}).encode()
+    return json.dumps(error_dict(error_type, message)).encode()
+
+
+# How a start failed: the status callers get, Lambda's errorType, and its error object.
+StartFailure = tuple[Status, str, dict[str, object]]
+
+
+def init_error(error_type: str, error: dict[str, object]) -> StartFailure:
+    """The function's own init error (its module raised): reused for many callers, so without
+    the request id the worker put in it."""
+    return "error", error_type, {k: v for k, v in error.items() if k != "requestId"}
+
+
+def init_timeout() -> StartFailure:
+    return "timeout", "Sandbox.Timedout", error_dict(
+        "Sandbox.Timedout", f"Init timed out after {INIT_TIMEOUT_S:.2f} seconds")
+
+
+def start_crash(message: str, error_type: str = "Runtime.ExitError") -> StartFailure:
+    return "crash", error_type, error_dict(error_type, message)
 
 
 class FunctionPool:
@@ -93,13 +116,13 @@ class FunctionPool:
         self._daemon = (config, environ, logs)
         self._configure(fn)
         self.stats = Stats()
-        self.stale: set[Worker] = set()  # workers of an older configuration or code
         self.workers: set[Worker] = set()
         self.starting: set[Worker] = set()
         self.idle: list[Worker] = []  # oldest-idle first; taken from the end, so the warmest
         self.queue: deque[Invocation] = deque()
         self.failure: InitFailure | None = None
         self.forkserver: ForkServer | None = None
+        self._failed_server: ForkServer | None = None  # whose failure is reported already
         self.closing = False
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -114,9 +137,8 @@ class FunctionPool:
     def reconfigure(self, fn: FunctionConfig) -> None:
         """New code or settings: invocations already running finish on the workers they have;
         every later one runs on a worker of the new configuration (see ``_next``)."""
-        self._configure(fn)
+        self._configure(fn)  # every worker tagged with the old configuration is now stale
         self.failure = None
-        self.stale |= self.workers
         for worker in self.idle:
             worker.stop()
         self.idle.clear()
@@ -157,9 +179,9 @@ class FunctionPool:
 
     def _next(self, worker: Worker) -> None:
         """A worker is free: give it the next queued invocation, or park it."""
-        if worker.timed_out or worker.over_memory:
+        if worker.killed:
             return  # killed already (its last frame was on its way): its exit replaces it
-        if self.closing or worker in self.stale:
+        if self.closing or worker.tag is not self.config:
             worker.stop()
             if self.queue and not self.closing:
                 self.scale(time.monotonic())  # its replacement runs the new configuration
@@ -202,43 +224,43 @@ class FunctionPool:
     def _worker_failure(self, worker: Worker, returncode: int) -> Outcome:
         inv = worker.job
         assert isinstance(inv, Invocation)
-        elapsed_ms = (time.monotonic() - inv.started) * 1000
-        init_ms = worker.init_duration_ms if inv.cold else None
-        if worker.over_memory:
-            message = f"RequestId: {inv.request_id} Error: Runtime exited with error: signal: killed"
-            return Outcome("oom", error_object("Runtime.OutOfMemory", message), "Runtime.OutOfMemory",
-                           elapsed_ms, max(worker.rss_mb, self.config.memory_mb),
-                           init_duration_ms=init_ms, worker_pid=worker.pid)
-        if worker.timed_out:
-            message = (f"RequestId: {inv.request_id} Error: "
-                       f"Task timed out after {self.config.timeout_s:.2f} seconds")
-            return Outcome("timeout", error_object("Sandbox.Timedout", message), "Sandbox.Timedout",
-                           elapsed_ms, init_duration_ms=init_ms, worker_pid=worker.pid)
-        message = f"RequestId: {inv.request_id} Error: Runtime exited with error: {exit_text(returncode)}"
-        return Outcome("crash", error_object("Runtime.ExitError", message), "Runtime.ExitError",
-                       elapsed_ms, init_duration_ms=init_ms, worker_pid=worker.pid)
+        memory_mb = 0
+        if worker.killed == "oom":
+            status, error_type = "oom", "Runtime.OutOfMemory"
+            detail = "Runtime exited with error: signal: killed"
+            memory_mb = max(worker.rss_mb, self.config.memory_mb)
+        elif worker.killed == "timeout":
+            status, error_type = "timeout", "Sandbox.Timedout"
+            detail = f"Task timed out after {self.config.timeout_s:.2f} seconds"
+        else:
+            status, error_type = "crash", "Runtime.ExitError"
+            detail = f"Runtime exited with error: {exit_text(returncode)}"
+        return Outcome(status, error_object(error_type, f"RequestId: {inv.request_id} Error: {detail}"),
+                       error_type, (time.monotonic() - inv.started) * 1000, memory_mb,
+                       worker.init_duration_ms if inv.cold else None, worker.pid)
 
     # --- the workers' side (workers.process.Listener) --------------------------------------
 
     def worker_ready(self, worker: Worker) -> None:
         self.starting.discard(worker)
         self.failure = None
+        self._failed_server = None
         self._next(worker)
 
     def worker_result(self, worker: Worker, result: Result) -> None:
         inv = worker.job
         assert isinstance(inv, Invocation)
         worker.job = None
-        outcome = Outcome("success" if result.ok else "error", bytes(result.payload),
-                          result.error_type, result.duration_ms, result.max_memory_mb,
-                          worker.init_duration_ms if inv.cold else None, worker.pid)
-        if len(outcome.payload) > MAX_RESPONSE:
-            outcome.status, outcome.error_type = "error", "Function.ResponseSizeTooLarge"
-            outcome.payload = error_object(
-                "Function.ResponseSizeTooLarge",
-                f"Response payload size ({len(outcome.payload)} bytes) exceeded maximum allowed "
-                f"payload size ({MAX_RESPONSE} bytes).")
-        self._finish(inv, outcome)
+        payload = bytes(result.payload)
+        ok, error_type = result.ok, result.error_type
+        if len(payload) > MAX_RESPONSE:
+            ok, error_type = False, "Function.ResponseSizeTooLarge"
+            payload = error_object(error_type, (
+                f"Response payload size ({len(payload)} bytes) exceeded maximum allowed "
+                f"payload size ({MAX_RESPONSE} bytes)."))
+        self._finish(inv, Outcome("success" if ok else "error", payload, error_type,
+                                  result.duration_ms, result.max_memory_mb,
+                                  worker.init_duration_ms if inv.cold else None, worker.pid))
         self._next(worker)
 
     def worker_output(self, worker: Worker, data: bytes) -> None:
@@ -247,27 +269,19 @@ class FunctionPool:
 
     def worker_init_failed(self, worker: Worker, error_type: str, payload: bytes) -> None:
         self.starting.discard(worker)
-        error = json.loads(payload)
-        error.pop("requestId", None)
-        self._init_failed("error", error_type, error, worker.init_duration_ms)
+        self._init_failed(init_error(error_type, json.loads(payload)), worker.init_duration_ms)
 
     def worker_exited(self, worker: Worker, returncode: int) -> None:
         self.workers.discard(worker)
-        self.stale.discard(worker)
         self.capacity.released(self)
         if worker in self.idle:
             self.idle.remove(worker)
         if worker in self.starting:  # died before it was ready, without saying why
             self.starting.discard(worker)
-            init_ms = (time.monotonic() - worker.spawned) * 1000
-            if worker.timed_out:
-                self._init_failed("timeout", "Sandbox.Timedout", {
-                    "errorMessage": f"Init timed out after {INIT_TIMEOUT_S:.2f} seconds",
-                    "errorType": "Sandbox.Timedout"}, init_ms)
-            else:
-                self._init_failed("crash", "Runtime.ExitError", {
-                    "errorMessage": f"Runtime exited with error: {exit_text(returncode)}",
-                    "errorType": "Runtime.ExitError"}, init_ms)
+            self._init_failed(
+                init_timeout() if worker.killed == "timeout"
+                else start_crash(f"Runtime exited with error: {exit_text(returncode)}"),
+                (time.monotonic() - worker.spawned) * 1000)
         elif worker.job is not None:
             inv = worker.job
             assert isinstance(inv, Invocation)
@@ -278,8 +292,8 @@ class FunctionPool:
                         exit_text(returncode))
         self.scale(time.monotonic())
 
-    def _init_failed(self, status: Status, error_type: str, error: dict[str, object],
-                     init_ms: float) -> None:
+    def _init_failed(self, failure: StartFailure, init_ms: float) -> None:
+        status, error_type, error = failure
         backoff = INIT_RETRY_S[0] if self.failure is None else min(self.failure.backoff * 2,
                                                                     INIT_RETRY_S[1])
         self.failure = InitFailure(status, error_type, error, init_ms,
@@ -321,7 +335,7 @@ class FunctionPool:
         return min(self.config.max_workers, wanted)
 
     def _spawn(self, now: float) -> None:
-        worker = Worker(self)
+        worker = Worker(self, tag=self.config)
         self.capacity.started()
         self.workers.add(worker)
         self.starting.add(worker)
@@ -343,39 +357,28 @@ class FunctionPool:
                                    deadline)
             return
         except InitFailed as e:
-            error: dict[str, object] = json.loads(e.payload)
-            error.pop("requestId", None)
-            failure: tuple[Status, str, dict[str, object]] | None = ("error", e.error_type, error)
+            failure: StartFailure | None = init_error(e.error_type, e.error)
         except TimeoutError:
-            failure = ("timeout", "Sandbox.Timedout", {
-                "errorMessage": f"Init timed out after {INIT_TIMEOUT_S:.2f} seconds",
-                "errorType": "Sandbox.Timedout"})
+            failure = init_timeout()
         except ForkServerGone as e:
-            failure = ("crash", "Runtime.ExitError", {
-                "errorMessage": f"Runtime exited with error: {exit_text(e.args[0])}",
-                "errorType": "Runtime.ExitError"})
+            failure = start_crash(f"Runtime exited with error: {exit_text(e.args[0])}")
         except ForkFailed as e:
-            failure = ("crash", "Runtime.ExitError", {
-                "errorMessage": f"cannot start a worker: {e}", "errorType": "Runtime.ExitError"})
+            failure = start_crash(f"cannot start a worker: {e}")
         except OSError as e:
-            failure = ("crash", "Runtime.InvalidEntrypoint", {
-                "errorMessage": f"cannot start {self.spec.python}: {e.strerror}",
-                "errorType": "Runtime.InvalidEntrypoint"})
+            failure = start_crash(f"cannot start {self.spec.python}: {e.strerror}",
+                                  "Runtime.InvalidEntrypoint")
         except Retired:
             failure = None
-        # Every worker waiting on a failed fork server lands here; the failure is counted once.
-        worker.state = "dead"
         self.workers.discard(worker)
         self.starting.discard(worker)
         self.capacity.released(self)
-        if failure is None or worker in self.stale:
+        if failure is None or worker.tag is not self.config:
             # Started for a configuration that has since changed: not a failure of the new one.
-            self.stale.discard(worker)
             self.scale(time.monotonic())
-        elif server is None or not server.failure_reported:
-            if server is not None:
-                server.failure_reported = True
-            self._init_failed(*failure, (time.monotonic() - worker.spawned) * 1000)
+        elif server is None or server is not self._failed_server:
+            # Every worker waiting on a failed fork server lands here; the failure counts once.
+            self._failed_server = server
+            self._init_failed(failure, (time.monotonic() - worker.spawned) * 1000)
         else:
             self._fail_unserved()
 
@@ -403,14 +406,12 @@ class FunctionPool:
         """Kill workers past their deadline, and busy ones past their memory."""
         memory_mb = self.config.memory_mb
         for worker in self.workers:
-            if worker.state not in ("busy", "starting") or worker.timed_out or worker.over_memory:
+            if worker.state not in ("busy", "starting") or worker.killed:
                 continue
             if now >= worker.deadline:
-                worker.timed_out = True
-                worker.kill()
+                worker.kill("timeout")
             elif worker.state == "busy" and worker.rss() > memory_mb:
-                worker.over_memory = True
-                worker.kill()
+                worker.kill("oom")
 
     # --- shutdown --------------------------------------------------------------------------
 

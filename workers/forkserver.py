@@ -13,7 +13,6 @@ reaps them and reports each exit status, which is passed to that ``Worker``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import json
 import os
@@ -23,16 +22,16 @@ import subprocess
 import time
 from collections import deque
 
-from workers.process import Worker, WorkerSpec, python_argv
+from workers.process import Worker, WorkerSpec, kill_group, python_argv
 
 
 class InitFailed(Exception):
-    """The fork server could not import the function; ``payload`` is Lambda's error object."""
+    """The fork server could not import the function; ``error`` is Lambda's error object."""
 
-    def __init__(self, error_type: str, payload: bytes) -> None:
+    def __init__(self, error_type: str, error: dict[str, object]) -> None:
         super().__init__(error_type)
         self.error_type = error_type
-        self.payload = payload
+        self.error = error
 
 
 class ForkServerGone(Exception):
@@ -61,7 +60,6 @@ class ForkServer:
         self._workers: dict[int, Worker] = {}
         self.closed = False
         self.retiring = False
-        self.failure_reported = False  # set by the first of the workers that waited on it in vain
         # Nobody may be waiting when it fails; the failure is still handled, not "never retrieved".
         self.ready.add_done_callback(lambda f: f.cancelled() or f.exception())
 
@@ -103,13 +101,11 @@ class ForkServer:
 
         Waits for the fork server's own init first, up to ``init_deadline`` (monotonic).
         """
-        if not self.ready.done():
-            try:
-                await asyncio.wait_for(asyncio.shield(self.ready),
-                                       init_deadline - time.monotonic())
-            except TimeoutError:
-                self.kill()
-                raise
+        try:  # raises the init failure too, if it is already known
+            await asyncio.wait_for(asyncio.shield(self.ready), init_deadline - time.monotonic())
+        except TimeoutError:
+            self.kill()
+            raise
         if self.closed:
             raise Retired
         request_id = next(self._ids)
@@ -121,6 +117,7 @@ class ForkServer:
             pid, fds = await asyncio.wait_for(answer, max(0.0, init_deadline - time.monotonic()))
         finally:
             self._forks.pop(request_id, None)  # a late reply is then cleaned up, not attached
+            self._close_if_drained()
         self._workers[pid] = worker
         worker.attach(pid, fds, init_deadline)
 
@@ -141,7 +138,10 @@ class ForkServer:
         self.retiring = True
         if not self.ready.done():
             self.ready.set_exception(Retired())
-        if not self._workers and not self._forks:
+        self._close_if_drained()
+
+    def _close_if_drained(self) -> None:
+        if self.retiring and not self._workers and not self._forks:
             self.close()
 
     def close(self) -> None:
@@ -154,8 +154,7 @@ class ForkServer:
 
     def kill(self) -> None:
         if self.pid:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.pid, signal.SIGKILL)
+            kill_group(self.pid)
 
     def _on_message(self) -> None:
         assert self._sock is not None
@@ -175,8 +174,7 @@ class ForkServer:
             if answer is None or answer.done():  # its waiter gave up: nobody will use it
                 for fd in fds:
                     os.close(fd)
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(message["pid"], signal.SIGKILL)
+                kill_group(message["pid"])
             else:
                 answer.set_result((message["pid"], (fds[0], fds[1], fds[2])))
         elif kind == "fork_failed":
@@ -187,13 +185,11 @@ class ForkServer:
             worker = self._workers.pop(message["pid"], None)
             if worker is not None:
                 worker.exited(message["returncode"])
-            if self.retiring and not self._workers and not self._forks:
-                self.close()
+            self._close_if_drained()
         elif kind == "ready":
             self.ready.set_result(None)
         elif kind == "init_error":
-            payload = json.dumps(message["payload"]).encode()
-            self.ready.set_exception(InitFailed(message["error_type"], payload))
+            self.ready.set_exception(InitFailed(message["error_type"], message["payload"]))
 
     def _gone(self, returncode: int) -> None:
         """The fork server exited: nothing more will be forked or reaped through it."""
@@ -206,9 +202,8 @@ class ForkServer:
             if not answer.done():
                 answer.set_exception(error)
         self._forks.clear()
-        # Its workers were reparented and will be reaped elsewhere: end them and say so here.
-        for pid, worker in self._workers.items():
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
+        # Its workers were reparented and will be reaped elsewhere: end them (exited kills each
+        # one's group) and say so here.
+        for worker in self._workers.values():
             worker.exited(-signal.SIGKILL)
         self._workers.clear()

@@ -25,14 +25,20 @@ from workers import protocol
 from workers.protocol import InitError, Ready, Result
 
 BOOTSTRAP = str(Path(__file__).with_name("bootstrap.py"))
+READ_SIZE = 1 << 16  # 64 KiB: larger reads allocate a larger buffer on every call
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
 def python_argv(python: str) -> list[str]:
     # -I: the bootstrap's folder stays off sys.path; -u: like Lambda's runtime, print() reaches the
     # log at once and in order with os.write and logging, rather than when a buffer fills.
     return [python, "-I", "-u", BOOTSTRAP]
-READ_SIZE = 1 << 16  # 64 KiB: larger reads allocate a larger buffer on every call
-PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
+def kill_group(pid: int) -> None:
+    """SIGKILL a process and everything it started (each worker leads its own process group)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
 
 
 class WorkerSpec(msgspec.Struct, frozen=True):
@@ -52,18 +58,18 @@ class Listener(Protocol):
 
 
 class Worker:
-    __slots__ = ("pid", "listener", "state", "job", "deadline", "timed_out", "over_memory",
-                 "rss_mb", "spawned", "init_duration_ms", "idle_since", "invocations", "gone",
-                 "_in_fd", "_out_fd", "_log_fd", "_statm_fd", "_reader", "_pending", "_loop")
+    __slots__ = ("pid", "listener", "tag", "state", "job", "deadline", "killed", "rss_mb",
+                 "spawned", "init_duration_ms", "idle_since", "invocations", "gone", "_in_fd",
+                 "_out_fd", "_log_fd", "_statm_fd", "_reader", "_pending", "_loop")
 
-    def __init__(self, listener: Listener) -> None:
+    def __init__(self, listener: Listener, tag: object = None) -> None:
         self.listener = listener
+        self.tag = tag  # the listener's own label (the pool's: the configuration it runs)
         self.state = "starting"  # → idle ⇄ busy → stopping → dead
         self.job: object | None = None  # the listener's invocation while busy
         self.pid = 0  # known once the process is started
         self.deadline = math.inf  # monotonic time by which the current job (or init) must finish
-        self.timed_out = False
-        self.over_memory = False
+        self.killed: str | None = None  # why the listener killed it: "timeout" or "oom"
         self.rss_mb = 0  # as last measured by rss()
         self.spawned = time.monotonic()
         self.init_duration_ms = 0.0
@@ -119,9 +125,7 @@ class Worker:
             if fd >= 0:
                 os.close(fd)
         self._statm_fd = -1
-        # The process group may outlive its leader (a handler that forked and left).
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.pid, signal.SIGKILL)
+        kill_group(self.pid)  # the group may outlive its leader (a handler that forked and left)
         self.gone.set_result(returncode)
         self.listener.worker_exited(self, returncode)
 
@@ -142,12 +146,12 @@ class Worker:
         self._close_input()
         self._loop.call_later(2.0, self.kill)  # Lambda's shutdown phase gets 2 s too
 
-    def kill(self) -> None:
-        """SIGKILL the worker and everything it started (it leads its own process group)."""
-        if self.state == "dead" or not self.pid:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.pid, signal.SIGKILL)
+    def kill(self, reason: str | None = None) -> None:
+        """SIGKILL the worker and everything it started; ``reason`` is kept in ``killed``."""
+        if reason is not None:
+            self.killed = reason
+        if self.state != "dead" and self.pid:
+            kill_group(self.pid)
 
     def rss(self) -> int:
         """The worker's resident memory now, in MB (0 if it is gone)."""
@@ -181,7 +185,7 @@ class Worker:
             n = os.write(self._in_fd, frame)
         except BlockingIOError:
             n = 0
-        except OSError:  # the worker is gone; _wait reports it
+        except OSError:  # the worker is gone; its exit is reported by whoever reaps it
             return
         if n < len(frame):
             self._pending = frame[n:]
@@ -203,7 +207,7 @@ class Worker:
             data = os.read(self._out_fd, READ_SIZE)
         except BlockingIOError:
             return
-        if not data:  # the worker closed its channel: it is exiting or broken; _wait decides
+        if not data:  # the worker closed its channel: it is exiting or broken; its exit decides
             self._loop.remove_reader(self._out_fd)
             if self.state != "dead":
                 self._loop.call_later(1.0, self.kill)
@@ -249,4 +253,4 @@ class Worker:
             self._in_fd = -1
 
     def __repr__(self) -> str:
-        return f"<Worker pid={getattr(self, 'pid', None)} {self.state}>"
+        return f"<Worker pid={self.pid} {self.state}>"

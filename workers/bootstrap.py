@@ -222,9 +222,9 @@ class Memory:
     """The peak resident memory of each invocation, not of the worker's whole life.
 
     Writing ``5`` to ``/proc/self/clear_refs`` resets the high-water mark of the process's memory
-    before each invocation; ``getrusage`` then reports the peak since (it reads that mark, and is
-    a fraction of the cost of parsing ``/proc/self/status``). Where /proc is missing, the peak is
-    the worker's lifetime one.
+    before each invocation; ``getrusage`` (``max_rss_mb``) then reports the peak since (it reads
+    that mark, and is a fraction of the cost of parsing ``/proc/self/status``). Where /proc is
+    missing, the peak is the worker's lifetime one.
     """
 
     def __init__(self) -> None:
@@ -240,9 +240,9 @@ class Memory:
             except OSError:
                 pass
 
-    @staticmethod
-    def peak_mb() -> int:
-        return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss + 1023) // 1024
+
+def max_rss_mb() -> int:
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss + 1023) // 1024
 
 
 def log_error(error_type: str, message: str, stack: list[str]) -> None:
@@ -263,12 +263,11 @@ def _decimal(o):
 # --- the loop --------------------------------------------------------------------------------
 
 
-def result_frame(ok: bool, payload: bytes, error_type: str | None, duration_ms: float,
-                 memory_mb: int) -> bytes:
+def result_frame(ok: bool, payload: bytes, error_type: str | None, duration_ms: float) -> bytes:
     # Formatted by hand: json.dumps of the header dict costs as much as the rest of an invocation.
     head = (f'{{"type":"result","ok":{"true" if ok else "false"},'
             f'"error_type":{json.dumps(error_type) if error_type else "null"},'
-            f'"duration_ms":{duration_ms!r},"max_memory_mb":{memory_mb},'
+            f'"duration_ms":{duration_ms!r},"max_memory_mb":{max_rss_mb()},'
             f'"output_pending":{"true" if output_pending() else "false"},"payload":')
     return head.encode() + payload + b"}"
 
@@ -301,16 +300,15 @@ class Runtime:
             stack = _stack(e)
             log_error(type(e).__name__, str(e), stack)
             return result_frame(False, error_body(type(e).__name__, str(e), stack, request_id),
-                                type(e).__name__, duration_ms, self.memory.peak_mb())
+                                type(e).__name__, duration_ms)
         duration_ms = (time.perf_counter() - started) * 1000
         try:
             payload = json.dumps(result, default=_decimal, allow_nan=False).encode()
         except (TypeError, ValueError, RecursionError) as e:
             body = error_body("Runtime.MarshalError", f"Unable to marshal response: {e}", [],
                               request_id)
-            return result_frame(False, body, "Runtime.MarshalError", duration_ms,
-                                self.memory.peak_mb())
-        return result_frame(True, payload, None, duration_ms, self.memory.peak_mb())
+            return result_frame(False, body, "Runtime.MarshalError", duration_ms)
+        return result_frame(True, payload, None, duration_ms)
 
     def serve(self, channel: Channel) -> int:
         output_pending()

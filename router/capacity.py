@@ -30,10 +30,10 @@ class Capacity:
     def cap(self, pool: FunctionPool) -> int:
         """The most workers ``pool`` may have now."""
         own = pool.config.max_workers
-        demand = {id(p): p.demand() for p in self.pools}
+        demand = {p: p.demand() for p in self.pools}
         if sum(demand.values()) <= self.limit:
             return own
-        return min(own, fair_shares(demand, self.limit)[id(pool)])
+        return min(own, fair_shares(demand, self.limit)[pool])
 
     def started(self) -> None:
         self.live += 1

@@ -6,7 +6,12 @@ and the pool only applies the ``Decision``.
 
 from __future__ import annotations
 
+from collections.abc import Hashable
+from typing import TypeVar
+
 import msgspec
+
+K = TypeVar("K", bound=Hashable)  # whatever names a function: the pool itself, in the daemon
 
 
 class Snapshot(msgspec.Struct, frozen=True):
@@ -38,18 +43,13 @@ def plan(s: Snapshot) -> Decision:
     start = min(wanted, room)
     # Over the cap (a fair share that shrank): idle workers go at once, the longest idle first.
     over = min(idle, max(0, live - max(s.max_workers, s.min_workers)))
-    stop = list(range(over))
     # Scale in: workers above the floor that have been idle for keep_warm_s.
     spare = (live - over - s.min_workers) if s.queued == 0 else 0
-    for i in range(over, idle):
-        if len(stop) - over >= spare:
-            break
-        if s.now - s.idle_since[i] >= s.keep_warm_s:
-            stop.append(i)
-    return Decision(start=start, stop=tuple(stop))
+    aged = [i for i in range(over, idle) if s.now - s.idle_since[i] >= s.keep_warm_s]
+    return Decision(start=start, stop=(*range(over), *aged[:max(0, spare)]))
 
 
-def fair_shares(demand: dict[str, int], capacity: int) -> dict[str, int]:
+def fair_shares(demand: dict[K, int], capacity: int) -> dict[K, int]:
     """Split ``capacity`` workers max-min fairly between functions wanting ``demand`` each.
 
     A function that wants less than an equal share gets what it wants; the rest is split evenly

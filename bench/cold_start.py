@@ -15,11 +15,14 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import uvloop
-from harness import table
+from harness import percentile, table
 
+from router.config import parse
+from router.pool import worker_env
 from workers.forkserver import ForkServer
 from workers.process import Worker, WorkerSpec
 
@@ -42,38 +45,25 @@ class Listener:
 
 
 def spec(code: str) -> WorkerSpec:
-    env = {"PATH": os.environ["PATH"], "_HANDLER": "app.handler", "LAMBDA_TASK_ROOT": code,
-           "AWS_LAMBDA_FUNCTION_NAME": "cold", "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
-           "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "128", "AWS_LAMBDA_LOG_GROUP_NAME": "/aws/lambda/cold",
-           "AWS_LAMBDA_LOG_STREAM_NAME": "bench", "TZ": "UTC"}
-    return WorkerSpec(python=sys.executable, env=env, cwd=code)
+    """The function's worker spec, environment and all, as the daemon would build it."""
+    function = {"name": "cold", "handler": "app.handler", "code": code,
+                "runtime": f"python3.{sys.version_info.minor}"}
+    config = parse({"functions": [function]}, Path(code), {})
+    env = worker_env(config.functions[0], config, dict(os.environ))
+    return WorkerSpec(python=sys.executable, env=env | {"AWS_LAMBDA_LOG_STREAM_NAME": "bench"},
+                      cwd=code)
 
 
-async def start_fresh(s: WorkerSpec) -> float:
+async def timed(start: Callable[[Worker], Awaitable[None]]) -> float:
+    """Milliseconds from asking ``start`` for a worker to its ready frame; the worker then stops."""
     listener = Listener()
     worker = Worker(listener)
     t0 = time.perf_counter()
-    await worker.spawn(s, time.monotonic() + 30)
+    await start(worker)
     ready = await listener.ready
     worker.stop()
     await worker.gone
     return (ready - t0) * 1000
-
-
-async def start_forked(server: ForkServer) -> float:
-    listener = Listener()
-    worker = Worker(listener)
-    t0 = time.perf_counter()
-    await server.fork(worker, {"AWS_LAMBDA_LOG_STREAM_NAME": "bench"}, time.monotonic() + 30)
-    ready = await listener.ready
-    worker.stop()
-    await worker.gone
-    return (ready - t0) * 1000
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 async def main(starts: int) -> None:
@@ -81,23 +71,31 @@ async def main(starts: int) -> None:
         Path(code, "app.py").write_text(HANDLER)
         s = spec(code)
         server = ForkServer()
+
+        def fresh_start(worker: Worker) -> Awaitable[None]:
+            return worker.spawn(s, time.monotonic() + 30)
+
+        def forked_start(worker: Worker) -> Awaitable[None]:
+            return server.fork(worker, {"AWS_LAMBDA_LOG_STREAM_NAME": "bench"},
+                               time.monotonic() + 30)
+
         t0 = time.perf_counter()
         await server.start(s)
-        await start_forked(server)
+        await timed(forked_start)
         first = (time.perf_counter() - t0) * 1000
         fresh, forked = [], []
         for _ in range(starts):
-            fresh.append(await start_fresh(s))
-            forked.append(await start_forked(server))
+            fresh.append(await timed(fresh_start))
+            forked.append(await timed(forked_start))
         server.close()
         await server.gone
     rows = [
         ["fresh interpreter (no fork server)", f"{statistics.median(fresh):.1f}",
-         f"{pct(fresh, 0.99):.1f}"],
+         f"{percentile(fresh, 0.99):.1f}"],
         ["forked from the fork server", f"{statistics.median(forked):.1f}",
-         f"{pct(forked, 0.99):.1f}"],
+         f"{percentile(forked, 0.99):.1f}"],
         ["ratio forked / fresh", f"{statistics.median(forked) / statistics.median(fresh):.3f}",
-         f"{pct(forked, 0.99) / pct(fresh, 0.99):.3f}"],
+         f"{percentile(forked, 0.99) / percentile(fresh, 0.99):.3f}"],
     ]
     print(table(["cold start, handler imports boto3", "p50 ms", "p99 ms"], rows))
     print(f"(first worker, which starts the fork server and pays the import: {first:.0f} ms; "

@@ -36,6 +36,34 @@ end
 """
 
 
+# The no-op function that bench/invoke.py and bench/instructions.py both measure, and the three
+# servers they compare: name → (label, method, path).
+NOOP_FILES = {"noop/app.py": "def handler(event, context):\n    return {}\n"}
+TARGETS = {
+    "raw": ("a: raw aiohttp + uvloop", "POST", "/2015-03-31/functions/noop/invocations"),
+    "invoke": ("b: Headwater invoke, no-op", "POST", "/2015-03-31/functions/noop/invocations"),
+    "url": ("c: Headwater function URL, no-op", "GET", "/urls/noop/items/1"),
+}
+
+
+def noop_function(workers: int) -> str:
+    """The no-op function's TOML, with ``workers`` warm workers and no more."""
+    return f"""
+        [[functions]]
+        name = "noop"
+        handler = "app.handler"
+        code = "noop"
+        min_workers = {workers}
+        max_workers = {workers}
+    """
+
+
+@dataclass
+class Server:
+    url: str
+    pid: int
+
+
 @dataclass
 class Run:
     rps: float
@@ -79,17 +107,17 @@ def process(*argv: str, ready_url: str, wrap: tuple[str, ...] = ()) -> Iterator[
 
 
 @contextlib.contextmanager
-def raw_server(wrap: tuple[str, ...] = ()) -> Iterator[str]:
+def raw_server(wrap: tuple[str, ...] = ()) -> Iterator[Server]:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     with process(sys.executable, str(ROOT / "bench" / "raw_server.py"), str(port),
-                 ready_url=f"{base}/urls/x/ready", wrap=wrap):
-        yield base
+                 ready_url=f"{base}/urls/x/ready", wrap=wrap) as pid:
+        yield Server(base, pid)
 
 
 @contextlib.contextmanager
 def headwater(functions: str, files: dict[str, str], server: str = "",
-              wrap: tuple[str, ...] = ()) -> Iterator[str]:
+              wrap: tuple[str, ...] = ()) -> Iterator[Server]:
     """A daemon on a free port; ``functions`` is TOML whose code paths are folders of ``files``."""
     with tempfile.TemporaryDirectory(prefix="hw-bench-") as tmp:
         for name, source in files.items():
@@ -107,8 +135,8 @@ def headwater(functions: str, files: dict[str, str], server: str = "",
         """) + textwrap.dedent(functions))
         base = f"http://127.0.0.1:{port}"
         with process(sys.executable, "-m", "router", "serve", "--config", str(config),
-                     ready_url=f"{base}/healthz", wrap=wrap):
-            yield base
+                     ready_url=f"{base}/healthz", wrap=wrap) as pid:
+            yield Server(base, pid)
 
 
 def load(url: str, concurrency: int, seconds: float, method: str = "POST",
@@ -151,9 +179,13 @@ async def _aiohttp_load(url: str, concurrency: int, seconds: float, method: str,
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as s:
         await asyncio.gather(*(client(s) for _ in range(concurrency)))
     elapsed = time.perf_counter() - started
-    latencies.sort()
-    return Run(len(latencies) / elapsed, latencies[len(latencies) // 2] * 1e6,
-               latencies[int(len(latencies) * 0.99)] * 1e6, errors)
+    return Run(len(latencies) / elapsed, percentile(latencies, 0.5) * 1e6,
+               percentile(latencies, 0.99) * 1e6, errors)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def median_run(runs: list[Run]) -> Run:

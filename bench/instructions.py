@@ -21,22 +21,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from harness import headwater, raw_server, table
-
-FUNCTIONS = """
-    [[functions]]
-    name = "noop"
-    handler = "app.handler"
-    code = "noop"
-    min_workers = 2
-    max_workers = 2
-"""
-NOOP = {"noop/app.py": "def handler(event, context):\n    return {}\n"}
-TARGETS = {  # name: (label, method, path)
-    "raw": ("a: raw aiohttp + uvloop", "GET", "/urls/noop/items/1"),
-    "invoke": ("b: Headwater invoke, no-op", "POST", "/2015-03-31/functions/noop/invocations"),
-    "url": ("c: Headwater function URL, no-op", "GET", "/urls/noop/items/1"),
-}
+from harness import NOOP_FILES, TARGETS, headwater, noop_function, raw_server, table
 
 
 async def send(port: int, request: bytes, total: int, concurrency: int) -> int:
@@ -84,21 +69,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="hw-callgrind-") as tmp:
         for name, (_, method, path) in TARGETS.items():
             out = Path(tmp) / f"{name}.out"
+            # valgrind runs the program in its own process, so the pid is the one to address.
             wrap = ("valgrind", "--tool=callgrind", f"--callgrind-out-file={out}")
-            server = raw_server(wrap) if name == "raw" else headwater(FUNCTIONS, NOOP, wrap=wrap)
-            with server as base:
-                per_request[name] = measure(base, method, path, args.requests, out, _pid_of(out))
+            server = (raw_server(wrap) if name == "raw"
+                      else headwater(noop_function(2), NOOP_FILES, wrap=wrap))
+            with server as s:
+                per_request[name] = measure(s.url, method, path, args.requests, out, s.pid)
     raw = per_request["raw"]
     rows = [[label, f"{per_request[name]:,.0f}", f"{raw / per_request[name]:.2f}"]
             for name, (label, _, _) in TARGETS.items()]
     print(table(["server", "instructions / request", "ratio a/x"], rows))
-
-
-def _pid_of(out: Path) -> int:
-    """The pid of the valgrind run writing ``out`` (callgrind_control addresses a run by pid)."""
-    found = subprocess.run(["pgrep", "-f", f"callgrind-out-file={out}"], capture_output=True,
-                           text=True, check=True).stdout.split()
-    return int(found[0])
 
 
 if __name__ == "__main__":

@@ -12,10 +12,16 @@ from __future__ import annotations
 
 import argparse
 
-from harness import headwater, load, median_run, raw_server, table
-
-PATH = "/2015-03-31/functions/noop/invocations"
-URL_PATH = "/urls/noop/items/1"
+from harness import (
+    NOOP_FILES,
+    TARGETS,
+    headwater,
+    load,
+    median_run,
+    noop_function,
+    raw_server,
+    table,
+)
 
 
 def main() -> None:
@@ -25,31 +31,21 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2,
                         help="the no-op function's max_workers (and min_workers)")
     args = parser.parse_args()
-    functions = f"""
-        [[functions]]
-        name = "noop"
-        handler = "app.handler"
-        code = "noop"
-        min_workers = {args.workers}
-        max_workers = {args.workers}
-    """
     results: dict[tuple[str, int], list] = {}
-    noop = {"noop/app.py": "def handler(event, context):\n    return {}\n"}
-    with raw_server() as raw, headwater(functions, noop) as hw:
-        targets = (("raw", raw + PATH, "POST"), ("invoke", hw + PATH, "POST"),
-                   ("url", hw + URL_PATH, "GET"))
-        for _, url, method in targets:  # warm up: worker start, connection pools, caches
-            load(url, 64, 1, method)
+    with raw_server() as raw, headwater(noop_function(args.workers), NOOP_FILES) as hw:
+        urls = {name: (raw if name == "raw" else hw).url + path
+                for name, (_, _, path) in TARGETS.items()}
+        for name, (_, method, _) in TARGETS.items():  # warm up: workers, connections, caches
+            load(urls[name], 64, 1, method)
         for _ in range(args.rounds):
             for c in (1, 64):
-                for name, url, method in targets:
-                    results.setdefault((name, c), []).append(load(url, c, args.seconds, method))
+                for name, (_, method, _) in TARGETS.items():
+                    results.setdefault((name, c), []).append(
+                        load(urls[name], c, args.seconds, method))
     rows = []
-    labels = {"raw": "a: raw aiohttp + uvloop", "invoke": "b: Headwater invoke, no-op",
-              "url": "c: Headwater function URL, no-op"}
     for c in (1, 64):
-        runs = {name: median_run(results[(name, c)]) for name in labels}
-        for name, label in labels.items():
+        runs = {name: median_run(results[(name, c)]) for name in TARGETS}
+        for name, (label, _, _) in TARGETS.items():
             r = runs[name]
             rows.append([label, str(c), f"{r.rps:,.0f}", f"{r.p50_us:,.0f}", f"{r.p99_us:,.0f}",
                          str(r.errors)])

@@ -48,9 +48,7 @@ def parse_route(key: str, target: str = "", auth: str = "none") -> Route:
     if not path.startswith("/"):
         raise RouteError(f"route {key!r}: the path must start with '/'")
     segments: list[Segment] = []
-    parts = path.split("/")[1:]
-    if parts == [""]:
-        parts = []
+    parts = _parts(path)
     seen: set[str] = set()
     for i, part in enumerate(parts):
         m = _PARAM.fullmatch(part)
@@ -62,11 +60,16 @@ def parse_route(key: str, target: str = "", auth: str = "none") -> Route:
                 raise RouteError(f"route {key!r}: parameter {m[1]!r} appears twice")
             seen.add(m[1])
             segments.append(Segment("greedy" if greedy else "param", m[1]))
-        elif part and _LITERAL.fullmatch(part) and "{" not in part:
+        elif _LITERAL.fullmatch(part):
             segments.append(Segment("literal", part))
         else:
             raise RouteError(f"route {key!r}: {part!r} is not a path segment or {{parameter}}")
     return Route(key, method, tuple(segments), target, auth)
+
+
+def _parts(path: str) -> list[str]:
+    """``/a/b`` → ``["a", "b"]``; the root path has no segments."""
+    return path.split("/")[1:] if path != "/" else []
 
 
 def _match(route: Route, parts: list[str]) -> dict[str, str] | None:
@@ -107,9 +110,7 @@ class RouteTable:
         self.routes = sorted(routes, key=specificity)
 
     def match(self, method: str, path: str) -> tuple[Route, dict[str, str]] | None:
-        parts = path.split("/")[1:]
-        if parts == [""]:
-            parts = []
+        parts = _parts(path)
         method = method.upper()
         for route in self.routes:
             if route.method not in (method, "ANY", "$default"):

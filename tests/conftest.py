@@ -171,8 +171,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
     """On a failure, show the tail of each daemon's log: most failures are explained there."""
     report = yield
     if report.failed and call.when == "call":
-        for name in ("daemon",):
-            daemon = item.funcargs.get(name) if hasattr(item, "funcargs") else None
-            if isinstance(daemon, Daemon):
-                report.sections.append(("daemon log", "\n".join(daemon.lines[-60:])))
+        daemon = item.funcargs.get("daemon") if hasattr(item, "funcargs") else None
+        if isinstance(daemon, Daemon):
+            report.sections.append(("daemon log", "\n".join(daemon.lines[-60:])))
     return report

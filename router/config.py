@@ -38,13 +38,23 @@ def _number(lo: float) -> Any:
     return Annotated[float, Meta(ge=lo, description=f"a number >= {lo}")]
 
 
-FunctionName = Annotated[str, Meta(
-    pattern=r"^[A-Za-z0-9_-]{1,64}$",
-    description="a name of 1 to 64 letters, digits, '-' or '_'")]
-Runtime = Annotated[str, Meta(
-    pattern=r"^python3\.\d+$", description='a runtime such as "python3.11"')]
-Handler = Annotated[str, Meta(
-    pattern=r"^[^\s]{1,128}$", description='a handler such as "app.handler" (module.function)')]
+# Lambda's rules for a function's settings, shared by config.toml's types and the Lambda API's
+# checks (router.management), which must refuse what a config file may not hold either.
+NAME_PATTERN = r"[A-Za-z0-9_-]{1,64}"
+HANDLER_PATTERN = r"[^\s]{1,128}"
+RUNTIME_PATTERN = r"python3\.\d+"
+MEMORY_MB = (128, 10240)
+TIMEOUT_S = (1, 900)
+
+
+def _matching(pattern: str, description: str) -> Any:
+    # msgspec searches for a pattern: anchored, it must match the whole string.
+    return Annotated[str, Meta(pattern=f"^{pattern}$", description=description)]
+
+
+FunctionName = _matching(NAME_PATTERN, "a name of 1 to 64 letters, digits, '-' or '_'")
+Runtime = _matching(RUNTIME_PATTERN, 'a runtime such as "python3.11"')
+Handler = _matching(HANDLER_PATTERN, 'a handler such as "app.handler" (module.function)')
 
 
 class ServerConfig(Struct, frozen=True, forbid_unknown_fields=True):
@@ -97,8 +107,8 @@ class FunctionConfig(Struct, frozen=True, forbid_unknown_fields=True):
     code: str
     # The router's own Python unless the function names another.
     runtime: Runtime = f"python3.{sys.version_info.minor}"
-    memory_mb: _int(128, 10240) = 128
-    timeout_s: _int(1, 900) = 3
+    memory_mb: _int(*MEMORY_MB) = 128
+    timeout_s: _int(*TIMEOUT_S) = 3
     min_workers: _int(0, 1000) = 0
     max_workers: _int(0, 1000) = 4
     max_queue: _int(0, 100000) = 1000

@@ -21,14 +21,13 @@ from aiohttp import web
 
 from router import archive
 from router.awserror import aws_error
-from router.config import FunctionConfig
+from router.config import HANDLER_PATTERN, MEMORY_MB, NAME_PATTERN, RUNTIME_PATTERN, TIMEOUT_S, FunctionConfig
 from router.registry import Registry, parse_function_name
 from router.store import Deployed, stamp
 from sources.invoke_api import REGISTRY, UnreadableBody, read_body
 
 # A base64 zip of Lambda's 50 MB limit, in a JSON body.
 MAX_API_BODY = archive.MAX_ZIPPED * 4 // 3 + 64 * 1024
-NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 PAGE = 50  # ListFunctions' largest page, as Lambda's
 
 
@@ -98,20 +97,20 @@ def apply_settings(fn: FunctionConfig, body: dict[str, Any]) -> FunctionConfig:
     changes: dict[str, Any] = {}
     if "Handler" in body:
         handler = body["Handler"]
-        if not isinstance(handler, str) or not re.fullmatch(r"[^\s]{1,128}", handler):
+        if not isinstance(handler, str) or not re.fullmatch(HANDLER_PATTERN, handler):
             raise Invalid(f"Handler: expected a handler such as app.handler, got {json.dumps(handler)}")
         changes["handler"] = handler
     if "Runtime" in body:
         runtime = body["Runtime"]
-        if not isinstance(runtime, str) or not re.fullmatch(r"python3\.\d+", runtime) \
+        if not isinstance(runtime, str) or not re.fullmatch(RUNTIME_PATTERN, runtime) \
                 or shutil.which(runtime) is None:
             raise Invalid(f"Runtime: {json.dumps(runtime)} is not supported here: expected a "
                           "pythonX.Y found on the daemon's PATH")
         changes["runtime"] = runtime
     if "MemorySize" in body:
-        changes["memory_mb"] = _int(body, "MemorySize", 128, 10240)
+        changes["memory_mb"] = _int(body, "MemorySize", *MEMORY_MB)
     if "Timeout" in body:
-        changes["timeout_s"] = _int(body, "Timeout", 1, 900)
+        changes["timeout_s"] = _int(body, "Timeout", *TIMEOUT_S)
     if "Environment" in body:
         environment = body["Environment"] or {}
         if not isinstance(environment, dict):
@@ -171,7 +170,7 @@ async def create_function(request: web.Request, body: bytes) -> web.Response:
     try:
         payload = await asyncio.to_thread(read_json, body)  # a 70 MB body takes a while
         name = payload.get("FunctionName")
-        if not isinstance(name, str) or not NAME.fullmatch(name):
+        if not isinstance(name, str) or not re.fullmatch(NAME_PATTERN, name):
             raise Invalid(f"FunctionName: expected 1 to 64 letters, digits, '-' or '_', got "
                           f"{json.dumps(name)}")
         if payload.get("PackageType", "Zip") != "Zip":

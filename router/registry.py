@@ -16,7 +16,7 @@ from aiohttp import web
 from router import auth
 from router.awserror import aws_error
 from router.capacity import Capacity
-from router.config import Config, api_auth_required
+from router.config import NAME_PATTERN, Config, api_auth_required
 from router.metering import Meter
 from router.pool import FunctionPool
 from router.routes import RouteTable, parse_route
@@ -33,7 +33,8 @@ LOG_FLUSH_S = 0.05
 # or partial ARN (arn:aws:lambda:REGION:ACCOUNT:function:NAME, ACCOUNT:function:NAME, function:NAME).
 _FUNCTION_NAME = re.compile(
     r"(?:arn:aws[a-zA-Z-]*:lambda:)?(?:[a-z]{2}(?:-gov)?-[a-z]+-\d:)?(?:\d{12}:)?(?:function:)?"
-    r"(?P<name>[a-zA-Z0-9_-]{1,64})(?::(?P<qualifier>\$LATEST|[a-zA-Z0-9_-]{1,128}))?")
+    rf"(?P<name>{NAME_PATTERN})"
+    r"(?::(?P<qualifier>\$LATEST|[a-zA-Z0-9_-]{1,128}))?")
 
 
 def parse_function_name(text: str) -> tuple[str, str | None] | None:

@@ -12,8 +12,8 @@ from importlib.resources import files
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
-# Lambda's rule for a function name (the part after any ARN prefix).
-FUNCTION_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+from router.config import NAME_PATTERN
+
 SKIPPED = ("__pycache__", ".pyc")
 
 
@@ -43,7 +43,7 @@ def create(name: str, blueprint: str, parent: Path) -> Path:
     """Create ``parent/name`` holding ``blueprint``'s files and return it.
 
     An existing folder is used only if it is empty, so nothing a user wrote is overwritten."""
-    if not FUNCTION_NAME.fullmatch(name):
+    if not re.fullmatch(NAME_PATTERN, name):
         raise ScaffoldError(f"invalid function name {name!r}: use 1 to 64 letters, digits, '-' or '_'")
     _check_blueprint(blueprint)
     folder = Path(parent) / name

@@ -73,6 +73,11 @@ def _quote(name: str) -> str:
     return f'"{shown}"'
 
 
+def _refused(info: zipfile.ZipInfo, problem: str) -> ArchiveError:
+    # Quoted only here, once an entry is refused: most archives have thousands that are not.
+    return ArchiveError(f"entry {_quote(info.filename)} {problem}")
+
+
 def _is_absolute(path: str) -> bool:
     return path.startswith(("/", "\\")) or _DRIVE.match(path) is not None
 
@@ -109,48 +114,46 @@ def _kind(info: zipfile.ZipInfo) -> Kind:
         return "dir"
     if file_type in (0, stat.S_IFREG):  # 0: made on Windows, which stores no Unix mode
         return "file"
-    raise ArchiveError(f"entry {_quote(info.filename)} is a device or pipe "
-                       f"({_SPECIAL.get(file_type, 'special file')}), not a file, folder or link")
+    raise _refused(info, f"is a device or pipe ({_SPECIAL.get(file_type, 'special file')}), "
+                         "not a file, folder or link")
 
 
 def _link_target(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> str:
-    name = _quote(info.filename)
     if info.file_size > MAX_LINK_TARGET:
-        raise ArchiveError(f"entry {name} is a link with a target longer than {MAX_LINK_TARGET} bytes")
+        raise _refused(info, f"is a link with a target longer than {MAX_LINK_TARGET} bytes")
     try:
         with zf.open(info) as src:
             raw = src.read(MAX_LINK_TARGET + 1)
     except Exception as e:  # in memory: any failure to inflate is the archive's fault
-        raise ArchiveError(f"entry {name} is corrupt ({e})") from e
+        raise _refused(info, f"is corrupt ({e})") from e
     try:
         target = raw.decode()
     except UnicodeDecodeError:
-        raise ArchiveError(f"entry {name} is a link with a target that is not UTF-8") from None
+        raise _refused(info, "is a link with a target that is not UTF-8") from None
     if not target or "\0" in target:
-        raise ArchiveError(f"entry {name} is a link with an empty or invalid target")
+        raise _refused(info, "is a link with an empty or invalid target")
     if _is_absolute(target):
-        raise ArchiveError(f"entry {name} is a link pointing outside the function folder "
-                           f"(to the absolute path {_quote(target)})")
+        raise _refused(info, "is a link pointing outside the function folder "
+                             f"(to the absolute path {_quote(target)})")
     return target
 
 
 def _entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> _Entry:
-    name = _quote(info.filename)
     if _is_absolute(info.filename):
-        raise ArchiveError(f"entry {name} is an absolute path")
+        raise _refused(info, "is an absolute path")
     parts = _normalize(info.filename)
     if parts is None:
-        raise ArchiveError(f"entry {name} escapes the function folder")
+        raise _refused(info, "escapes the function folder")
     if any(len(os.fsencode(part)) > MAX_NAME_PART for part in parts):
-        raise ArchiveError(f"entry {name} has a name longer than {MAX_NAME_PART} bytes")
+        raise _refused(info, f"has a name longer than {MAX_NAME_PART} bytes")
     if info.flag_bits & 0x1:
-        raise ArchiveError(f"entry {name} is encrypted")
+        raise _refused(info, "is encrypted")
     if info.compress_type not in _METHODS:
-        raise ArchiveError(f"entry {name} uses compression method {info.compress_type}, which is not "
-                           f"supported (use deflate)")
+        raise _refused(info, f"uses compression method {info.compress_type}, which is not "
+                             "supported (use deflate)")
     kind = _kind(info)
     if not parts and kind != "dir":  # "a/.." as a file: there is no name left to write
-        raise ArchiveError(f"entry {name} has no file name")
+        raise _refused(info, "has no file name")
     return _Entry(info, parts, kind, _link_target(zf, info) if kind == "link" else "")
 
 
@@ -165,7 +168,7 @@ def _check_layout(entries: list[_Entry]) -> None:
         if first is entry:
             continue
         if first.info.filename == entry.info.filename:
-            raise ArchiveError(f"entry {_quote(entry.info.filename)} appears twice in the zip")
+            raise _refused(entry.info, "appears twice in the zip")
         raise ArchiveError(f"entries {_quote(first.info.filename)} and {_quote(entry.info.filename)} "
                            f"unpack to the same path")
     for entry in entries:
@@ -173,8 +176,8 @@ def _check_layout(entries: list[_Entry]) -> None:
             above = seen.get(entry.parts[:depth])
             if above is not None and above.kind != "dir":
                 what = "link" if above.kind == "link" else "file"
-                raise ArchiveError(f"entry {_quote(entry.info.filename)} is inside "
-                                   f"{_quote(above.info.filename)}, which is a {what}, not a folder")
+                raise _refused(entry.info, f"is inside {_quote(above.info.filename)}, "
+                                           f"which is a {what}, not a folder")
 
 
 def _link_problem(link: _Entry, links: dict[tuple[str, ...], str]) -> str | None:
@@ -218,8 +221,7 @@ def _plan(zf: zipfile.ZipFile, max_unzipped: int, max_entries: int) -> list[_Ent
     for entry in entries:
         problem = _link_problem(entry, links) if entry.kind == "link" else None
         if problem is not None:
-            raise ArchiveError(f"entry {_quote(entry.info.filename)} is a link {problem} "
-                               f"(to {_quote(entry.target)})")
+            raise _refused(entry.info, f"is a link {problem} (to {_quote(entry.target)})")
     return [entry for entry in entries if entry.parts]  # "./" names the version folder itself
 
 
@@ -251,7 +253,12 @@ def check(data: bytes, *, max_zipped: int = MAX_ZIPPED, max_unzipped: int = MAX_
         return [entry.info for entry in _plan(zf, max_unzipped, max_entries)]
 
 
-def _make_dirs(base: str, parts: tuple[str, ...]) -> str:
+def _make_dirs(base: str, parts: tuple[str, ...], made: set[tuple[str, ...]]) -> str:
+    """``base/parts``, made where missing. ``made`` holds the folders made and checked already, so
+    each is checked once, not once per file in it: nothing can turn one into a link afterwards, as
+    links are written last and _check_layout refuses an entry beneath a link."""
+    if parts in made:
+        return os.path.join(base, *parts)
     path = base
     for part in parts:
         path = os.path.join(path, part)
@@ -263,23 +270,23 @@ def _make_dirs(base: str, parts: tuple[str, ...]) -> str:
     # Re-check on the disk what _check_layout proved on the names: no link on the way down.
     if os.path.realpath(path) != path:
         raise ArchiveError(f"folder {_quote('/'.join(parts))} would resolve outside the function folder")
+    made.update(parts[:depth] for depth in range(len(parts) + 1))  # no link above it either
     return path
 
 
 def _copy(zf: zipfile.ZipFile, entry: _Entry, out: BinaryIO, budget: int, max_unzipped: int) -> int:
     """Stream one member out, counting the bytes it really inflates to; return that count."""
-    name = _quote(entry.info.filename)
     written = 0
     try:
         src = zf.open(entry.info)
     except Exception as e:  # the zip is in memory: a failure here is the archive's, never the disk's
-        raise ArchiveError(f"entry {name} is corrupt ({e})") from e
+        raise _refused(entry.info, f"is corrupt ({e})") from e
     with src:
         while True:
             try:
                 chunk = src.read(CHUNK)
             except Exception as e:  # zlib.error, lzma.LZMAError, OSError from bz2, bad CRC, EOFError
-                raise ArchiveError(f"entry {name} is corrupt ({e})") from e
+                raise _refused(entry.info, f"is corrupt ({e})") from e
             if not chunk:
                 return written
             written += len(chunk)
@@ -293,11 +300,12 @@ def _extract(zf: zipfile.ZipFile, entries: list[_Entry], folder: Path, max_unzip
     base = os.path.realpath(folder)
     budget = max_unzipped
     order = {"dir": 0, "file": 1, "link": 2}  # links last: nothing is ever written through one
+    made: set[tuple[str, ...]] = set()
     for entry in sorted(entries, key=lambda e: order[e.kind]):
         if entry.kind == "dir":
-            _make_dirs(base, entry.parts)
+            _make_dirs(base, entry.parts, made)
             continue
-        path = os.path.join(_make_dirs(base, entry.parts[:-1]), entry.parts[-1])
+        path = os.path.join(_make_dirs(base, entry.parts[:-1], made), entry.parts[-1])
         if entry.kind == "link":
             os.symlink(entry.target, path)
             continue
@@ -311,8 +319,8 @@ def _extract(zf: zipfile.ZipFile, entries: list[_Entry], folder: Path, max_unzip
         if entry.kind == "link":
             real = os.path.realpath(os.path.join(base, *entry.parts))
             if os.path.commonpath([base, real]) != base:
-                raise ArchiveError(f"entry {_quote(entry.info.filename)} is a link pointing outside "
-                                   f"the function folder (to {_quote(entry.target)})")
+                raise _refused(entry.info, "is a link pointing outside the function folder "
+                                           f"(to {_quote(entry.target)})")
 
 
 def install(data: bytes, root: Path, *, max_zipped: int = MAX_ZIPPED, max_unzipped: int = MAX_UNZIPPED,

@@ -28,6 +28,7 @@ log = logging.getLogger("headwater.registry")
 TICK_S = 0.02  # a timed-out or over-memory invocation is killed at most this late
 SCALE_EVERY = 25  # ticks between keep-warm checks (0.5 s)
 LOG_FLUSH_S = 0.05
+KILLED_EXIT_S = 5.0  # how long killed workers are given to be reaped
 
 # Lambda's FunctionName pattern: a name, optionally with a qualifier, optionally inside a full
 # or partial ARN (arn:aws:lambda:REGION:ACCOUNT:function:NAME, ACCOUNT:function:NAME, function:NAME).
@@ -41,6 +42,23 @@ def parse_function_name(text: str) -> tuple[str, str | None] | None:
     """Split a FunctionName parameter into name and qualifier; None if it is not one."""
     m = _FUNCTION_NAME.fullmatch(text)
     return (m["name"], m["qualifier"]) if m else None
+
+
+async def _drain(pools: list[FunctionPool], grace_s: float) -> None:
+    """Refuse new work, let running invocations finish within ``grace_s``, then kill them."""
+    for pool in pools:
+        pool.close()
+    try:
+        await asyncio.wait_for(asyncio.gather(*(p.stopped() for p in pools)), grace_s)
+    except TimeoutError:
+        for pool in pools:
+            pool.kill_all()
+        try:
+            await asyncio.wait_for(asyncio.gather(*(p.stopped() for p in pools)), KILLED_EXIT_S)
+        except TimeoutError:
+            # A process stuck in the kernel outlives SIGKILL for a while; nothing is left to do.
+            log.warning("%s: workers still running %.0f s after being killed",
+                        ", ".join(p.config.name for p in pools), KILLED_EXIT_S)
 
 
 class Registry:
@@ -105,15 +123,14 @@ class Registry:
         pool = self.pools.pop(name)
         del self.deployed[name]
         self.deleting[name] = pool  # still ticked (deadlines, memory) while it drains
-        pool.close()
         try:
             try:
-                await asyncio.wait_for(pool.stopped(), self.config.server.shutdown_grace_s)
-            except TimeoutError:
-                pool.kill_all()
-                await asyncio.wait_for(pool.stopped(), 5.0)
-            self.capacity.pools.remove(pool)
-            await asyncio.to_thread(self.store.delete, name)
+                await _drain([pool], self.config.server.shutdown_grace_s)
+            finally:
+                # Even if the wait is cancelled: files left behind would bring the function back at
+                # the next start, and the name must not be freed while they are still there.
+                self.capacity.pools.remove(pool)
+                await asyncio.to_thread(self.store.delete, name)
         finally:
             del self.deleting[name]
 
@@ -167,17 +184,7 @@ class Registry:
     async def close(self, grace_s: float) -> None:
         """Drain: refuse new work, let running invocations finish within ``grace_s``, then kill."""
         self.draining = True
-        for pool in self.pools.values():
-            pool.close()
-        waiting = asyncio.gather(*(p.stopped() for p in self.pools.values()))
-        try:
-            await asyncio.wait_for(waiting, grace_s)
-        except TimeoutError:
-            for pool in self.pools.values():
-                pool.kill_all()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    asyncio.gather(*(p.stopped() for p in self.pools.values())), 5.0)
+        await _drain(list(self.pools.values()), grace_s)
         if self._ticker is not None:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -3,6 +3,7 @@ validation, atomic code updates, persistence across restarts, and credentials.""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import os
@@ -19,6 +20,11 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 from conftest import Daemon, function_toml
+
+from router import registry as registry_module
+from router.config import FunctionConfig, parse
+from router.registry import Registry
+from router.store import Deployed
 
 V1 = "import time\nVERSION = 1\n\ndef handler(event, context):\n" \
      "    time.sleep(event.get('seconds', 0))\n    return {'version': VERSION}\n"
@@ -316,3 +322,37 @@ def test_a_signature_cannot_be_replayed_with_another_body(daemon: Daemon) -> Non
     assert send(forged, {}) == 403
     assert send(forged, {"X-Amz-Content-SHA256": hashlib.sha256(forged).hexdigest()}) == 403
     assert send(forged, {"X-Amz-Content-SHA256": "UNSIGNED-PAYLOAD"}) == 403
+
+
+class StuckPool:
+    """A pool whose workers outlive even SIGKILL (a process stuck in the kernel)."""
+
+    def __init__(self, name: str) -> None:
+        self.config = FunctionConfig(name=name, handler="app.handler", code="")
+        self.killed = False
+
+    def close(self) -> None:
+        pass
+
+    def kill_all(self) -> None:
+        self.killed = True
+
+    async def stopped(self) -> None:
+        await asyncio.Event().wait()
+
+
+async def test_delete_cleans_up_even_when_workers_outlive_the_kill(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(registry_module, "KILLED_EXIT_S", 0.01)
+    config = parse({"server": {"shutdown_grace_s": 0}}, tmp_path, {})
+    registry = Registry(config, {})
+    pool = StuckPool("stuck")
+    deployed = Deployed(function=pool.config)
+    registry.store.save(deployed)
+    registry.pools["stuck"], registry.deployed["stuck"] = pool, deployed  # type: ignore[assignment]
+    registry.capacity.pools.append(pool)  # type: ignore[arg-type]
+    await registry.undeploy("stuck")
+    assert pool.killed
+    assert not (tmp_path / "var" / "functions" / "stuck").exists()
+    assert "stuck" not in registry.deleting and pool not in registry.capacity.pools
+    await registry.close(0)

@@ -185,6 +185,10 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def function_arn(server: ServerConfig, name: str) -> str:
+    return f"arn:aws:lambda:{server.region}:{server.account_id}:function:{name}"
+
+
 def api_auth_required(server: ServerConfig) -> bool:
     return server.auth == "required" or (server.auth == "auto" and
                                          bool(server.access_keys or server.tokens))

@@ -21,7 +21,15 @@ from aiohttp import web
 
 from router import archive
 from router.awserror import aws_error
-from router.config import HANDLER_PATTERN, MEMORY_MB, NAME_PATTERN, RUNTIME_PATTERN, TIMEOUT_S, FunctionConfig
+from router.config import (
+    HANDLER_PATTERN,
+    MEMORY_MB,
+    NAME_PATTERN,
+    RUNTIME_PATTERN,
+    TIMEOUT_S,
+    FunctionConfig,
+    function_arn,
+)
 from router.registry import Registry, parse_function_name
 from router.store import Deployed, stamp
 from sources.invoke_api import REGISTRY, UnreadableBody, read_body
@@ -40,10 +48,8 @@ def bad_request(message: str) -> web.Response:
 
 
 def not_found(registry: Registry, name: str) -> web.Response:
-    server = registry.config.server
     return aws_error(404, "ResourceNotFoundException",
-                     f"Function not found: arn:aws:lambda:{server.region}:{server.account_id}:"
-                     f"function:{name}")
+                     f"Function not found: {function_arn(registry.config.server, name)}")
 
 
 def read_json(body: bytes) -> dict[str, Any]:
@@ -59,11 +65,9 @@ def read_json(body: bytes) -> dict[str, Any]:
 
 def configuration(registry: Registry, deployed: Deployed) -> dict[str, Any]:
     fn = deployed.function
-    pool = registry.lookup(fn.name)
-    arn = pool.arn if pool else ""
     return {
         "FunctionName": fn.name,
-        "FunctionArn": arn,
+        "FunctionArn": function_arn(registry.config.server, fn.name),
         "Runtime": fn.runtime,
         "Role": deployed.role,
         "Handler": fn.handler,

@@ -108,14 +108,14 @@ class Registry:
         return pool
 
     def deploy(self, deployed: Deployed) -> None:
-        """A function created or changed through the API takes effect at once."""
+        """A function created or changed through the API takes effect at once (a changed one is
+        the registered ``Deployed`` itself, changed in place)."""
         pool = self.pools.get(deployed.function.name)
         if pool is None:
             pool = self._add(deployed)
             pool.prepare()
             pool.scale(time.monotonic())
         else:
-            self.deployed[deployed.function.name] = deployed
             pool.reconfigure(deployed.function)
 
     async def undeploy(self, name: str) -> None:

@@ -7,7 +7,6 @@ import contextlib
 import logging
 import re
 import time
-import uuid
 from collections.abc import Mapping
 
 import msgspec
@@ -21,7 +20,7 @@ from router.metering import Meter
 from router.pool import FunctionPool
 from router.routes import RouteTable, parse_route
 from router.sink import BatchWriter
-from router.store import Deployed, Store, now_text
+from router.store import Deployed, Store, stamp
 
 log = logging.getLogger("headwater.registry")
 
@@ -73,7 +72,6 @@ class Registry:
         self.pools: dict[str, FunctionPool] = {}
         self.deployed: dict[str, Deployed] = {}
         self.deleting: dict[str, FunctionPool] = {}  # names being deleted: not to be reused yet
-        booted = now_text()
         stored = {d.function.name: d for d in self.store.load()}
         for f in config.functions:
             kept = stored.pop(f.name, None)
@@ -87,8 +85,7 @@ class Registry:
             if kept is not None:
                 log.warning("%s: deployed through the API but also defined in the config file; "
                             "the config file's wins", f.name)
-            self._add(Deployed(function=f, from_config=not f.api_writable, last_modified=booted,
-                               revision_id=str(uuid.uuid4())))
+            self._add(stamp(Deployed(function=f, from_config=not f.api_writable)))
         for deployed in stored.values():
             self._add(deployed)
         self.routes = RouteTable([parse_route(t.route, f.name, t.auth)

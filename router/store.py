@@ -72,8 +72,8 @@ class Store:
         Blocking (up to 250 MB of disk writes): callers run it in a thread."""
         code_root = self.root / name / "code"
         version = archive.install(zip_bytes, code_root)
-        versions = sorted((p for p in code_root.glob("v-*") if p.is_dir()),
-                          key=lambda p: p.stat().st_mtime_ns)
+        # Names are v-<time_ns>-<random>: their order is the order the installs began.
+        versions = sorted(p for p in code_root.glob(f"{archive.VERSION_PREFIX}*") if p.is_dir())
         archive.prune(code_root, set(versions[-KEEP_VERSIONS:]) | {version})
         sha = base64.b64encode(hashlib.sha256(zip_bytes).digest()).decode()
         return version, sha, len(zip_bytes)

@@ -189,7 +189,7 @@ async def create_function(request: web.Request, body: bytes) -> web.Response:
                              f"Function {name} is being deleted; try again shortly")
         fn = apply_settings(FunctionConfig(name=name, handler="x.y", code=""), payload)
         version, sha, size = await asyncio.to_thread(
-            lambda: registry.store.install_code(name, zip_of(payload.get("Code"))))
+            lambda: registry.store.install_code(name, zip_of(payload.get("Code")), set()))
     except Invalid as e:
         return bad_request(str(e))
     except archive.ArchiveError as e:  # checked whole before anything was written
@@ -284,16 +284,18 @@ def changed(registry: Registry, deployed: Deployed) -> web.Response:
 @writable
 async def update_code(request: web.Request, body: bytes, registry: Registry,
                       deployed: Deployed) -> web.Response:
+    name = deployed.function.name
+    running = registry.code_in_use(name)  # on the loop, the only thread that changes them
     try:
         version, sha, size = await asyncio.to_thread(
-            lambda: registry.store.install_code(deployed.function.name, zip_of(read_json(body))))
+            lambda: registry.store.install_code(name, zip_of(read_json(body)), running))
     except Invalid as e:
         return bad_request(str(e))
     except archive.ArchiveError as e:
         return bad_request(f"ZipFile: {e}")
-    if registry.deployed.get(deployed.function.name) is not deployed:
+    if registry.deployed.get(name) is not deployed:
         return aws_error(409, "ResourceConflictException",
-                         f"Function {deployed.function.name} was deleted during the update")
+                         f"Function {name} was deleted during the update")
     deployed.function = msgspec.structs.replace(deployed.function, code=str(version))
     deployed.code_sha256, deployed.code_size = sha, size
     return changed(registry, deployed)

@@ -8,6 +8,7 @@ import logging
 import re
 import time
 from collections.abc import Mapping
+from pathlib import Path
 
 import msgspec
 from aiohttp import web
@@ -15,7 +16,7 @@ from aiohttp import web
 from router import auth
 from router.awserror import aws_error
 from router.capacity import Capacity
-from router.config import NAME_PATTERN, Config, api_auth_required
+from router.config import NAME_PATTERN, Config, FunctionConfig, api_auth_required
 from router.metering import Meter
 from router.pool import FunctionPool
 from router.routes import RouteTable, parse_route
@@ -96,6 +97,16 @@ class Registry:
 
     def lookup(self, name: str) -> FunctionPool | None:
         return self.pools.get(name)
+
+    def code_in_use(self, name: str) -> set[Path]:
+        """The version folders a function's workers run in, and the one its next workers will."""
+        pool = self.pools.get(name)
+        if pool is None:
+            return set()
+        # A worker's tag is the configuration it started with: an update leaves running
+        # invocations on their old workers, in their old folders.
+        return {Path(pool.config.code), *(Path(w.tag.code) for w in pool.workers
+                                          if isinstance(w.tag, FunctionConfig))}
 
     def _add(self, deployed: Deployed) -> FunctionPool:
         fn = deployed.function

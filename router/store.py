@@ -3,7 +3,8 @@
 Each function has ``function.json`` (its settings, written atomically: a temporary file renamed
 over the old one) and ``code/v-…/`` folders, one per uploaded version (see ``router.archive``).
 A function's workers run in the version folder they started with, so an update never changes a
-tree under a running invocation; the two newest versions are kept, older ones pruned.
+tree under a running invocation; it prunes the versions no worker runs any more, but for the two
+newest (the other may come from a concurrent update, installed but not yet in effect).
 """
 
 from __future__ import annotations
@@ -67,14 +68,15 @@ class Store:
         tmp.write_bytes(msgspec.json.encode(deployed))
         os.replace(tmp, folder / "function.json")
 
-    def install_code(self, name: str, zip_bytes: bytes) -> tuple[Path, str, int]:
-        """Check and unpack a zip into a new version folder: (folder, CodeSha256, CodeSize).
+    def install_code(self, name: str, zip_bytes: bytes, running: set[Path]) -> tuple[Path, str, int]:
+        """Check and unpack a zip into a new version folder: (folder, CodeSha256, CodeSize), and
+        prune the versions neither in ``running`` (those the function's workers run) nor newest.
         Blocking (up to 250 MB of disk writes): callers run it in a thread."""
         code_root = self.root / name / "code"
         version = archive.install(zip_bytes, code_root)
         # Names are v-<time_ns>-<random>: their order is the order the installs began.
         versions = sorted(p for p in code_root.glob(f"{archive.VERSION_PREFIX}*") if p.is_dir())
-        archive.prune(code_root, set(versions[-KEEP_VERSIONS:]) | {version})
+        archive.prune(code_root, {*versions[-KEEP_VERSIONS:], version, *running})
         sha = base64.b64encode(hashlib.sha256(zip_bytes).digest()).decode()
         return version, sha, len(zip_bytes)
 

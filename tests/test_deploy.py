@@ -167,6 +167,23 @@ def test_code_update_is_atomic_for_running_invocations(client) -> None:  # type:
     assert results["old"] == {"version": 1}
 
 
+def test_updates_keep_the_code_of_running_invocations(client) -> None:  # type: ignore[no-untyped-def]
+    reader = "import time\n\ndef handler(event, context):\n    time.sleep(event.get('seconds', 0))\n" \
+             "    return open('data.txt').read()\n"
+    create(client, "inuse", {"app.py": reader, "data.txt": "v1"})
+    results: dict[str, object] = {}
+    slow = threading.Thread(target=lambda: results.update(old=json.loads(client.invoke(
+        FunctionName="inuse", Payload=b'{"seconds": 1.5}')["Payload"].read())))
+    slow.start()
+    time.sleep(0.4)
+    for data in ("v2", "v3"):  # two updates: the running invocation's version is no longer newest
+        client.update_function_code(FunctionName="inuse",
+                                    ZipFile=zipped({"app.py": reader, "data.txt": data}))
+    assert json.loads(client.invoke(FunctionName="inuse")["Payload"].read()) == "v3"
+    slow.join()
+    assert results["old"] == "v1"
+
+
 def test_update_configuration_applies_to_new_invocations(client) -> None:  # type: ignore[no-untyped-def]
     create(client, "reconf", {"app.py": "import os\n\ndef handler(e, c):\n"
                                         "    return [os.environ.get('MODE'), c.memory_limit_in_mb]\n"})

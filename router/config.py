@@ -189,21 +189,22 @@ def function_arn(server: ServerConfig, name: str) -> str:
     return f"arn:aws:lambda:{server.region}:{server.account_id}:function:{name}"
 
 
+def has_credentials(server: ServerConfig) -> bool:
+    return bool(server.access_keys or server.tokens)
+
+
 def api_auth_required(server: ServerConfig) -> bool:
-    return server.auth == "required" or (server.auth == "auto" and
-                                         bool(server.access_keys or server.tokens))
+    return server.auth == "required" or (server.auth == "auto" and has_credentials(server))
 
 
 def check(config: Config) -> None:
     """The rules a type cannot say: unique names, files that exist, consistent limits."""
-    try:
-        split_listen(config.server.listen)
-    except ValueError:
-        raise ConfigError(f"server.listen: expected HOST:PORT, got {json.dumps(config.server.listen)}"
-                          ) from None
     server = config.server
-    host = split_listen(server.listen)[0]
-    credentials = bool(server.access_keys or server.tokens)
+    try:
+        host = split_listen(server.listen)[0]
+    except ValueError:
+        raise ConfigError(f"server.listen: expected HOST:PORT, got {json.dumps(server.listen)}") from None
+    credentials = has_credentials(server)
     if not is_loopback(host):
         if server.auth == "none":
             raise ConfigError(f'server.auth: "none" is allowed only when listening on loopback, '

@@ -21,9 +21,12 @@ def bearer_ok(header: str, tokens: list[str]) -> bool:
     scheme, _, presented = header.partition(" ")
     if scheme.lower() != "bearer" or not presented:
         return False
+    # aiohttp decodes header bytes that are not UTF-8 as surrogates: back to those bytes, which
+    # match no token, rather than an error.
+    given = presented.strip().encode(errors="surrogateescape")
     ok = False
     for token in tokens:  # every token is compared, so the time says nothing of which matched
-        ok |= hmac.compare_digest(presented.strip().encode(), token.encode())
+        ok |= hmac.compare_digest(given, token.encode())
     return ok
 
 
@@ -51,13 +54,11 @@ def canonical_query(raw_query: str) -> str:
 
 
 def canonical_request(method: str, raw_path: str, raw_query: str,
-                      headers: Mapping[str, str] | CIMultiDictProxy[str], signed: list[str],
-                      payload_hash: str) -> str:
+                      headers: CIMultiDictProxy[str], signed: list[str], payload_hash: str) -> str:
     # The path is URI-encoded once more, as AWS does for every service but S3.
     lines = [method, quote(raw_path or "/", safe="/~"), canonical_query(raw_query)]
     for name in signed:
-        values = headers.getall(name, []) if isinstance(headers, CIMultiDictProxy) else \
-            [headers.get(name, "")]
+        values = headers.getall(name, [])
         lines.append(f"{name}:{','.join(' '.join(v.split()) for v in values)}")
     return "\n".join([*lines, "", ";".join(signed), payload_hash])
 

@@ -19,8 +19,6 @@ from urllib.parse import quote_plus
 
 from sources import apigw
 
-KINDS = ("s3-put", "s3-delete", "sqs", "api-v2", "schedule")
-
 # The placeholder account id and region the AWS documentation uses.
 ACCOUNT_ID = "123456789012"
 REGION = "us-east-1"
@@ -42,7 +40,7 @@ def sample_event(kind: str, **overrides: Any) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"{kind} events take no {', '.join(unknown)}; "
                          f"they take: {', '.join(accepted)}")
-    if "now" not in overrides or overrides["now"] is None:
+    if overrides.get("now") is None:
         overrides["now"] = datetime.now(UTC)
     return build(**overrides)
 
@@ -216,3 +214,4 @@ BUILDERS: dict[str, Callable[..., dict[str, Any]]] = {
     "api-v2": api_v2,
     "schedule": schedule,
 }
+KINDS = tuple(BUILDERS)

@@ -48,8 +48,9 @@ TIMEOUT_S = (1, 900)
 
 
 def _matching(pattern: str, description: str) -> Any:
-    # msgspec searches for a pattern: anchored, it must match the whole string.
-    return Annotated[str, Meta(pattern=f"^{pattern}$", description=description)]
+    # msgspec searches for a pattern: anchored, it must match the whole string (\Z, since $
+    # would also match before a trailing newline).
+    return Annotated[str, Meta(pattern=f"^{pattern}\\Z", description=description)]
 
 
 FunctionName = _matching(NAME_PATTERN, "a name of 1 to 64 letters, digits, '-' or '_'")

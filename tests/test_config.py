@@ -213,6 +213,10 @@ def test_listen_override_is_validated(tmp_path: Path) -> None:
         f'got "{"a" * 65}"',
         id="name-too-long"),
     pytest.param(
+        {"functions": [function(name="fn\n")]},
+        "functions[0].name: expected a name of 1 to 64 letters, digits, '-' or '_', got \"fn\\n\"",
+        id="name-trailing-newline"),
+    pytest.param(
         {"functions": [function(runtime="node18")]},
         'functions[0].runtime: expected a runtime such as "python3.11", got "node18"',
         id="runtime-pattern"),

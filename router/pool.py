@@ -17,11 +17,12 @@ import signal
 import time
 from collections import deque
 from datetime import UTC, datetime
+from typing import cast
 
 import msgspec
 
 from router.capacity import Capacity
-from router.config import Config, FunctionConfig
+from router.config import Config, FunctionConfig, function_arn
 from router.funclog import FunctionLog
 from router.invocation import Invocation, Outcome, Status
 from router.metering import Meter, billed_ms
@@ -110,8 +111,7 @@ class FunctionPool:
     def __init__(self, fn: FunctionConfig, config: Config, meter: Meter, logs: BatchWriter,
                  environ: dict[str, str], capacity: Capacity) -> None:
         self.capacity = capacity
-        capacity.pools.append(self)
-        self.arn = f"arn:aws:lambda:{config.server.region}:{config.server.account_id}:function:{fn.name}"
+        self.arn = function_arn(config.server, fn.name)
         self.meter = meter
         self._daemon = (config, environ, logs)
         self._configure(fn)
@@ -145,8 +145,7 @@ class FunctionPool:
         if self.forkserver is not None:
             self.forkserver.retire()  # it closes once the workers it forked are gone
             self.forkserver = None
-        self.prepare()
-        self.scale(time.monotonic())
+        self.start()
 
     # --- intake ----------------------------------------------------------------------------
 
@@ -341,11 +340,11 @@ class FunctionPool:
         self.starting.add(worker)
         stream = {"AWS_LAMBDA_LOG_STREAM_NAME":
                   f"{datetime.now(UTC):%Y/%m/%d}/[$LATEST]{os.urandom(16).hex()}"}
-        task = asyncio.ensure_future(self._start(worker, stream, now + INIT_TIMEOUT_S))
+        task = asyncio.ensure_future(self._start_worker(worker, stream, now + INIT_TIMEOUT_S))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _start(self, worker: Worker, env: dict[str, str], deadline: float) -> None:
+    async def _start_worker(self, worker: Worker, env: dict[str, str], deadline: float) -> None:
         """Start a worker: forked warm from the function's fork server, or a fresh process."""
         server = None
         try:
@@ -382,11 +381,18 @@ class FunctionPool:
         else:
             self._fail_unserved()
 
-    def prepare(self) -> None:
-        """Start the fork server at boot: a function scaled to zero keeps its imported template,
-        so even its first burst forks warm workers (an init error waits for a caller to see it)."""
+    def start(self) -> None:
+        """Start the fork server and the warm floor (min_workers). The fork server starts even for
+        a function scaled to zero, so that its first burst forks warm workers (an init error
+        waits for a caller to see it)."""
         if self.config.fork_server:
             self._fork_server().ready.add_done_callback(self._prepared)
+        self.scale(time.monotonic())
+
+    def code_in_use(self) -> set[str]:
+        """The code folders its workers run in (an update leaves running invocations on their
+        old workers, in their old folders) and the one its next workers will."""
+        return {self.config.code, *(cast(FunctionConfig, w.tag).code for w in self.workers)}
 
     def _prepared(self, ready: asyncio.Future[None]) -> None:
         error = None if ready.cancelled() else ready.exception()

@@ -16,7 +16,7 @@ from aiohttp import web
 from router import auth
 from router.awserror import aws_error
 from router.capacity import Capacity
-from router.config import NAME_PATTERN, Config, FunctionConfig, api_auth_required
+from router.config import NAME_PATTERN, Config, api_auth_required
 from router.metering import Meter
 from router.pool import FunctionPool
 from router.routes import RouteTable, parse_route
@@ -101,16 +101,12 @@ class Registry:
     def code_in_use(self, name: str) -> set[Path]:
         """The version folders a function's workers run in, and the one its next workers will."""
         pool = self.pools.get(name)
-        if pool is None:
-            return set()
-        # A worker's tag is the configuration it started with: an update leaves running
-        # invocations on their old workers, in their old folders.
-        return {Path(pool.config.code), *(Path(w.tag.code) for w in pool.workers
-                                          if isinstance(w.tag, FunctionConfig))}
+        return {Path(code) for code in pool.code_in_use()} if pool is not None else set()
 
     def _add(self, deployed: Deployed) -> FunctionPool:
         fn = deployed.function
         pool = FunctionPool(fn, self.config, self.meter, self.logs, self._environ, self.capacity)
+        self.capacity.pools.append(pool)  # and removed by undeploy: the registry owns the list
         self.pools[fn.name] = pool
         self.deployed[fn.name] = deployed
         return pool
@@ -120,9 +116,7 @@ class Registry:
         the registered ``Deployed`` itself, changed in place)."""
         pool = self.pools.get(deployed.function.name)
         if pool is None:
-            pool = self._add(deployed)
-            pool.prepare()
-            pool.scale(time.monotonic())
+            self._add(deployed).start()
         else:
             pool.reconfigure(deployed.function)
 
@@ -169,10 +163,8 @@ class Registry:
                                                 self.config.server.tokens)
 
     def start(self) -> None:
-        now = time.monotonic()
         for pool in self.pools.values():
-            pool.prepare()
-            pool.scale(now)  # start the warm floor (min_workers)
+            pool.start()
         self._ticker = asyncio.create_task(self._tick())
 
     async def _tick(self) -> None:
@@ -192,7 +184,9 @@ class Registry:
     async def close(self, grace_s: float) -> None:
         """Drain: refuse new work, let running invocations finish within ``grace_s``, then kill."""
         self.draining = True
-        await _drain(list(self.pools.values()), grace_s)
+        # Functions being deleted too: their deletes are still draining them, and must not
+        # outlive the daemon's grace.
+        await _drain([*self.pools.values(), *self.deleting.values()], grace_s)
         if self._ticker is not None:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):

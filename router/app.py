@@ -7,9 +7,8 @@ from aiohttp import web
 from router import management
 from router.awserror import aws_error
 from router.metrics import render
-from router.registry import Registry
+from router.registry import REGISTRY, Registry
 from sources import http_trigger, invoke_api
-from sources.invoke_api import REGISTRY
 
 
 async def healthz(request: web.Request) -> web.Response:

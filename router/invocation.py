@@ -9,6 +9,7 @@ from typing import Literal
 
 import msgspec
 
+MAX_SYNC_PAYLOAD = 6 * 1024 * 1024  # 6,291,456 bytes: Lambda's limit on a synchronous request
 Status = Literal["success", "error", "timeout", "crash", "oom", "throttled"]
 
 

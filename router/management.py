@@ -21,6 +21,7 @@ from aiohttp import web
 
 from router import archive
 from router.awserror import aws_error
+from router.body import api_body
 from router.config import (
     HANDLER_PATTERN,
     MEMORY_MB,
@@ -30,9 +31,8 @@ from router.config import (
     FunctionConfig,
     function_arn,
 )
-from router.registry import Registry, parse_function_name
+from router.registry import REGISTRY, Registry, parse_function_name
 from router.store import Deployed, stamp
-from sources.invoke_api import REGISTRY, UnreadableBody, read_body
 
 # A base64 zip of Lambda's 50 MB limit, in a JSON body.
 MAX_API_BODY = archive.MAX_ZIPPED * 4 // 3 + 64 * 1024
@@ -151,19 +151,9 @@ def authenticated(handler: Handler) -> Callable[[web.Request], Awaitable[web.Res
 
     @functools.wraps(handler)
     async def checked(request: web.Request) -> web.Response:
-        registry = request.app[REGISTRY]
-        try:
-            body = await read_body(request, MAX_API_BODY, registry.config.server.body_timeout_s)
-        except TimeoutError:
-            return aws_error(408, "RequestTimeoutException",
-                             "The request body was not received in time")
-        except UnreadableBody as e:
-            return bad_request(f"The request body is unreadable: {e}")
-        if body is None:
-            return aws_error(413, "RequestTooLargeException",
-                             f"Request must be smaller than {MAX_API_BODY} bytes")
-        refused = registry.api_refusal(request, body)
-        return refused if refused is not None else await handler(request, body)
+        body = await api_body(request, MAX_API_BODY, f"Request must be smaller than {MAX_API_BODY} bytes",
+                              "InvalidParameterValueException")
+        return body if isinstance(body, web.Response) else await handler(request, body)
 
     return checked
 

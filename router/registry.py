@@ -193,3 +193,6 @@ class Registry:
                 await self._ticker
         self.logs.flush()
         self.meter.close()
+
+
+REGISTRY = web.AppKey("registry", Registry)  # the app's one Registry, for the handlers

@@ -11,11 +11,11 @@ import msgspec
 from aiohttp import web
 from multidict import CIMultiDict
 
-from router.invocation import Invocation
+from router.body import UnreadableBody, read_body
+from router.invocation import MAX_SYNC_PAYLOAD, Invocation
 from router.pool import FunctionPool
-from router.registry import Registry
+from router.registry import REGISTRY, Registry
 from sources import apigw
-from sources.invoke_api import MAX_SYNC_PAYLOAD, REGISTRY, UnreadableBody, read_body
 
 API_ID = "headwater"
 

@@ -7,23 +7,21 @@ worker as the same bytes. The outcome comes back in Lambda's shapes: 200 with th
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 
 import msgspec
 from aiohttp import web
-from aiohttp.web_protocol import RequestPayloadError
 
 from router.awserror import aws_error
-from router.invocation import Invocation
-from router.registry import Registry, parse_function_name
+from router.body import api_body
+from router.invocation import MAX_SYNC_PAYLOAD, Invocation
+from router.registry import REGISTRY, parse_function_name
 
-MAX_SYNC_PAYLOAD = 6 * 1024 * 1024  # 6,291,456 bytes: Lambda's limit on a synchronous request
+TOO_LARGE = (f"Request must be smaller than {MAX_SYNC_PAYLOAD} bytes for the InvokeFunction "
+             "operation")
 MAX_CLIENT_CONTEXT = 3583  # bytes of base64, as Lambda allows
 INVOCATION_TYPES = {"RequestResponse", "Event", "DryRun"}
-
-REGISTRY = web.AppKey("registry", Registry)
 
 
 def is_json(body: bytes) -> bool:
@@ -53,39 +51,6 @@ def client_context(header: str) -> bytes | None:
     return raw if isinstance(decoded, dict) else None
 
 
-class UnreadableBody(Exception):
-    """The body could not be read as sent (a broken Content-Encoding, a truncated chunk)."""
-
-
-async def read_body(request: web.Request, limit: int, within_s: float) -> bytes | None:
-    """The request body, or None once it is known to exceed ``limit``: from Content-Length before
-    reading anything, or, for a chunked body, as soon as the bytes read pass it. A body still
-    arriving after ``within_s`` seconds raises TimeoutError (a slow client holds nothing for long);
-    one already here, the usual case, is taken without a timer."""
-    length = request.content_length
-    if length is not None and length > limit:
-        return None
-    try:
-        if request.content.is_eof():  # all here already: one copy out of the buffer
-            body = request.content.read_nowait()
-            return None if len(body) > limit else body
-        async with asyncio.timeout(within_s):
-            buffer = bytearray()
-            while chunk := await request.content.read(1 << 16):
-                buffer += chunk
-                if len(buffer) > limit:
-                    return None
-            return bytes(buffer)
-    except RequestPayloadError as e:
-        raise UnreadableBody(str(e)) from None
-
-
-def too_large() -> web.Response:
-    return aws_error(413, "RequestTooLargeException",
-                     f"Request must be smaller than {MAX_SYNC_PAYLOAD} bytes for the "
-                     "InvokeFunction operation")
-
-
 async def invoke(request: web.Request) -> web.Response:
     registry = request.app[REGISTRY]
     text = request.match_info["name"]
@@ -108,17 +73,9 @@ async def invoke(request: web.Request) -> web.Response:
     if log_type not in ("None", "Tail"):
         return aws_error(400, "InvalidParameterValueException",
                          f"Unsupported log type {log_type!r}: expected None or Tail")
-    try:
-        body = await read_body(request, MAX_SYNC_PAYLOAD, registry.config.server.body_timeout_s)
-    except TimeoutError:
-        return aws_error(408, "RequestTimeoutException", "The request body was not received in time")
-    except UnreadableBody as e:
-        return aws_error(400, "InvalidRequestContentException", f"The request body is unreadable: {e}")
-    if body is None:
-        return too_large()
-    refused = registry.api_refusal(request, body)
-    if refused is not None:
-        return refused
+    body = await api_body(request, MAX_SYNC_PAYLOAD, TOO_LARGE, "InvalidRequestContentException")
+    if isinstance(body, web.Response):
+        return body
     if not body:
         body = b"{}"  # Lambda hands a function with no payload an empty object
     elif not is_json(body):

@@ -42,6 +42,7 @@ class HttpRequest(msgspec.Struct, frozen=True):
     protocol: str = "HTTP/1.1"
 
 
+@functools.lru_cache(maxsize=256)  # a service sees few distinct content types
 def is_text(content_type: str) -> bool:
     content_type = content_type.lower()
     return not content_type or any(t in content_type for t in TEXT_TYPES)

@@ -9,14 +9,14 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
 from router.awserror import aws_error
-from router.registry import REGISTRY
+from router.registry import Registry
 
 
 class UnreadableBody(Exception):
     """The body could not be read as sent (a broken Content-Encoding, a truncated chunk)."""
 
 
-async def read_body(request: web.Request, limit: int, within_s: float) -> bytes | None:
+async def read_body(request: web.BaseRequest, limit: int, within_s: float) -> bytes | None:
     """The request body, or None once it is known to exceed ``limit``: from Content-Length before
     reading anything, or, for a chunked body, as soon as the bytes read pass it. A body still
     arriving after ``within_s`` seconds raises TimeoutError (a slow client holds nothing for long);
@@ -39,12 +39,11 @@ async def read_body(request: web.Request, limit: int, within_s: float) -> bytes 
         raise UnreadableBody(str(e)) from None
 
 
-async def api_body(request: web.Request, limit: int, too_large: str,
+async def api_body(request: web.BaseRequest, registry: Registry, limit: int, too_large: str,
                    unreadable: str) -> bytes | web.Response:
     """A Lambda API request's body once its credentials pass, or the response refusing it:
     ``too_large`` is the 413's message, ``unreadable`` the error code of a broken body's 400.
     Credentials come after the body because a SigV4 signature covers it."""
-    registry = request.app[REGISTRY]
     try:
         body = await read_body(request, limit, registry.config.server.body_timeout_s)
     except TimeoutError:

@@ -31,7 +31,7 @@ from router.config import (
     FunctionConfig,
     function_arn,
 )
-from router.registry import REGISTRY, Registry, parse_function_name
+from router.registry import Handler, Registry, parse_function_name
 from router.store import Deployed, stamp
 
 # A base64 zip of Lambda's 50 MB limit, in a JSON body.
@@ -142,25 +142,29 @@ def zip_of(code: Any) -> bytes:
 
 # --- handlers ----------------------------------------------------------------------------------
 
-Handler = Callable[[web.Request, bytes], Awaitable[web.Response]]
+# A handler of the API: a Handler that is given the request's body too.
+BodyHandler = Callable[[web.BaseRequest, Registry, str, bytes], Awaitable[web.Response]]
 
 
-def authenticated(handler: Handler) -> Callable[[web.Request], Awaitable[web.Response]]:
+def authenticated(handler: BodyHandler) -> Handler:
     """Read the body (up to the API's limit: a base64 zip is large), check the credentials,
     then run the handler with the body."""
 
     @functools.wraps(handler)
-    async def checked(request: web.Request) -> web.Response:
-        body = await api_body(request, MAX_API_BODY, f"Request must be smaller than {MAX_API_BODY} bytes",
+    async def checked(request: web.BaseRequest, registry: Registry, name: str) -> web.Response:
+        body = await api_body(request, registry, MAX_API_BODY,
+                              f"Request must be smaller than {MAX_API_BODY} bytes",
                               "InvalidParameterValueException")
-        return body if isinstance(body, web.Response) else await handler(request, body)
+        if isinstance(body, web.Response):
+            return body
+        return await handler(request, registry, name, body)
 
     return checked
 
 
 @authenticated
-async def create_function(request: web.Request, body: bytes) -> web.Response:
-    registry = request.app[REGISTRY]
+async def create_function(request: web.BaseRequest, registry: Registry, _: str,
+                          body: bytes) -> web.Response:
     try:
         payload = await asyncio.to_thread(read_json, body)  # a 70 MB body takes a while
         name = payload.get("FunctionName")
@@ -195,19 +199,18 @@ async def create_function(request: web.Request, body: bytes) -> web.Response:
     return response
 
 
-def _deployed(request: web.Request) -> tuple[Registry, Deployed | None, str]:
+def _deployed(registry: Registry, text: str) -> tuple[Deployed | None, str]:
     """The function a path names: by name, or by ARN as boto3 passes one through."""
-    registry = request.app[REGISTRY]
-    text = request.match_info["name"]
     parsed = parse_function_name(text)
     if parsed is None or parsed[1] not in (None, "$LATEST"):
-        return registry, None, text
-    return registry, registry.deployed.get(parsed[0]), parsed[0]
+        return None, text
+    return registry.deployed.get(parsed[0]), parsed[0]
 
 
 @authenticated
-async def get_function(request: web.Request, body: bytes) -> web.Response:
-    registry, deployed, name = _deployed(request)
+async def get_function(request: web.BaseRequest, registry: Registry, text: str,
+                       body: bytes) -> web.Response:
+    deployed, name = _deployed(registry, text)
     if deployed is None:
         return not_found(registry, name)
     return web.json_response({
@@ -217,16 +220,17 @@ async def get_function(request: web.Request, body: bytes) -> web.Response:
 
 
 @authenticated
-async def get_configuration(request: web.Request, body: bytes) -> web.Response:
-    registry, deployed, name = _deployed(request)
+async def get_configuration(request: web.BaseRequest, registry: Registry, text: str,
+                            body: bytes) -> web.Response:
+    deployed, name = _deployed(registry, text)
     if deployed is None:
         return not_found(registry, name)
     return web.json_response(configuration(registry, deployed))
 
 
 @authenticated
-async def list_functions(request: web.Request, body: bytes) -> web.Response:
-    registry = request.app[REGISTRY]
+async def list_functions(request: web.BaseRequest, registry: Registry, _: str,
+                         body: bytes) -> web.Response:
     names = sorted(registry.deployed)
     try:
         start = int(request.query.get("Marker") or 0)
@@ -243,16 +247,17 @@ async def list_functions(request: web.Request, body: bytes) -> web.Response:
     return web.json_response(listing)
 
 
-WriteHandler = Callable[[web.Request, bytes, Registry, Deployed], Awaitable[web.Response]]
+WriteHandler = Callable[[web.BaseRequest, bytes, Registry, Deployed], Awaitable[web.Response]]
 
 
-def writable(handler: WriteHandler) -> Callable[[web.Request], Awaitable[web.Response]]:
+def writable(handler: WriteHandler) -> Handler:
     """Authenticated, and only for a function that exists and was deployed through the API."""
 
     @authenticated
     @functools.wraps(handler)
-    async def checked(request: web.Request, body: bytes) -> web.Response:
-        registry, deployed, name = _deployed(request)
+    async def checked(request: web.BaseRequest, registry: Registry, text: str,
+                      body: bytes) -> web.Response:
+        deployed, name = _deployed(registry, text)
         if deployed is None:
             return not_found(registry, name)
         if deployed.from_config:
@@ -272,7 +277,7 @@ def changed(registry: Registry, deployed: Deployed) -> web.Response:
 
 
 @writable
-async def update_code(request: web.Request, body: bytes, registry: Registry,
+async def update_code(request: web.BaseRequest, body: bytes, registry: Registry,
                       deployed: Deployed) -> web.Response:
     name = deployed.function.name
     running = registry.code_in_use(name)  # on the loop, the only thread that changes them
@@ -292,7 +297,7 @@ async def update_code(request: web.Request, body: bytes, registry: Registry,
 
 
 @writable
-async def update_configuration(request: web.Request, body: bytes, registry: Registry,
+async def update_configuration(request: web.BaseRequest, body: bytes, registry: Registry,
                                deployed: Deployed) -> web.Response:
     try:
         payload = read_json(body)
@@ -305,20 +310,8 @@ async def update_configuration(request: web.Request, body: bytes, registry: Regi
 
 
 @writable
-async def delete_function(request: web.Request, body: bytes, registry: Registry,
+async def delete_function(request: web.BaseRequest, body: bytes, registry: Registry,
                           deployed: Deployed) -> web.Response:
     await registry.undeploy(deployed.function.name)
     return web.Response(status=204)
 
-
-def add_routes(app: web.Application) -> None:
-    base = "/2015-03-31/functions"
-    app.router.add_post(base, create_function)
-    app.router.add_post(base + "/", create_function)
-    app.router.add_get(base, list_functions)
-    app.router.add_get(base + "/", list_functions)
-    app.router.add_get(base + "/{name}", get_function)
-    app.router.add_delete(base + "/{name}", delete_function)
-    app.router.add_get(base + "/{name}/configuration", get_configuration)
-    app.router.add_put(base + "/{name}/configuration", update_configuration)
-    app.router.add_put(base + "/{name}/code", update_code)

@@ -7,7 +7,7 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
 import msgspec
@@ -136,7 +136,7 @@ class Registry:
         finally:
             del self.deleting[name]
 
-    def api_refusal(self, request: web.Request, body: bytes) -> web.Response | None:
+    def api_refusal(self, request: web.BaseRequest, body: bytes) -> web.Response | None:
         """None if a Lambda API request may proceed, else the 403 to answer it with."""
         if not self.api_auth:
             return None
@@ -157,7 +157,7 @@ class Registry:
             return aws_error(403, e.code, e.message)
         return None
 
-    def authorized(self, request: web.Request, mode: str) -> bool:
+    def authorized(self, request: web.BaseRequest, mode: str) -> bool:
         """Whether a trigger's request passes its ``auth`` (``none``, or a bearer ``token``)."""
         return mode == "none" or auth.bearer_ok(request.headers.get("Authorization", ""),
                                                 self.config.server.tokens)
@@ -195,4 +195,6 @@ class Registry:
         self.meter.close()
 
 
-REGISTRY = web.AppKey("registry", Registry)  # the app's one Registry, for the handlers
+# What serves a request, given the registry and the function name its path carries ("" when it
+# carries none); router/app.py picks one for each request.
+Handler = Callable[[web.BaseRequest, Registry, str], Awaitable[web.StreamResponse]]

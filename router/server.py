@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from aiohttp import web
 
 from router import systemd
-from router.app import build_app
+from router.app import build_server
 from router.config import Config, split_listen
 from router.registry import Registry
 
@@ -41,9 +41,9 @@ async def serve(config: Config, environ: Mapping[str, str]) -> int:
     registry = Registry(config, environ)
     registry.start()
     grace = config.server.shutdown_grace_s
-    runner = web.AppRunner(build_app(registry), handle_signals=False, shutdown_timeout=grace,
-                           access_log=log if config.server.access_log else None,
-                           keepalive_timeout=config.server.keepalive_timeout_s)
+    server = build_server(registry, access_log=log if config.server.access_log else None,
+                          keepalive_timeout=config.server.keepalive_timeout_s)
+    runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=grace)
     await runner.setup()
     host, port = split_listen(config.server.listen)
     site = web.TCPSite(runner, host, port, reuse_address=True)

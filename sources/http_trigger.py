@@ -14,7 +14,7 @@ from multidict import CIMultiDict
 from router.body import UnreadableBody, read_body
 from router.invocation import MAX_SYNC_PAYLOAD, Invocation
 from router.pool import FunctionPool
-from router.registry import REGISTRY, Registry
+from router.registry import Registry
 from sources import apigw
 
 API_ID = "headwater"
@@ -43,9 +43,8 @@ def url_path(raw: str) -> str:
     return raw[slash:] if slash >= 0 else "/"
 
 
-async def run(request: web.Request, pool: FunctionPool, *, route_key: str, raw_path: str,
-              path_params: dict[str, str], source: str) -> web.Response:
-    registry: Registry = request.app[REGISTRY]
+async def run(request: web.BaseRequest, registry: Registry, pool: FunctionPool, *, route_key: str,
+              raw_path: str, path_params: dict[str, str], source: str) -> web.Response:
     try:
         body = await read_body(request, MAX_SYNC_PAYLOAD, registry.config.server.body_timeout_s)
     except TimeoutError:
@@ -76,20 +75,19 @@ async def run(request: web.Request, pool: FunctionPool, *, route_key: str, raw_p
     return reply(response, inv.request_id)
 
 
-async def function_url(request: web.Request) -> web.Response:
-    registry = request.app[REGISTRY]
-    pool = registry.lookup(request.match_info["function"])
+async def function_url(request: web.BaseRequest, registry: Registry, name: str) -> web.Response:
+    pool = registry.lookup(name)
     if pool is None or not pool.config.url.enabled:
         return refuse(404, "Not Found")
     if not registry.authorized(request, pool.config.url.auth):
         return refuse(403, "Forbidden")
-    return await run(request, pool, route_key="$default",
+    return await run(request, registry, pool, route_key="$default",
                      raw_path=url_path(request.raw_path.partition("?")[0]), path_params={},
                      source="url")
 
 
-async def route(request: web.Request) -> web.Response:
-    registry = request.app[REGISTRY]
+async def route(request: web.BaseRequest, registry: Registry, name: str) -> web.Response:
+    """A declared route (``name`` is unused: a route's path names no function)."""
     found = registry.routes.match(request.method, request.path)
     if found is None:
         return refuse(404, "Not Found")
@@ -99,5 +97,5 @@ async def route(request: web.Request) -> web.Response:
         return refuse(404, "Not Found")
     if not registry.authorized(request, matched.auth):
         return refuse(403, "Forbidden")
-    return await run(request, pool, route_key=matched.key,
+    return await run(request, registry, pool, route_key=matched.key,
                      raw_path=request.raw_path.partition("?")[0], path_params=params, source="http")

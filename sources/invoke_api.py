@@ -16,7 +16,7 @@ from aiohttp import web
 from router.awserror import aws_error
 from router.body import api_body
 from router.invocation import MAX_SYNC_PAYLOAD, Invocation
-from router.registry import REGISTRY, parse_function_name
+from router.registry import Registry, parse_function_name
 
 TOO_LARGE = (f"Request must be smaller than {MAX_SYNC_PAYLOAD} bytes for the InvokeFunction "
              "operation")
@@ -51,9 +51,7 @@ def client_context(header: str) -> bytes | None:
     return raw if isinstance(decoded, dict) else None
 
 
-async def invoke(request: web.Request) -> web.Response:
-    registry = request.app[REGISTRY]
-    text = request.match_info["name"]
+async def invoke(request: web.BaseRequest, registry: Registry, text: str) -> web.Response:
     qualifier = request.query.get("Qualifier") if request.query_string else None
     pool = registry.lookup(text)  # a plain name, the common case, needs no parsing
     if pool is None and (parsed := parse_function_name(text)) is not None:
@@ -73,7 +71,7 @@ async def invoke(request: web.Request) -> web.Response:
     if log_type not in ("None", "Tail"):
         return aws_error(400, "InvalidParameterValueException",
                          f"Unsupported log type {log_type!r}: expected None or Tail")
-    body = await api_body(request, MAX_SYNC_PAYLOAD, TOO_LARGE, "InvalidRequestContentException")
+    body = await api_body(request, registry, MAX_SYNC_PAYLOAD, TOO_LARGE, "InvalidRequestContentException")
     if isinstance(body, web.Response):
         return body
     if not body:

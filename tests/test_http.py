@@ -209,3 +209,22 @@ def test_oversized_url_or_header_is_a_400_not_a_crash(daemon: Daemon, path: str,
     r = daemon.request("GET", path, headers=headers)
     assert r.status in (400, 414, 431), r
     assert daemon.request("GET", "/items/1").status == 200
+
+
+def test_expect_100_continue_is_answered_before_the_body_is_sent(daemon: Daemon) -> None:
+    with socket.create_connection(("127.0.0.1", daemon.port), timeout=10) as sock:
+        sock.sendall(b"POST /urls/echo/x HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n"
+                     b"Content-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        assert sock.recv(4096) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(b"hello")
+        reply = b""
+        while b"}" not in reply.rpartition(b"\r\n\r\n")[2]:
+            reply += sock.recv(65536)
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    assert json.loads(body)["body"] == "hello"
+
+
+def test_unknown_expectation_is_417(daemon: Daemon) -> None:
+    r = daemon.request("POST", "/urls/echo/x", b"{}", {"Expect": "something-else"})
+    assert r.status == 417, r

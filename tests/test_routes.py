@@ -1,4 +1,5 @@
-"""Table tests of router.routes: parsing route keys, matching requests, specificity and conflicts."""
+"""Table tests of router.routes (parsing route keys, matching requests, specificity, conflicts) and
+of router.app.resolve (which handler serves a request)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import re
 
 import pytest
 
+from router import app, management
 from router.routes import Route, RouteError, RouteTable, Segment, parse_route, specificity
+from sources import http_trigger, invoke_api
 
 
 def lit(text: str) -> Segment:
@@ -276,3 +279,46 @@ def test_conflicts(keys: list[str], pairs: list[set[str]]) -> None:
     assert sorted(sorted({a.key, b.key}) for a, b in found) == sorted(sorted(p) for p in pairs)
     for a, b in found:
         assert a is not b
+
+
+# --- router.app.resolve: which handler serves a request ------------------------------------------
+
+F = "/2015-03-31/functions"
+
+
+@pytest.mark.parametrize(("method", "path", "handler", "name"), [
+    ("GET", "/urls/echo", http_trigger.function_url, "echo"),
+    ("DELETE", "/urls/echo/a/b", http_trigger.function_url, "echo"),
+    ("GET", "/urls/", http_trigger.route, ""),  # no name: a declared route's path, if any
+    ("GET", "/urls", http_trigger.route, ""),
+    ("GET", "/healthz", app.healthz, ""),
+    ("HEAD", "/healthz", app.healthz, ""),
+    ("GET", "/readyz", app.readyz, ""),
+    ("GET", "/metrics", app.metrics, ""),
+    ("POST", "/healthz", http_trigger.route, ""),  # a route may take the other methods
+    ("GET", F, management.list_functions, ""),
+    ("GET", F + "/", management.list_functions, ""),
+    ("POST", F, management.create_function, ""),
+    ("POST", F + "/", management.create_function, ""),
+    ("PUT", F, app.unknown_operation, ""),
+    ("POST", F + "/noop/invocations", invoke_api.invoke, "noop"),
+    ("POST", F + "/arn:aws:lambda:us-east-1:123456789012:function:noop/invocations",
+     invoke_api.invoke, "arn:aws:lambda:us-east-1:123456789012:function:noop"),
+    ("GET", F + "/noop", management.get_function, "noop"),
+    ("HEAD", F + "/noop", management.get_function, "noop"),
+    ("DELETE", F + "/noop", management.delete_function, "noop"),
+    ("GET", F + "/noop/configuration", management.get_configuration, "noop"),
+    ("PUT", F + "/noop/configuration", management.update_configuration, "noop"),
+    ("PUT", F + "/noop/code", management.update_code, "noop"),
+    ("GET", F + "/noop/invocations", app.unknown_operation, ""),
+    ("POST", F + "/noop", app.unknown_operation, ""),
+    ("GET", F + "/noop/", app.unknown_operation, ""),
+    ("POST", F + "//invocations", app.unknown_operation, ""),
+    ("GET", F + "/noop/code/more", app.unknown_operation, ""),
+    ("GET", "/2018-10-31/layers", app.unknown_operation, ""),
+    ("GET", "/2018-10-31", http_trigger.route, ""),
+    ("GET", "/items/1", http_trigger.route, ""),
+    ("GET", "/", http_trigger.route, ""),
+])
+def test_resolve(method: str, path: str, handler: object, name: str) -> None:
+    assert app.resolve(method, path) == (handler, name)

@@ -3,7 +3,9 @@
 (a) the baseline answers ``{}`` itself; (b) Headwater runs a no-op Python handler in a worker
 process behind ``POST /2015-03-31/functions/noop/invocations``; (c) the same function through its
 function URL (``GET /urls/noop/``: an API Gateway v2 event in, a proxy response out). All take the
-same load, in alternating rounds; the table shows medians and the ratios b/a and c/a.
+same load, in alternating rounds; the table shows medians, and the ratios b/a and c/a as the median
+of each round's ratio (a round runs a, b and c back to back, so a ratio compares runs seconds apart,
+and a slow minute on the shared machine moves both sides of it).
 
 Usage: python bench/invoke.py [--seconds 5] [--rounds 3] [--workers 2]
 """
@@ -11,6 +13,7 @@ Usage: python bench/invoke.py [--seconds 5] [--rounds 3] [--workers 2]
 from __future__ import annotations
 
 import argparse
+from statistics import median
 
 from harness import (
     NOOP_FILES,
@@ -49,11 +52,11 @@ def main() -> None:
             r = runs[name]
             rows.append([label, str(c), f"{r.rps:,.0f}", f"{r.p50_us:,.0f}", f"{r.p99_us:,.0f}",
                          str(r.errors)])
-        a = runs["raw"]
         for name, ratio in (("invoke", "b/a"), ("url", "c/a")):
-            r = runs[name]
-            rows.append([f"ratio {ratio} at c={c}", str(c), f"{r.rps / a.rps:.2f}",
-                         f"{r.p50_us / a.p50_us:.2f}", f"{r.p99_us / a.p99_us:.2f}", ""])
+            pairs = list(zip(results[(name, c)], results[("raw", c)], strict=True))
+            paired = [median(getattr(x, f) / getattr(a, f) for x, a in pairs)
+                      for f in ("rps", "p50_us", "p99_us")]
+            rows.append([f"ratio {ratio} at c={c}", str(c), *(f"{v:.2f}" for v in paired), ""])
     print(table(["server", "conc.", "req/s", "p50 µs", "p99 µs", "errors"], rows))
 
 

@@ -17,6 +17,8 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote_plus
 
+import msgspec
+
 from sources import apigw
 
 # The placeholder account id and region the AWS documentation uses.
@@ -189,8 +191,9 @@ def api_v2(*, now: datetime, method: str = "POST", path: str = "/my/path",
         method=method.upper(), raw_path=path if path.startswith("/") else "/" + path, raw_query=query,
         headers=(*((k, v) for k, v in sent.items() if k not in overridden), *given.items()),
         body=(body or "").encode(), source_ip=source_ip)
-    return apigw.build_event(request, route_key="$default", path_params={}, request_id=_token(11),
-                             account_id=ACCOUNT_ID, api_id=api_id, now=now.timestamp())
+    return msgspec.to_builtins(apigw.build_event(
+        request, route_key="$default", path_params={}, request_id=_token(11),
+        account_id=ACCOUNT_ID, api_id=api_id, now=now.timestamp()))
 
 
 def schedule(*, now: datetime, rule: str = "my-schedule", region: str = REGION) -> dict[str, Any]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 
+import msgspec
 import pytest
 
 from sources.apigw import (
@@ -36,8 +37,9 @@ def request(*, method: str = "GET", raw_path: str = "/", raw_query: str = "",
 
 def event(req: HttpRequest, *, route_key: str = "$default",
           path_params: dict[str, str] | None = None, now: float = NOW) -> dict[str, object]:
-    return build_event(req, route_key=route_key, path_params=path_params or {}, request_id="req-1",
-                       account_id="123456789012", api_id="headwater", now=now)
+    return msgspec.to_builtins(
+        build_event(req, route_key=route_key, path_params=path_params or {}, request_id="req-1",
+                    account_id="123456789012", api_id="headwater", now=now))
 
 
 # --- build_event: whole events -----------------------------------------------------------------

@@ -46,7 +46,12 @@ TARGETS = {
 }
 
 
-def noop_function(workers: int) -> str:
+# How many workers the no-op function runs by default: a function's default max_workers, the
+# concurrency an untuned function scales to under the benchmarks' load, all kept warm.
+NOOP_WORKERS = 4
+
+
+def noop_function(workers: int = NOOP_WORKERS) -> str:
     """The no-op function's TOML, with ``workers`` warm workers and no more."""
     return f"""
         [[functions]]

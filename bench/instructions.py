@@ -5,10 +5,10 @@ an instruction count does not. Each server runs under ``valgrind --tool=callgrin
 instructions of that one process: not the kernel's, not the workers'); after a warm-up the
 counters are zeroed, a fixed number of requests is sent over keep-alive connections, and the
 count is dumped. (a) is the raw server of ``bench/invoke.py``, (b) the Invoke API and (c) the
-function URL of a no-op function with two warm workers. The ratio a/x is the throughput that x
-would reach relative to (a) if instructions were all a request cost; the timed ratios of
-``bench/invoke.py`` are lower, since the router also pays system calls and the cache misses of
-sharing its cores with the workers.
+function URL of a no-op function with four warm workers (a function's default max_workers). The
+ratio a/x is the throughput that x would reach relative to (a) if instructions were all a request
+cost; the timed ratios of ``bench/invoke.py`` are lower, since the router also pays system calls
+and the cache misses of sharing its cores with the workers.
 
 Usage: python bench/instructions.py [--requests 2000]   (needs valgrind)
 """
@@ -72,7 +72,7 @@ def main() -> None:
             # valgrind runs the program in its own process, so the pid is the one to address.
             wrap = ("valgrind", "--tool=callgrind", f"--callgrind-out-file={out}")
             server = (raw_server(wrap) if name == "raw"
-                      else headwater(noop_function(2), NOOP_FILES, wrap=wrap))
+                      else headwater(noop_function(), NOOP_FILES, wrap=wrap))
             with server as s:
                 per_request[name] = measure(s.url, method, path, args.requests, out, s.pid)
     raw = per_request["raw"]

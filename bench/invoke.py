@@ -7,7 +7,7 @@ same load, in alternating rounds; the table shows medians, and the ratios b/a an
 of each round's ratio (a round runs a, b and c back to back, so a ratio compares runs seconds apart,
 and a slow minute on the shared machine moves both sides of it).
 
-Usage: python bench/invoke.py [--seconds 5] [--rounds 3] [--workers 2]
+Usage: python bench/invoke.py [--seconds 5] [--rounds 3] [--workers 4]
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from statistics import median
 
 from harness import (
     NOOP_FILES,
+    NOOP_WORKERS,
     TARGETS,
     headwater,
     load,
@@ -31,8 +32,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=5)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--workers", type=int, default=2,
-                        help="the no-op function's max_workers (and min_workers)")
+    parser.add_argument("--workers", type=int, default=NOOP_WORKERS,
+                        help="the no-op function's max_workers (and min_workers); by default a "
+                             "function's default max_workers")
     args = parser.parse_args()
     results: dict[tuple[str, int], list] = {}
     with raw_server() as raw, headwater(noop_function(args.workers), NOOP_FILES) as hw:

@@ -22,6 +22,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import msgspec
+
+from router.config import FunctionConfig
+
 ROOT = Path(__file__).resolve().parent.parent
 WRK_SCRIPT = """
 wrk.method = "{method}"
@@ -48,7 +52,8 @@ TARGETS = {
 
 # How many workers the no-op function runs by default: a function's default max_workers, the
 # concurrency an untuned function scales to under the benchmarks' load, all kept warm.
-NOOP_WORKERS = 4
+NOOP_WORKERS: int = next(f.default for f in msgspec.structs.fields(FunctionConfig)
+                         if f.name == "max_workers")
 
 
 def noop_function(workers: int = NOOP_WORKERS) -> str:

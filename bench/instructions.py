@@ -10,7 +10,7 @@ ratio a/x is the throughput that x would reach relative to (a) if instructions w
 cost; the timed ratios of ``bench/invoke.py`` are lower, since the router also pays system calls
 and the cache misses of sharing its cores with the workers.
 
-Usage: python bench/instructions.py [--requests 2000]   (needs valgrind)
+Usage: python bench/instructions.py [--requests 2000] [--workers 4]   (needs valgrind)
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from harness import NOOP_FILES, TARGETS, headwater, noop_function, raw_server, table
+from harness import NOOP_FILES, NOOP_WORKERS, TARGETS, headwater, noop_function, raw_server, table
 
 
 async def send(port: int, request: bytes, total: int, concurrency: int) -> int:
@@ -64,6 +64,8 @@ def measure(base: str, method: str, path: str, requests: int, out: Path, pid: in
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--workers", type=int, default=NOOP_WORKERS,
+                        help="the no-op function's warm workers")
     args = parser.parse_args()
     per_request: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="hw-callgrind-") as tmp:
@@ -72,7 +74,7 @@ def main() -> None:
             # valgrind runs the program in its own process, so the pid is the one to address.
             wrap = ("valgrind", "--tool=callgrind", f"--callgrind-out-file={out}")
             server = (raw_server(wrap) if name == "raw"
-                      else headwater(noop_function(), NOOP_FILES, wrap=wrap))
+                      else headwater(noop_function(args.workers), NOOP_FILES, wrap=wrap))
             with server as s:
                 per_request[name] = measure(s.url, method, path, args.requests, out, s.pid)
     raw = per_request["raw"]

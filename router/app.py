@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from typing import Any
+from urllib.parse import unquote
 
 from aiohttp import web
 
@@ -64,13 +65,15 @@ _LAMBDA_API = re.compile(r"/20\d\d-\d\d-\d\d/")
 
 
 def resolve(method: str, path: str) -> tuple[Handler, str]:
-    """The handler for ``method`` on ``path`` (percent-decoded), and the function name the path
-    carries ("" if none). A function URL is /urls/NAME[/…]; any other path under a Lambda API
-    version is an unknown operation; every other request is for the declared HTTP routes."""
+    """The handler for ``method`` on ``path``, and the function name the path carries ("" if
+    none). ``path`` is percent-decoded except for ``%2F`` and ``%25`` (yarl's ``path_safe``), so
+    an encoded slash stays inside the segment it was sent in; the name is decoded whole. A function
+    URL is /urls/NAME[/…]; any other path under a Lambda API version is an unknown operation; every
+    other request is for the declared HTTP routes."""
     if path.startswith(URLS):
         name = path[len(URLS):].partition("/")[0]
         if name:
-            return http_trigger.function_url, name
+            return http_trigger.function_url, unquote(name)
     wanted = "GET" if method == "HEAD" else method
     handler = PATHS.get(path, {}).get(wanted)
     if handler is not None:
@@ -79,7 +82,7 @@ def resolve(method: str, path: str) -> tuple[Handler, str]:
         name, slash, operation = path[len(FUNCTIONS) + 1:].partition("/")
         handler = FUNCTION_PATHS.get(slash + operation, {}).get(wanted)
         if name and handler is not None:
-            return handler, name
+            return handler, unquote(name)
     if _LAMBDA_API.match(path):
         return unknown_operation, ""
     return http_trigger.route, ""
@@ -92,13 +95,14 @@ class Dispatcher:
         self.registry = registry
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
-        handler, name = resolve(request.method, request.path)
+        handler, name = resolve(request.method, request.rel_url.path_safe)
         expect = request.headers.get("Expect")
-        if expect is not None and request.version >= (1, 1):
+        if expect and request.version >= (1, 1):
             # A client that waits to send its body until told to (curl does, past 1 KB).
             if expect.lower() != "100-continue":
                 return web.Response(status=417, text=f"Unknown Expect: {expect}")
             await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            request.writer.output_size = 0  # the access log counts the response's bytes only
         return await handler(request, self.registry, name)
 
 

@@ -225,6 +225,11 @@ def test_expect_100_continue_is_answered_before_the_body_is_sent(daemon: Daemon)
     assert json.loads(body)["body"] == "hello"
 
 
-def test_unknown_expectation_is_417(daemon: Daemon) -> None:
+def test_unknown_expectation_is_417_and_an_empty_one_is_none(daemon: Daemon) -> None:
     r = daemon.request("POST", "/urls/echo/x", b"{}", {"Expect": "something-else"})
     assert r.status == 417, r
+    assert daemon.request("POST", "/urls/echo/x", b"{}", {"Expect": ""}).status == 200
+
+
+def test_an_encoded_slash_stays_in_the_function_name(daemon: Daemon) -> None:
+    assert daemon.request("GET", "/urls/echo%2Fa/b").status == 404  # no function "echo/a"

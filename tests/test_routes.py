@@ -289,6 +289,8 @@ F = "/2015-03-31/functions"
 @pytest.mark.parametrize(("method", "path", "handler", "name"), [
     ("GET", "/urls/echo", http_trigger.function_url, "echo"),
     ("DELETE", "/urls/echo/a/b", http_trigger.function_url, "echo"),
+    ("GET", "/urls/echo%2Fa/b", http_trigger.function_url, "echo/a"),  # an encoded slash stays
+    ("GET", "/urls/a%25b/c", http_trigger.function_url, "a%b"),
     ("GET", "/urls/", http_trigger.route, ""),  # no name: a declared route's path, if any
     ("GET", "/urls", http_trigger.route, ""),
     ("GET", "/healthz", app.healthz, ""),
@@ -311,6 +313,8 @@ F = "/2015-03-31/functions"
     ("PUT", F + "/noop/configuration", management.update_configuration, "noop"),
     ("PUT", F + "/noop/code", management.update_code, "noop"),
     ("GET", F + "/noop/invocations", app.unknown_operation, ""),
+    ("POST", F + "/noop%2Finvocations", app.unknown_operation, ""),
+    ("GET", F + "/noop%2Fconfiguration", management.get_function, "noop/configuration"),
     ("POST", F + "/noop", app.unknown_operation, ""),
     ("GET", F + "/noop/", app.unknown_operation, ""),
     ("POST", F + "//invocations", app.unknown_operation, ""),

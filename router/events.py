@@ -191,9 +191,16 @@ def api_v2(*, now: datetime, method: str = "POST", path: str = "/my/path",
         method=method.upper(), raw_path=path if path.startswith("/") else "/" + path, raw_query=query,
         headers=(*((k, v) for k, v in sent.items() if k not in overridden), *given.items()),
         body=(body or "").encode(), source_ip=source_ip)
-    return msgspec.to_builtins(apigw.build_event(
+    event = msgspec.to_builtins(apigw.build_event(
         request, route_key="$default", path_params={}, request_id=_token(11),
         account_id=ACCOUNT_ID, api_id=api_id, now=now.timestamp()))
+    # A sample is read by people: keys in the order AWS's documentation shows them.
+    return {key: event[key] for key in AWS_V2_ORDER if key in event} | event
+
+
+AWS_V2_ORDER = ("version", "routeKey", "rawPath", "rawQueryString", "cookies", "headers",
+                "queryStringParameters", "requestContext", "body", "pathParameters",
+                "isBase64Encoded", "stageVariables")
 
 
 def schedule(*, now: datetime, rule: str = "my-schedule", region: str = REGION) -> dict[str, Any]:

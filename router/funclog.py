@@ -16,15 +16,16 @@ TAIL_BYTES = 4096
 class FunctionLog:
     def __init__(self, writer: BatchWriter, function: str, memory_mb: int) -> None:
         self.writer = writer
-        self.prefix = f"[{function}] ".encode()
+        self.prefix_text = f"[{function}] "
+        self.prefix = self.prefix_text.encode()
         self.memory_mb = memory_mb
 
     # START is written lazily: before the function's first output, or with END and REPORT when it
     # printed nothing (the common case), so that most invocations cost one buffered write.
 
-    def _start_line(self, inv: Invocation) -> bytes:
+    def _start_line(self, inv: Invocation) -> str:
         inv.log_started = True
-        return f"START RequestId: {inv.request_id} Version: $LATEST\n".encode()
+        return f"START RequestId: {inv.request_id} Version: $LATEST\n"
 
     def output(self, inv: Invocation | None, data: bytes) -> None:
         """The function's own bytes; ``inv`` is None for output between invocations.
@@ -36,7 +37,7 @@ class FunctionLog:
             self._tag(b"-", data if data.endswith(b"\n") else data + b"\n")
             return
         if not inv.log_started:
-            self._emit(inv, self._start_line(inv))
+            self._emit(inv, self._start_line(inv).encode())
         if inv.log is not None:
             inv.log.append(data)
         if inv.partial:
@@ -52,21 +53,26 @@ class FunctionLog:
 
     def end(self, inv: Invocation, outcome: Outcome, billed_ms: int) -> None:
         rid = inv.request_id
-        report = (f"END RequestId: {rid}\nREPORT RequestId: {rid}\tDuration: {outcome.duration_ms:.2f} ms"
-                  f"\tBilled Duration: {billed_ms} ms"
-                  f"\tMemory Size: {self.memory_mb} MB\tMax Memory Used: {outcome.max_memory_mb} MB")
-        if outcome.init_duration_ms is not None:
-            report += f"\tInit Duration: {outcome.init_duration_ms:.2f} ms"
-        if outcome.status == "timeout":
-            report += "\tStatus: timeout"
-        lines = report.encode() + b"\n"
         if inv.partial:  # output that ended mid-line: END still starts a line
-            self._tag(inv.request_id.encode(), inv.partial + b"\n")
+            self._tag(rid.encode(), inv.partial + b"\n")
             inv.partial = b""
             if inv.log is not None:
                 inv.log.append(b"\n")
-        self._emit(inv, lines if inv.log_started else self._start_line(inv) + lines)
-        if inv.log is not None:
+        extra = ""
+        if outcome.init_duration_ms is not None:
+            extra = f"\tInit Duration: {outcome.init_duration_ms:.2f} ms"
+        if outcome.status == "timeout":
+            extra += "\tStatus: timeout"
+        # Formatted with the prefix in place, in one string: this runs for every invocation.
+        p = self.prefix_text
+        start = "" if inv.log_started else p + self._start_line(inv)
+        text = (f"{start}{p}END RequestId: {rid}\n{p}REPORT RequestId: {rid}"
+                f"\tDuration: {outcome.duration_ms:.2f} ms\tBilled Duration: {billed_ms} ms"
+                f"\tMemory Size: {self.memory_mb} MB\tMax Memory Used: {outcome.max_memory_mb} MB"
+                f"{extra}\n")
+        self.writer.write(text.encode())
+        if inv.log is not None:  # the caller's tail: the same lines, without the prefix
+            inv.log.append(text.replace(p, "").encode())
             outcome.log = b"".join(inv.log)[-TAIL_BYTES:]
 
     def _emit(self, inv: Invocation, lines: bytes) -> None:

@@ -45,13 +45,15 @@ async def unknown_operation(request: web.BaseRequest, registry: Registry, _: str
 
 FUNCTIONS = "/2015-03-31/functions"
 URLS = "/urls/"
+_COLLECTION: dict[str, Handler] = {"GET": management.list_functions,
+                                   "POST": management.create_function}
 # Paths served as they are, by method (HEAD is served as GET).
 PATHS: dict[str, dict[str, Handler]] = {
     "/healthz": {"GET": healthz},
     "/readyz": {"GET": readyz},
     "/metrics": {"GET": metrics},
-    FUNCTIONS: {"GET": management.list_functions, "POST": management.create_function},
-    FUNCTIONS + "/": {"GET": management.list_functions, "POST": management.create_function},
+    FUNCTIONS: _COLLECTION,
+    FUNCTIONS + "/": _COLLECTION,
 }
 # The Lambda API on one function, /2015-03-31/functions/NAME[/OPERATION], by operation and method.
 FUNCTION_PATHS: dict[str, dict[str, Handler]] = {

@@ -44,7 +44,8 @@ def url_path(raw: str) -> str:
 
 
 async def run(request: web.BaseRequest, registry: Registry, pool: FunctionPool, *, route_key: str,
-              raw_path: str, path_params: dict[str, str], source: str) -> web.Response:
+              raw_path: str, raw_query: str, path_params: dict[str, str],
+              source: str) -> web.Response:
     try:
         body = await read_body(request, MAX_SYNC_PAYLOAD, registry.config.server.body_timeout_s)
     except TimeoutError:
@@ -56,7 +57,7 @@ async def run(request: web.BaseRequest, registry: Registry, pool: FunctionPool, 
     if registry.draining:
         return refuse(503, "Service Unavailable")
     req = apigw.HttpRequest(
-        method=request.method, raw_path=raw_path, raw_query=request.raw_path.partition("?")[2],
+        method=request.method, raw_path=raw_path, raw_query=raw_query,
         headers=tuple(request.headers.items()), body=body, source_ip=request.remote or "",
         protocol=f"HTTP/{request.version.major}.{request.version.minor}")
     inv = Invocation(b"", registry.loop.create_future(), source=source)
@@ -81,9 +82,9 @@ async def function_url(request: web.BaseRequest, registry: Registry, name: str) 
         return refuse(404, "Not Found")
     if not registry.authorized(request, pool.config.url.auth):
         return refuse(403, "Forbidden")
-    return await run(request, registry, pool, route_key="$default",
-                     raw_path=url_path(request.raw_path.partition("?")[0]), path_params={},
-                     source="url")
+    path, _, query = request.raw_path.partition("?")
+    return await run(request, registry, pool, route_key="$default", raw_path=url_path(path),
+                     raw_query=query, path_params={}, source="url")
 
 
 async def route(request: web.BaseRequest, registry: Registry, name: str) -> web.Response:
@@ -97,5 +98,6 @@ async def route(request: web.BaseRequest, registry: Registry, name: str) -> web.
         return refuse(404, "Not Found")
     if not registry.authorized(request, matched.auth):
         return refuse(403, "Forbidden")
-    return await run(request, registry, pool, route_key=matched.key,
-                     raw_path=request.raw_path.partition("?")[0], path_params=params, source="http")
+    path, _, query = request.raw_path.partition("?")
+    return await run(request, registry, pool, route_key=matched.key, raw_path=path,
+                     raw_query=query, path_params=params, source="http")

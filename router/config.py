@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import re
-import shutil
 import sys
 import tomllib
 import typing
@@ -24,6 +24,7 @@ import msgspec
 from msgspec import Meta, Struct
 
 from router.routes import Route, RouteError, RouteTable, parse_route
+from workers.runtime import BadRuntime, probe
 
 
 class ConfigError(Exception):
@@ -81,6 +82,18 @@ class ServerConfig(Struct, frozen=True, forbid_unknown_fields=True):
     tokens: list[str] = []  # bearer tokens: accepted by the API and where a trigger has auth = "token"
 
 
+class SandboxConfig(Struct, frozen=True, forbid_unknown_fields=True):
+    # "bubblewrap": every function in a sandbox of its own (see the README's Sandbox section);
+    # "none" (loopback listeners only): functions run as the daemon's user, with its view.
+    mode: Annotated[str, Meta(pattern=r"^(bubblewrap|none)$",
+                              description='"bubblewrap" or "none"')] = "bubblewrap"
+    # Host uids handed to functions one each when the daemon runs as root: uid_min, uid_min + 1, …
+    uid_min: _int(1000, 2**31 - 2**20) = 200000
+    uid_count: _int(1, 2**20) = 10000
+    pids_max: _int(16, 1 << 22) = 1024  # processes and threads per worker (Lambda's 1024)
+    nofile: _int(64, 1 << 20) = 1024  # open files per process (Lambda's 1024)
+
+
 class MeteringConfig(Struct, frozen=True, forbid_unknown_fields=True):
     path: str = "var/metering.jsonl"
     price_per_gb_second: _number(0) = 0.0000166667
@@ -102,6 +115,13 @@ class FunctionUrl(Struct, frozen=True, forbid_unknown_fields=True):
     auth: Auth = "none"
 
 
+Network = Annotated[str, Meta(pattern=r"^(default|none|host)$",
+                              description='"default", "none" or "host"')]
+Endpoint = Annotated[str, Meta(pattern=r"^(localhost|127\.\d+\.\d+\.\d+|\[::1\]):\d{1,5}$",
+                               description='a loopback "HOST:PORT" such as "127.0.0.1:9001"')]
+EPHEMERAL_MB = (512, 10240)
+
+
 class FunctionConfig(Struct, frozen=True, forbid_unknown_fields=True):
     name: FunctionName
     handler: Handler
@@ -117,6 +137,14 @@ class FunctionConfig(Struct, frozen=True, forbid_unknown_fields=True):
     # Fork workers warm from a process that imported the module once (false: a fresh interpreter
     # per worker, for modules that open sockets or start threads at import).
     fork_server: bool = True
+    # A function that has run nothing for this long gives up its fork server (its RSS); the next
+    # cold start then pays the import again.
+    fork_server_idle_s: _number(1) = 900.0
+    ephemeral_storage_mb: _int(*EPHEMERAL_MB) = 512  # the sandbox's /tmp (Lambda's EphemeralStorage)
+    # The sandbox's network: outside addresses but not the host's loopback ("default"), its own
+    # loopback only ("none"), or the daemon's own network ("host", logged at every start).
+    network: Network = "default"
+    allow: list[Endpoint] = []  # host loopback endpoints the function may reach anyway
     env: dict[str, str] = {}
     triggers: list[HttpTrigger] = []
     url: FunctionUrl = FunctionUrl()  # the function URL: /urls/NAME/…
@@ -127,6 +155,7 @@ class FunctionConfig(Struct, frozen=True, forbid_unknown_fields=True):
 
 class Config(Struct, frozen=True, forbid_unknown_fields=True):
     server: ServerConfig = ServerConfig()
+    sandbox: SandboxConfig = SandboxConfig()
     metering: MeteringConfig = MeteringConfig()
     functions: list[FunctionConfig] = []
 
@@ -161,8 +190,8 @@ def parse(raw: dict[str, Any], base: Path, environ: Mapping[str, str],
         config.metering,
         path=str(base / environ.get("HEADWATER_METERING_PATH", config.metering.path)))
     functions = [msgspec.structs.replace(f, code=str(base / f.code)) for f in config.functions]
-    config = Config(server=server, metering=metering, functions=functions)
-    check(config)
+    config = Config(server=server, sandbox=config.sandbox, metering=metering, functions=functions)
+    check(config, environ.get("PATH", os.defpath))
     return config
 
 
@@ -198,8 +227,9 @@ def api_auth_required(server: ServerConfig) -> bool:
     return server.auth == "required" or (server.auth == "auto" and has_credentials(server))
 
 
-def check(config: Config) -> None:
-    """The rules a type cannot say: unique names, files that exist, consistent limits."""
+def check(config: Config, path: str | None) -> None:
+    """The rules a type cannot say: unique names, files that exist, runtimes that run,
+    consistent limits. ``path`` is the PATH runtimes are looked up on."""
     server = config.server
     try:
         host = split_listen(server.listen)[0]
@@ -215,6 +245,9 @@ def check(config: Config) -> None:
                               "configure access_keys or tokens")
     elif server.auth == "required" and not credentials:
         raise ConfigError('server.auth: "required" needs access_keys or tokens to be configured')
+    if config.sandbox.mode == "none" and not is_loopback(host):
+        raise ConfigError(f'sandbox.mode: "none" is allowed only when listening on loopback, '
+                          f"not on {host}")
     seen: set[str] = set()
     routes: list[Route] = []
     for i, f in enumerate(config.functions):
@@ -227,8 +260,10 @@ def check(config: Config) -> None:
         if f.name in seen:
             raise ConfigError(f"{at}.name: duplicate function name {json.dumps(f.name)}")
         seen.add(f.name)
-        if shutil.which(f.runtime) is None:
-            raise ConfigError(f"{at}.runtime: {json.dumps(f.runtime)} was not found on PATH")
+        try:
+            probe(f.runtime, path)
+        except BadRuntime as e:
+            raise ConfigError(f"{at}.runtime: {e}") from None
         if not Path(f.code).is_dir():
             raise ConfigError(f"{at}.code: {json.dumps(f.code)} is not a directory")
         if f.min_workers > f.max_workers:

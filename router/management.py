@@ -12,7 +12,6 @@ import binascii
 import functools
 import json
 import re
-import shutil
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -23,6 +22,7 @@ from router import archive
 from router.awserror import aws_error
 from router.body import api_body
 from router.config import (
+    EPHEMERAL_MB,
     HANDLER_PATTERN,
     MEMORY_MB,
     NAME_PATTERN,
@@ -33,6 +33,7 @@ from router.config import (
 )
 from router.registry import Handler, Registry, parse_function_name
 from router.store import Deployed, stamp
+from workers.runtime import BadRuntime, probe
 
 # A base64 zip of Lambda's 50 MB limit, in a JSON body.
 MAX_API_BODY = archive.MAX_ZIPPED * 4 // 3 + 64 * 1024
@@ -75,6 +76,7 @@ def configuration(registry: Registry, deployed: Deployed) -> dict[str, Any]:
         "Description": deployed.description,
         "Timeout": fn.timeout_s,
         "MemorySize": fn.memory_mb,
+        "EphemeralStorage": {"Size": fn.ephemeral_storage_mb},
         "LastModified": deployed.last_modified,
         "CodeSha256": deployed.code_sha256,
         "Version": "$LATEST",
@@ -85,7 +87,6 @@ def configuration(registry: Registry, deployed: Deployed) -> dict[str, Any]:
         "LastUpdateStatus": "Successful",
         "PackageType": "Zip",
         "Architectures": ["x86_64"],
-        "EphemeralStorage": {"Size": 512},
     }
 
 
@@ -106,13 +107,21 @@ def apply_settings(fn: FunctionConfig, body: dict[str, Any]) -> FunctionConfig:
         changes["handler"] = handler
     if "Runtime" in body:
         runtime = body["Runtime"]
-        if not isinstance(runtime, str) or not re.fullmatch(RUNTIME_PATTERN, runtime) \
-                or shutil.which(runtime) is None:
+        if not isinstance(runtime, str) or not re.fullmatch(RUNTIME_PATTERN, runtime):
             raise Invalid(f"Runtime: {json.dumps(runtime)} is not supported here: expected a "
                           "pythonX.Y found on the daemon's PATH")
+        try:
+            probe(runtime)
+        except BadRuntime as e:
+            raise Invalid(f"Runtime: {e}") from None
         changes["runtime"] = runtime
     if "MemorySize" in body:
         changes["memory_mb"] = _int(body, "MemorySize", *MEMORY_MB)
+    if "EphemeralStorage" in body:
+        storage = body["EphemeralStorage"]
+        if not isinstance(storage, dict):
+            raise Invalid("EphemeralStorage: expected an object with Size")
+        changes["ephemeral_storage_mb"] = _int(storage, "Size", *EPHEMERAL_MB)
     if "Timeout" in body:
         changes["timeout_s"] = _int(body, "Timeout", *TIMEOUT_S)
     if "Environment" in body:

@@ -12,11 +12,11 @@ import asyncio
 import json
 import logging
 import os
-import shutil
 import signal
 import time
 from collections import deque
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import cast
 
 import msgspec
@@ -25,13 +25,23 @@ from router.capacity import Capacity
 from router.config import Config, FunctionConfig, function_arn
 from router.funclog import FunctionLog
 from router.invocation import Invocation, Outcome, Status
+from router.isolation import Isolation
 from router.metering import Meter, billed_ms
 from router.scaling import Snapshot, plan
 from router.sink import BatchWriter
 from workers.bootstrap import INIT_FAILED
-from workers.forkserver import ForkFailed, ForkServer, ForkServerGone, InitFailed, Retired
+from workers.forkserver import (
+    ForkFailed,
+    ForkServer,
+    ForkServerGone,
+    InitFailed,
+    Retired,
+    SandboxFailed,
+)
 from workers.process import Worker, WorkerSpec
 from workers.protocol import Invoke, Result
+from workers.runtime import BadRuntime, Interpreter, probe
+from workers.sandbox import TASK_ROOT
 
 log = logging.getLogger("headwater.pool")
 
@@ -56,12 +66,15 @@ class InitFailure(msgspec.Struct):
     backoff: float
 
 
-def worker_env(fn: FunctionConfig, config: Config, environ: dict[str, str]) -> dict[str, str]:
+def worker_env(fn: FunctionConfig, config: Config, environ: dict[str, str],
+               interpreter: Interpreter | None = None) -> dict[str, str]:
     """The worker's whole environment: Lambda's variables and the function's own, nothing else.
 
-    The daemon's environment (which may hold secrets) is not inherited; only PATH is passed on,
-    so that the function's subprocesses find what the machine has.
+    The daemon's environment (which may hold secrets) is not inherited. Unsandboxed, its PATH is
+    passed on, so that the function's subprocesses find what the machine has; in the sandbox,
+    PATH is the runtime's and the system's folders, as on Lambda, and the code is at /var/task.
     """
+    sandboxed = interpreter is not None
     reserved = {
         "_HANDLER": fn.handler,
         "AWS_REGION": config.server.region,
@@ -72,12 +85,15 @@ def worker_env(fn: FunctionConfig, config: Config, environ: dict[str, str]) -> d
         "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
         "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
         "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{fn.name}",
-        "LAMBDA_TASK_ROOT": fn.code,
+        "LAMBDA_TASK_ROOT": TASK_ROOT if sandboxed else fn.code,
         "LANG": "C.UTF-8",
         "TZ": "UTC",
     }
-    base = {"PATH": environ.get("PATH", os.defpath)}
-    return base | fn.env | reserved
+    if interpreter is not None:
+        path = f"{Path(interpreter.executable).parent}:/usr/local/bin:/usr/bin:/bin"
+    else:
+        path = environ.get("PATH", os.defpath)
+    return {"PATH": path} | fn.env | reserved
 
 
 def error_dict(error_type: str, message: str) -> dict[str, object]:
@@ -109,8 +125,9 @@ def start_crash(message: str, error_type: str = "Runtime.ExitError") -> StartFai
 
 class FunctionPool:
     def __init__(self, fn: FunctionConfig, config: Config, meter: Meter, logs: BatchWriter,
-                 environ: dict[str, str], capacity: Capacity) -> None:
+                 environ: dict[str, str], capacity: Capacity, isolation: Isolation) -> None:
         self.capacity = capacity
+        self.isolation = isolation
         self.arn = function_arn(config.server, fn.name)
         self.meter = meter
         self._daemon = (config, environ, logs)
@@ -129,9 +146,16 @@ class FunctionPool:
     def _configure(self, fn: FunctionConfig) -> None:
         config, environ, logs = self._daemon
         self.config = fn
-        python = shutil.which(fn.runtime, path=environ.get("PATH"))
-        self.spec = WorkerSpec(python=python or fn.runtime, env=worker_env(fn, config, environ),
-                               cwd=fn.code)
+        limits = config.sandbox
+        try:
+            interpreter = probe(fn.runtime, environ.get("PATH", os.defpath))
+        except BadRuntime:  # gone since the config was checked: each start reports it
+            interpreter = Interpreter(fn.runtime, "", "", "")
+        sandbox = self.isolation.sandbox(fn, interpreter)
+        env = worker_env(fn, config, environ, interpreter if sandbox is not None else None)
+        self.spec = WorkerSpec(python=interpreter.executable, env=env, cwd=fn.code,
+                               fork=fn.fork_server, sandbox=sandbox, memory_mb=fn.memory_mb,
+                               pids_max=limits.pids_max, nofile=limits.nofile)
         self.log = FunctionLog(logs, fn.name, fn.memory_mb)
 
     def reconfigure(self, fn: FunctionConfig) -> None:
@@ -346,14 +370,9 @@ class FunctionPool:
 
     async def _start_worker(self, worker: Worker, env: dict[str, str], deadline: float) -> None:
         """Start a worker: forked warm from the function's fork server, or a fresh process."""
-        server = None
+        server = self._fork_server()
         try:
-            if self.config.fork_server:
-                server = self._fork_server()
-                await server.fork(worker, env, deadline)
-            else:
-                await worker.spawn(msgspec.structs.replace(self.spec, env=self.spec.env | env),
-                                   deadline)
+            await server.fork(worker, env, deadline)
             return
         except InitFailed as e:
             failure: StartFailure | None = init_error(e.error_type, e.error)
@@ -363,6 +382,8 @@ class FunctionPool:
             failure = start_crash(f"Runtime exited with error: {exit_text(e.args[0])}")
         except ForkFailed as e:
             failure = start_crash(f"cannot start a worker: {e}")
+        except SandboxFailed as e:
+            failure = start_crash(f"cannot start the sandbox: {e}", "Runtime.InvalidEntrypoint")
         except OSError as e:
             failure = start_crash(f"cannot start {self.spec.python}: {e.strerror}",
                                   "Runtime.InvalidEntrypoint")
@@ -374,7 +395,7 @@ class FunctionPool:
         if failure is None or worker.tag is not self.config:
             # Started for a configuration that has since changed: not a failure of the new one.
             self.scale(time.monotonic())
-        elif server is None or server is not self._failed_server:
+        elif server is not self._failed_server:
             # Every worker waiting on a failed fork server lands here; the failure counts once.
             self._failed_server = server
             self._init_failed(failure, (time.monotonic() - worker.spawned) * 1000)
@@ -385,8 +406,7 @@ class FunctionPool:
         """Start the fork server and the warm floor (min_workers). The fork server starts even for
         a function scaled to zero, so that its first burst forks warm workers (an init error
         waits for a caller to see it)."""
-        if self.config.fork_server:
-            self._fork_server().ready.add_done_callback(self._prepared)
+        self._fork_server().ready.add_done_callback(self._prepared)
         self.scale(time.monotonic())
 
     def code_in_use(self) -> set[str]:
@@ -402,8 +422,10 @@ class FunctionPool:
 
     def _fork_server(self) -> ForkServer:
         if self.forkserver is None or self.forkserver.closed:
-            self.forkserver = ForkServer()
-            task = asyncio.ensure_future(self.forkserver.start(self.spec))
+            self.forkserver = ForkServer(self.config.name, self.isolation.tree,
+                                         lambda data: self.log.output(None, data))
+            task = asyncio.ensure_future(self.forkserver.start(
+                self.spec, time.monotonic() + INIT_TIMEOUT_S))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         return self.forkserver
@@ -411,12 +433,13 @@ class FunctionPool:
     def check_limits(self, now: float) -> None:
         """Kill workers past their deadline, and busy ones past their memory."""
         memory_mb = self.config.memory_mb
+        poll = self.isolation.tree is None  # else the kernel holds each worker to memory_mb
         for worker in self.workers:
             if worker.state not in ("busy", "starting") or worker.killed:
                 continue
             if now >= worker.deadline:
                 worker.kill("timeout")
-            elif worker.state == "busy" and worker.rss() > memory_mb:
+            elif poll and worker.state == "busy" and worker.rss() > memory_mb:
                 worker.kill("oom")
 
     # --- shutdown --------------------------------------------------------------------------

@@ -17,11 +17,13 @@ from router import auth
 from router.awserror import aws_error
 from router.capacity import Capacity
 from router.config import NAME_PATTERN, Config, api_auth_required
+from router.isolation import Isolation
 from router.metering import Meter
 from router.pool import FunctionPool
 from router.routes import RouteTable, parse_route
 from router.sink import BatchWriter
 from router.store import Deployed, Store, stamp
+from workers.process import BOOTSTRAP
 
 log = logging.getLogger("headwater.registry")
 
@@ -69,6 +71,8 @@ class Registry:
         self.logs = BatchWriter(2, delay=LOG_FLUSH_S)  # function logs share the daemon's stderr
         self._environ = dict(environ)
         self.capacity = Capacity(config.server.max_workers)
+        self.isolation = Isolation(config, BOOTSTRAP)
+        self.isolation.open(config.functions)  # raises SandboxUnavailable
         self.store = Store(config.server.data_dir)
         self.pools: dict[str, FunctionPool] = {}
         self.deployed: dict[str, Deployed] = {}
@@ -105,7 +109,8 @@ class Registry:
 
     def _add(self, deployed: Deployed) -> FunctionPool:
         fn = deployed.function
-        pool = FunctionPool(fn, self.config, self.meter, self.logs, self._environ, self.capacity)
+        pool = FunctionPool(fn, self.config, self.meter, self.logs, self._environ, self.capacity,
+                            self.isolation)
         self.capacity.pools.append(pool)  # and removed by undeploy: the registry owns the list
         self.pools[fn.name] = pool
         self.deployed[fn.name] = deployed
@@ -132,6 +137,7 @@ class Registry:
                 # Even if the wait is cancelled: files left behind would bring the function back at
                 # the next start, and the name must not be freed while they are still there.
                 self.capacity.pools.remove(pool)
+                self.isolation.release(name)
                 await asyncio.to_thread(self.store.delete, name)
         finally:
             del self.deleting[name]
@@ -180,6 +186,8 @@ class Registry:
                         pool.scale(now)
                 except Exception:  # one pool's bug must not stop deadlines for every function
                     log.exception("%s: tick failed", pool.config.name)
+            if n % SCALE_EVERY == 0 and self.isolation.tree is not None:
+                self.isolation.tree.sweep()
 
     async def close(self, grace_s: float) -> None:
         """Drain: refuse new work, let running invocations finish within ``grace_s``, then kill."""
@@ -193,6 +201,7 @@ class Registry:
                 await self._ticker
         self.logs.flush()
         self.meter.close()
+        self.isolation.close()
 
 
 # What serves a request, given the registry and the function name its path carries ("" when it

@@ -12,6 +12,7 @@ from aiohttp import web
 from router import systemd
 from router.app import build_server
 from router.config import Config, split_listen
+from router.isolation import SandboxUnavailable
 from router.registry import Registry
 
 log = logging.getLogger("headwater")
@@ -38,7 +39,11 @@ async def serve(config: Config, environ: Mapping[str, str]) -> int:
     life = Lifecycle()
     for signum in HANDLED_SIGNALS:
         loop.add_signal_handler(signum, life.handle, signum)
-    registry = Registry(config, environ)
+    try:
+        registry = Registry(config, environ)
+    except SandboxUnavailable as e:
+        log.error("cannot start: %s", e)
+        return 2
     registry.start()
     grace = config.server.shutdown_grace_s
     server = build_server(registry, access_log=log if config.server.access_log else None,

@@ -362,20 +362,26 @@ def serve_main(in_fd: int, out_fd: int) -> int:
 # --- the fork server ---------------------------------------------------------------------------
 
 
-def forkserver_main(ctrl_fd: int) -> int:
-    """Import the handler once, then fork a ready worker each time the router asks.
+def forkserver_main(ctrl_fd: int, fork: bool) -> int:
+    """Import the handler once, then fork a ready worker each time the router asks; or, with
+    ``fork`` false, import nothing and start each worker as a fresh interpreter (fork and exec).
 
-    Runs single-threaded (the router never forks; this process exists to). It reaps its workers
-    and reports their exit status, since the router is not their parent. Messages on the control
-    socket (SOCK_SEQPACKET) are JSON; a forked worker's three pipe ends travel as SCM_RIGHTS.
+    Runs single-threaded (the router never forks; this process exists to), inside the function's
+    sandbox, so its workers are in the sandbox too. It reaps its workers and reports their exit
+    status, since the router is not their parent. Messages on the control socket
+    (SOCK_SEQPACKET) are JSON; a worker's three pipe ends and a pidfd (the router's pid namespace
+    is not this one's) travel as SCM_RIGHTS.
     """
     ctrl = socket.socket(fileno=ctrl_fd)
     ctrl.set_inheritable(False)
-    try:
-        environ, request_ids, handler = init()
-    except Fault as f:
-        ctrl.send(init_error_frame(f))
-        return INIT_FAILED
+    handler = None
+    environ, request_ids = dict(os.environ), RequestIdFilter()
+    if fork:
+        try:
+            environ, request_ids, handler = init()
+        except Fault as f:
+            ctrl.send(init_error_frame(f))
+            return INIT_FAILED
     output_pending()
     become_subreaper()
     ctrl.send(b'{"type": "ready"}')
@@ -456,6 +462,11 @@ def fork_worker(ctrl: socket.socket, wake: tuple[int, int], request: dict, handl
             for fd in (ctrl.fileno(), *wake, to_w, from_r, log_r, log_w):
                 os.close(fd)
             os.environ.update(request["env"])
+            if handler is None:  # a fresh interpreter, with only these descriptors
+                os.set_inheritable(to_r, True)
+                os.set_inheritable(from_w, True)
+                os.execv(sys.executable, [sys.executable, "-I", "-u", os.path.abspath(__file__),
+                                          str(to_r), str(from_w)])
             environ.update(request["env"])
             code = Runtime(handler, environ, request_ids).serve(open_channel(to_r, from_w))
         except SystemExit as e:  # the handler called sys.exit: exit as it asked
@@ -464,18 +475,23 @@ def fork_worker(ctrl: socket.socket, wake: tuple[int, int], request: dict, handl
             os._exit(code)
     for fd in (to_r, from_w, log_w):
         os.close(fd)
+    sent = [to_w, from_r, log_r]
     try:
+        sent.append(os.pidfd_open(pid))
         socket.send_fds(ctrl, [json.dumps({"type": "forked", "id": request["id"],
-                                           "pid": pid}).encode()], [to_w, from_r, log_r])
+                                           "pid": pid}).encode()], sent)
+    except OSError:
+        os.kill(pid, signal.SIGKILL)  # the router cannot know it: it must not live on
+        raise
     finally:
-        for fd in (to_w, from_r, log_r):
+        for fd in sent:
             os.close(fd)
     return pid
 
 
 def main(argv: list[str]) -> int:
     if argv[1] == "forkserver":
-        return forkserver_main(int(argv[2]))
+        return forkserver_main(int(argv[2]), argv[3] == "fork")
     return serve_main(int(argv[1]), int(argv[2]))
 
 

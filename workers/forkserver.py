@@ -13,16 +13,22 @@ reaps them and reports each exit status, which is passed to that ``Worker``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
 import time
 from collections import deque
+from collections.abc import Callable
 
-from workers.process import Worker, WorkerSpec, kill_group, python_argv
+from workers.cgroups import Cgroup, Tree
+from workers.process import BOOTSTRAP, READ_SIZE, Worker, WorkerSpec, kill_group, python_argv
+from workers.sandbox import argv as sandbox_argv
+from workers.sandbox import Sandbox, bootstrap_path, pasta_argv
 
 
 class InitFailed(Exception):
@@ -46,15 +52,65 @@ class ForkFailed(Exception):
     """The fork server could not fork this one worker (out of processes or descriptors)."""
 
 
+class SandboxFailed(Exception):
+    """The function's sandbox could not be set up; the message says which part failed."""
+
+
+# A forked worker: its pid in the fork server's namespace and on the host, its cgroup, its pipes.
+Forked = tuple[int, int, "Cgroup | None", tuple[int, int, int]]
+
+
+async def _read_all(fd: int) -> bytes:
+    """Everything written to a pipe until its writers close it, without blocking the loop."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+    chunks: list[bytes] = []
+
+    def readable() -> None:
+        chunk = os.read(fd, 4096)
+        if chunk:
+            chunks.append(chunk)
+        elif not done.done():
+            done.set_result(None)
+
+    os.set_blocking(fd, False)
+    loop.add_reader(fd, readable)
+    try:
+        await done
+    finally:
+        loop.remove_reader(fd)
+    return b"".join(chunks)
+
+
+def _pidfd_pid(pidfd: int) -> int:
+    """The host pid of the process a pidfd refers to (its fdinfo gives it in our namespace)."""
+    with open(f"/proc/self/fdinfo/{pidfd}") as info:
+        for line in info:
+            if line.startswith("Pid:"):
+                return int(line.split()[1])
+    raise OSError(0, "not a pidfd")
+
+
 class ForkServer:
-    def __init__(self) -> None:
+    """``label`` names its cgroups; ``tree`` holds them (None: no cgroups); ``output`` gets what
+    it prints (the module's import output) — never the daemon's own stderr, which a hostile
+    module could fill or flood."""
+
+    def __init__(self, label: str = "fn", tree: Tree | None = None,
+                 output: Callable[[bytes], None] = lambda data: None) -> None:
         self._loop = asyncio.get_running_loop()
+        self.label = label
+        self.tree = tree
+        self.output = output
+        self.cgroup: Cgroup | None = None
+        self.network_pid = 0  # pasta, which holds the sandbox's network namespace
+        self._log_fd = -1
         self.ready: asyncio.Future[None] = self._loop.create_future()
         self.gone: asyncio.Future[int] = self._loop.create_future()  # its exit status
         self.pid = 0
         self._sock: socket.socket | None = None
         # Fork requests by id: a reply is matched to its request, never to its position.
-        self._forks: dict[int, asyncio.Future[tuple[int, tuple[int, int, int]]]] = {}
+        self._forks: dict[int, asyncio.Future[Forked]] = {}
         self._ids = itertools.count()
         self._outbox: deque[bytes] = deque()  # requests the socket had no room for yet
         self._workers: dict[int, Worker] = {}
@@ -63,38 +119,123 @@ class ForkServer:
         # Nobody may be waiting when it fails; the failure is still handled, not "never retrieved".
         self.ready.add_done_callback(lambda f: f.cancelled() or f.exception())
 
-    async def start(self, spec: WorkerSpec) -> None:
+    async def start(self, spec: WorkerSpec, deadline: float) -> None:
         """Start the process; a failure to start is its init failure, seen by every waiter."""
         try:
-            await self._start(spec)
-        except OSError as e:
-            self.closed = True
+            await asyncio.wait_for(self._start(spec), max(0.0, deadline - time.monotonic()))
+        except (OSError, SandboxFailed, TimeoutError) as e:
+            self.kill()
+            self.close()
             if not self.ready.done():
-                self.ready.set_exception(e)
+                self.ready.set_exception(e if not isinstance(e, TimeoutError) else
+                                         SandboxFailed("the sandbox did not start in time"))
 
     async def _start(self, spec: WorkerSpec) -> None:
+        self.spec = spec
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        log_r, log_w = os.pipe()
+        sandbox = spec.sandbox
+        bootstrap = BOOTSTRAP if sandbox is None else bootstrap_path(sandbox)
+        command = [*python_argv(spec.python, bootstrap), "forkserver", str(theirs.fileno()),
+                   "fork" if spec.fork else "exec"]
+        handshake: tuple[int, int] | None = None
+        if sandbox is not None:
+            info_r, info_w = os.pipe()
+            block_r, block_w = os.pipe()
+            handshake = (info_r, block_w)
+            command = sandbox_argv(sandbox, command, info_w, block_r)
+            passed: tuple[int, ...] = (theirs.fileno(), info_w, block_r)
+        else:
+            passed = (theirs.fileno(),)
         try:
             proc = await asyncio.create_subprocess_exec(
-                *python_argv(spec.python), "forkserver", str(theirs.fileno()),
-                # What the module prints at import goes to the daemon's log as it is.
-                stdin=subprocess.DEVNULL, stdout=2, stderr=2,
-                env=spec.env, cwd=spec.cwd, pass_fds=(theirs.fileno(),), start_new_session=True)
+                *command, stdin=subprocess.DEVNULL, stdout=log_w, stderr=log_w, env=spec.env,
+                cwd=spec.cwd if sandbox is None else "/", pass_fds=passed, start_new_session=True)
         except BaseException:
             mine.close()
+            os.close(log_r)
+            if handshake is not None:
+                os.close(handshake[0])
+                os.close(handshake[1])
             raise
         finally:
             theirs.close()
+            os.close(log_w)
+            for fd in passed[1:]:
+                os.close(fd)
         self.pid = proc.pid
+        self._log_fd = log_r
+        os.set_blocking(log_r, False)
+        self._loop.add_reader(log_r, self._on_output)
+        reaper = asyncio.ensure_future(proc.wait())
+        reaper.add_done_callback(lambda t: t.cancelled() or self._gone(t.result()))
         if self.closed:  # retired while it was starting: it will never be asked for anything
             mine.close()
             self.kill()
+            for fd in handshake or ():
+                os.close(fd)
             return
         mine.setblocking(False)
         self._sock = mine
         self._loop.add_reader(mine.fileno(), self._on_message)
-        reaper = asyncio.ensure_future(proc.wait())
-        reaper.add_done_callback(lambda t: t.cancelled() or self._gone(t.result()))
+        if handshake is not None:
+            await self._enter(spec, *handshake)
+
+    async def _enter(self, spec: WorkerSpec, info_r: int, block_w: int) -> None:
+        """Between bubblewrap's set-up and the fork server's start: put the sandbox in its
+        cgroup, set its rlimits and attach its network, then let it go on."""
+        assert spec.sandbox is not None
+        try:
+            info = await _read_all(info_r)
+            try:
+                pid = json.loads(info)["child-pid"]
+            except (ValueError, KeyError, TypeError):
+                raise SandboxFailed("bubblewrap could not build the sandbox (see the log)") from None
+            if self.tree is not None:
+                self.cgroup = self.tree.make(self.label, spec.memory_mb, spec.pids_max)
+                self.cgroup.add(pid)
+            for limit, value in ((resource.RLIMIT_NOFILE, spec.nofile),
+                                 (resource.RLIMIT_FSIZE, spec.sandbox.tmp_mb * 1024 * 1024)):
+                resource.prlimit(pid, limit, (value, value))
+            if spec.sandbox.network.mode == "default":
+                await self._attach_network(spec.sandbox, pid)
+            os.write(block_w, b"go")
+        finally:
+            os.close(info_r)
+            os.close(block_w)
+
+    async def _attach_network(self, sandbox: Sandbox, pid: int) -> None:
+        netns = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        pid_r, pid_w = os.pipe()
+        err_r, err_w = os.pipe()
+        opened = [netns, pid_r, pid_w, err_r, err_w]
+        try:
+            userns = None
+            if sandbox.uid is None:
+                userns = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+                opened.append(userns)
+            passed = [fd for fd in (netns, userns, pid_w) if fd is not None]
+            pasta = await asyncio.create_subprocess_exec(
+                *pasta_argv(sandbox, netns, userns, pid_w), stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL, stderr=err_w, pass_fds=passed)
+            # Its background half keeps the error pipe open: read what the first half wrote.
+            returncode = await pasta.wait()
+            os.set_blocking(err_r, False)
+            os.set_blocking(pid_r, False)
+            if returncode:
+                try:
+                    err = os.read(err_r, 4096)
+                except BlockingIOError:
+                    err = b""
+                reason = err.decode(errors="replace").strip().splitlines()[-1:] or ["?"]
+                raise SandboxFailed(f"pasta could not give the sandbox its network: {reason[0]}")
+            try:
+                self.network_pid = int(os.read(pid_r, 64))
+            except (BlockingIOError, ValueError):
+                raise SandboxFailed("pasta started without saying its pid") from None
+        finally:
+            for fd in opened:
+                os.close(fd)
 
     async def fork(self, worker: Worker, env: dict[str, str], init_deadline: float) -> None:
         """Ask for a worker; it is attached to ``worker`` and reports ready by itself.
@@ -109,17 +250,19 @@ class ForkServer:
         if self.closed:
             raise Retired
         request_id = next(self._ids)
-        answer: asyncio.Future[tuple[int, tuple[int, int, int]]] = self._loop.create_future()
+        answer: asyncio.Future[Forked] = self._loop.create_future()
         self._forks[request_id] = answer
         self._outbox.append(json.dumps({"type": "fork", "id": request_id, "env": env}).encode())
         self._send()
         try:
-            pid, fds = await asyncio.wait_for(answer, max(0.0, init_deadline - time.monotonic()))
+            pid, host_pid, cgroup, fds = await asyncio.wait_for(
+                answer, max(0.0, init_deadline - time.monotonic()))
         finally:
             self._forks.pop(request_id, None)  # a late reply is then cleaned up, not attached
             self._close_if_drained()
         self._workers[pid] = worker
-        worker.attach(pid, fds, init_deadline)
+        worker.cgroup = cgroup
+        worker.attach(host_pid, fds, init_deadline)
 
     def _send(self) -> None:
         assert self._sock is not None
@@ -155,11 +298,44 @@ class ForkServer:
     def kill(self) -> None:
         if self.pid:
             kill_group(self.pid)
+        self._stop_network()
+
+    def _stop_network(self) -> None:
+        if self.network_pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.network_pid, signal.SIGKILL)
+            self.network_pid = 0
+
+    def _limit(self, pid: int) -> Cgroup | None:
+        """Move a new worker into a cgroup of its own, before it is given any invocation."""
+        if self.tree is None:
+            return None
+        cgroup = self.tree.make(self.label, self.spec.memory_mb, self.spec.pids_max)
+        try:
+            cgroup.add(pid)
+        except OSError:
+            cgroup.remove()
+            raise
+        return cgroup
+
+    def _on_output(self) -> None:
+        try:
+            data = os.read(self._log_fd, READ_SIZE)
+        except BlockingIOError:
+            return
+        if data:
+            self.output(data)
+        else:
+            self._loop.remove_reader(self._log_fd)
+            os.close(self._log_fd)
+            self._log_fd = -1
 
     def _on_message(self) -> None:
         assert self._sock is not None
         try:
-            data, fds, _, _ = socket.recv_fds(self._sock, 1 << 20, 3)
+            # Close-on-exec as they arrive: a process the router starts later must not inherit
+            # another function's pipes.
+            data, fds, _, _ = socket.recv_fds(self._sock, 1 << 20, 4, socket.MSG_CMSG_CLOEXEC)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -171,12 +347,24 @@ class ForkServer:
         kind = message["type"]
         if kind == "forked":
             answer = self._forks.get(message["id"])
+            try:
+                host_pid = _pidfd_pid(fds[3])  # the fork server's pid namespace is not ours
+            finally:
+                os.close(fds[3])
             if answer is None or answer.done():  # its waiter gave up: nobody will use it
-                for fd in fds:
+                for fd in fds[:3]:
                     os.close(fd)
-                kill_group(message["pid"])
-            else:
-                answer.set_result((message["pid"], (fds[0], fds[1], fds[2])))
+                kill_group(host_pid)
+                return
+            try:
+                cgroup = self._limit(host_pid)
+            except OSError as e:  # gone already, or out of cgroups: it must not run unlimited
+                for fd in fds[:3]:
+                    os.close(fd)
+                kill_group(host_pid)
+                answer.set_exception(ForkFailed(f"cannot limit the worker: {e.strerror}"))
+                return
+            answer.set_result((message["pid"], host_pid, cgroup, (fds[0], fds[1], fds[2])))
         elif kind == "fork_failed":
             answer = self._forks.get(message["id"])
             if answer is not None and not answer.done():
@@ -194,6 +382,9 @@ class ForkServer:
     def _gone(self, returncode: int) -> None:
         """The fork server exited: nothing more will be forked or reaped through it."""
         self.close()
+        self._stop_network()
+        if self.cgroup is not None:
+            self.cgroup.remove()
         self.gone.set_result(returncode)
         error = ForkServerGone(returncode)
         if not self.ready.done():

@@ -14,7 +14,6 @@ import contextlib
 import math
 import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 from typing import Protocol
@@ -22,17 +21,19 @@ from typing import Protocol
 import msgspec
 
 from workers import protocol
+from workers.cgroups import Cgroup
 from workers.protocol import InitError, Ready, Result
+from workers.sandbox import Sandbox
 
 BOOTSTRAP = str(Path(__file__).with_name("bootstrap.py"))
 READ_SIZE = 1 << 16  # 64 KiB: larger reads allocate a larger buffer on every call
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
-def python_argv(python: str) -> list[str]:
+def python_argv(python: str, bootstrap: str = BOOTSTRAP) -> list[str]:
     # -I: the bootstrap's folder stays off sys.path; -u: like Lambda's runtime, print() reaches the
     # log at once and in order with os.write and logging, rather than when a buffer fills.
-    return [python, "-I", "-u", BOOTSTRAP]
+    return [python, "-I", "-u", bootstrap]
 
 
 def kill_group(pid: int) -> None:
@@ -42,11 +43,16 @@ def kill_group(pid: int) -> None:
 
 
 class WorkerSpec(msgspec.Struct, frozen=True):
-    """How to start a worker of one function."""
+    """How to start the workers of one function (through its fork server)."""
 
     python: str
     env: dict[str, str]
     cwd: str
+    fork: bool = True  # fork warm workers from an imported module; else exec a fresh interpreter
+    sandbox: Sandbox | None = None
+    memory_mb: int = 128  # the cgroup limit of each worker and of the fork server
+    pids_max: int = 1024
+    nofile: int = 1024
 
 
 class Listener(Protocol):
@@ -58,7 +64,7 @@ class Listener(Protocol):
 
 
 class Worker:
-    __slots__ = ("pid", "listener", "tag", "state", "job", "deadline", "killed", "rss_mb",
+    __slots__ = ("pid", "listener", "tag", "state", "job", "deadline", "killed", "rss_mb", "cgroup",
                  "spawned", "init_duration_ms", "idle_since", "invocations", "gone", "_in_fd",
                  "_out_fd", "_log_fd", "_statm_fd", "_reader", "_pending", "_loop")
 
@@ -71,6 +77,7 @@ class Worker:
         self.deadline = math.inf  # monotonic time by which the current job (or init) must finish
         self.killed: str | None = None  # why the listener killed it: "timeout" or "oom"
         self.rss_mb = 0  # as last measured by rss()
+        self.cgroup: Cgroup | None = None  # its memory and pids limits, where cgroups are had
         self.spawned = time.monotonic()
         self.init_duration_ms = 0.0
         self.idle_since = 0.0
@@ -81,29 +88,9 @@ class Worker:
         self._pending = b""
         self._reader = protocol.FrameReader()
 
-    async def spawn(self, spec: WorkerSpec, init_deadline: float) -> None:
-        """Start a fresh interpreter that imports the handler itself (no fork server)."""
-        to_worker_r, to_worker_w = os.pipe()
-        from_worker_r, from_worker_w = os.pipe()
-        log_r, log_w = os.pipe()
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *python_argv(spec.python), str(to_worker_r), str(from_worker_w),
-                stdin=subprocess.DEVNULL, stdout=log_w, stderr=log_w, env=spec.env, cwd=spec.cwd,
-                pass_fds=(to_worker_r, from_worker_w), start_new_session=True)
-        except BaseException:
-            for fd in (to_worker_w, from_worker_r, log_r):
-                os.close(fd)
-            raise
-        finally:
-            for fd in (to_worker_r, from_worker_w, log_w):
-                os.close(fd)
-        self.attach(proc.pid, (to_worker_w, from_worker_r, log_r), init_deadline)
-        reaper = asyncio.ensure_future(proc.wait())
-        reaper.add_done_callback(lambda t: t.cancelled() or self.exited(t.result()))
-
     def attach(self, pid: int, fds: tuple[int, int, int], init_deadline: float) -> None:
-        """Take over a started worker's pipe ends: to it, from it, its output."""
+        """Take over a started worker (``pid`` as the host sees it) and its pipe ends: to it,
+        from it, its output."""
         self.pid = pid
         self.deadline = init_deadline
         self._in_fd, self._out_fd, self._log_fd = fds
@@ -118,6 +105,10 @@ class Worker:
             return
         self.drain_output()
         self.state = "dead"
+        if self.cgroup is not None:
+            if self.killed is None and self.cgroup.oom_kills():
+                self.killed = "oom"  # the kernel, not the router, stopped it at memory_mb
+            self.cgroup.remove()
         self._loop.remove_reader(self._out_fd)
         self._loop.remove_reader(self._log_fd)
         self._close_input()

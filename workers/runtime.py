@@ -1,0 +1,58 @@
+"""Which interpreter a ``pythonX.Y`` runtime is, found by running it once.
+
+A lookup on PATH is not enough: a version manager's shim (pyenv's) or a broken link passes it, and
+then every worker fails to start. Running the interpreter answers with its real executable and the
+folders it needs, which the sandbox binds read-only at the same paths (a virtualenv's
+``pyvenv.cfg`` names its base by absolute path, so the paths cannot move).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from functools import cache
+
+import msgspec
+
+_PROBE = ("import json, sys; print(json.dumps([sys.executable, sys.prefix, sys.base_prefix, "
+          "'%d.%d' % sys.version_info[:2]]))")
+
+
+class BadRuntime(Exception):
+    """The runtime cannot run; the message says why, in one line."""
+
+
+class Interpreter(msgspec.Struct, frozen=True):
+    executable: str
+    prefix: str  # sys.prefix: a virtualenv's own folder, or the same as base_prefix
+    base_prefix: str
+    version: str  # "3.11"
+
+    @property
+    def folders(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys((self.base_prefix, self.prefix)))
+
+
+@cache
+def probe(runtime: str, path: str | None = None) -> Interpreter:
+    """Run ``runtime`` (e.g. ``python3.11``, looked up on ``path``) once and describe it."""
+    found = shutil.which(runtime, path=path)
+    if found is None:
+        raise BadRuntime(f"{json.dumps(runtime)} was not found on PATH")
+    try:
+        done = subprocess.run([found, "-I", "-c", _PROBE], capture_output=True, timeout=10,
+                              stdin=subprocess.DEVNULL, env={"PATH": path or os.defpath})
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise BadRuntime(f"{json.dumps(runtime)} ({found}) does not run: {e}") from None
+    try:
+        executable, prefix, base, version = json.loads(done.stdout)
+    except ValueError:
+        detail = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or [
+            f"exit status {done.returncode}"]
+        raise BadRuntime(f"{json.dumps(runtime)} ({found}) does not run: "
+                         f"{' '.join(detail[0].split())}") from None
+    if f"python{version}" != runtime:
+        raise BadRuntime(f"{json.dumps(runtime)} ({found}) is Python {version}")
+    return Interpreter(executable, prefix, base, version)

@@ -1,0 +1,142 @@
+"""A function's sandbox: the bubblewrap command line around its fork server, and its network.
+
+The fork server of a function starts inside the sandbox and every worker is forked (or exec'd) from
+it, so isolation is paid once per function, not once per cold start. What the sandbox gives:
+
+- its own PID, IPC, UTS and mount namespaces; a root of its own in which the system's ``/usr`` and
+  the runtime's folders are read-only, the code read-only at ``/var/task``, the bootstrap at
+  ``/var/runtime``, and a ``/tmp`` bounded by ``ephemeral_storage_mb``; nothing else of the host;
+- an unprivileged host uid: a distinct one per function when the daemon runs as root (bubblewrap
+  run by root sets up the mounts, then ``setpriv`` drops to the function's uid, its capabilities
+  and bounding set; a user namespace alone would leave it root on the host), the daemon's own
+  user in a user namespace otherwise; ``no_new_privs`` and a new session either way;
+- a network namespace: by default pasta gives it outside addresses but none of the host's loopback
+  except the TCP ports its config allows; ``none`` leaves it only its own loopback; ``host``
+  shares the daemon's.
+
+``argv`` is pure (tested with tables); the pool's fork server runs the command, reads bubblewrap's
+``--info-fd`` for the sandbox's host pid, puts it in its cgroups, attaches pasta, then lets it go on
+through ``--block-fd``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path, PurePosixPath
+
+import msgspec
+
+TASK_ROOT = "/var/task"
+RUNTIME_DIR = "/var/runtime"
+SANDBOX_UID = 993  # the uid a function sees when the sandbox maps one (Lambda's sbx_user1051)
+
+# Host files a function may need that hold nothing of the daemon's: name resolution, certificates,
+# time zones, the dynamic linker's cache.
+ETC_FILES = ("/etc/resolv.conf", "/etc/hosts", "/etc/nsswitch.conf", "/etc/host.conf",
+             "/etc/ld.so.cache", "/etc/localtime", "/etc/ssl", "/etc/ca-certificates",
+             "/etc/alternatives", "/etc/mime.types", "/etc/protocols", "/etc/services")
+MERGED_USR = ("bin", "lib", "lib64", "lib32", "libx32", "sbin")
+
+
+class Network(msgspec.Struct, frozen=True):
+    mode: str  # "default" | "none" | "host"
+    ports: tuple[int, ...] = ()  # host loopback TCP ports the function may reach
+
+
+class Sandbox(msgspec.Struct, frozen=True):
+    """How one function's sandbox is built."""
+
+    uid: int | None  # the host uid to drop to (a root daemon); None: a user namespace
+    code: str  # host folder, read-only at /var/task
+    bootstrap: str  # host path of the runtime's bootstrap, read-only in /var/runtime
+    runtime: tuple[str, ...]  # the interpreter's folders, read-only at the same paths
+    tmp_mb: int
+    network: Network
+    hostname: str = "sandbox"
+
+
+def bootstrap_path(sandbox: Sandbox) -> str:
+    return f"{RUNTIME_DIR}/{PurePosixPath(sandbox.bootstrap).name}"
+
+
+def _parents(path: str, made: set[str]) -> list[str]:
+    """``--dir`` for each folder above ``path`` not made yet, world-readable: bubblewrap would
+    make them 0700 and the unprivileged function could not reach what is bound below them."""
+    out: list[str] = []
+    for parent in reversed(PurePosixPath(path).parents):
+        text = str(parent)
+        if text != "/" and text not in made:
+            made.add(text)
+            out += ["--perms", "0755", "--dir", text]
+    return out
+
+
+def argv(sandbox: Sandbox, command: list[str], info_fd: int, block_fd: int | None,
+         root: str = "/") -> list[str]:
+    """bubblewrap's command line around ``command``. ``root`` is where the host's /usr and /etc
+    are looked for (tests give another)."""
+    net = sandbox.network.mode
+    args = ["bwrap", "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-ipc",
+            "--unshare-uts", "--unshare-cgroup-try", "--hostname", sandbox.hostname]
+    if net != "host":
+        args.append("--unshare-net")
+    if sandbox.uid is None:
+        args += ["--unshare-user", "--disable-userns", "--uid", str(SANDBOX_UID),
+                 "--gid", str(SANDBOX_UID)]
+    else:
+        # Only what setpriv needs to drop to the function's uid; it then drops these too.
+        args += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID",
+                 "--cap-add", "CAP_SETPCAP"]
+    args += ["--ro-bind", "/usr", "/usr"]
+    for name in MERGED_USR:
+        host = Path(root, name)
+        if host.is_symlink():
+            args += ["--symlink", os.readlink(host), f"/{name}"]
+        elif host.is_dir():
+            args += ["--ro-bind", f"/{name}", f"/{name}"]
+    for path in ETC_FILES:
+        if Path(root, path.lstrip("/")).exists():
+            args += ["--ro-bind", path, path]
+    made: set[str] = set()
+    for folder in sandbox.runtime:
+        if not folder.startswith("/usr/"):
+            args += [*_parents(folder, made), "--ro-bind", folder, folder]
+    args += [*_parents(TASK_ROOT, made), "--ro-bind", sandbox.code, TASK_ROOT,
+             *_parents(bootstrap_path(sandbox), made), "--ro-bind", sandbox.bootstrap,
+             bootstrap_path(sandbox),
+             "--perms", "1777", "--size", str(sandbox.tmp_mb * 1024 * 1024), "--tmpfs", "/tmp",
+             "--proc", "/proc", "--dev", "/dev", "--chdir", TASK_ROOT, "--info-fd", str(info_fd)]
+    if block_fd is not None:
+        args += ["--block-fd", str(block_fd)]
+    args.append("--")
+    if sandbox.uid is not None:
+        args += ["setpriv", f"--reuid={sandbox.uid}", f"--regid={sandbox.uid}", "--clear-groups",
+                 "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--"]
+    return args + command
+
+
+def pasta_argv(sandbox: Sandbox, netns_fd: int, userns_fd: int | None, pid_fd: int) -> list[str]:
+    """pasta, attached to the sandbox's network namespace (and, in a user namespace, to that):
+    outside addresses through its own stack, the host's loopback only on the allowed ports
+    (``-T``), nothing forwarded inwards, and no mapping of the gateway address to the host.
+
+    The namespaces are passed as descriptors the router opened: pasta drops its capabilities
+    before it opens a path, and the sandbox, being non-dumpable, is then out of its reach. pasta
+    goes to the background once the namespace is configured and writes its pid to ``pid_fd``: it
+    holds the namespace open, so it is stopped with the sandbox, not by the sandbox's end."""
+    ports = ",".join(map(str, sandbox.network.ports)) or "none"
+    args = ["pasta", "--quiet", "--config-net", "-t", "none", "-u", "none", "-T", ports,
+            "-U", "none", "--no-map-gw", "--netns", f"/proc/self/fd/{netns_fd}",
+            "--pid", f"/proc/self/fd/{pid_fd}"]
+    if userns_fd is not None:
+        return [*args, "--userns", f"/proc/self/fd/{userns_fd}"]
+    # Run as root, pasta would switch to nobody before it joins a namespace only root may join.
+    return [*args, "--netns-only", "--runas", "0:0"]
+
+
+def missing_tools() -> list[str]:
+    """The sandbox's programs that are not installed (with the Debian package that has each)."""
+    wanted = {"bwrap": "bubblewrap", "pasta": "passt", "setpriv": "util-linux"}
+    return [f"{tool} (package {package})" for tool, package in wanted.items()
+            if shutil.which(tool) is None]

@@ -84,7 +84,7 @@ def test_worker_environment_is_lambdas_and_the_functions_own(daemon: Daemon) -> 
     assert env["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"] == "128"
     assert env["AWS_LAMBDA_FUNCTION_VERSION"] == "$LATEST"
     assert env["_HANDLER"] == "outcomes.echo"
-    assert env["LAMBDA_TASK_ROOT"] == str(daemon.folder / "functions")
+    assert env["LAMBDA_TASK_ROOT"] == "/var/task"  # the code, as the sandbox shows it
     assert env["AWS_LAMBDA_LOG_GROUP_NAME"] == "/aws/lambda/echo"
     assert env["AWS_LAMBDA_LOG_STREAM_NAME"]
     assert env["TZ"] == "UTC"

@@ -341,6 +341,21 @@ def init() -> tuple[dict, RequestIdFilter, object]:
     return environ, request_ids, load_handler(environ["_HANDLER"])
 
 
+def close_other_fds(keep: set) -> None:
+    """Close every descriptor but ``keep`` (and stdio): whatever a parent leaked, by mistake or
+    by design (bubblewrap's hand-shake pipes), must not reach the function."""
+    try:
+        fds = [int(fd) for fd in os.listdir("/proc/self/fd")]
+    except OSError:
+        fds = list(range(3, 1024))
+    for fd in fds:
+        if fd > 2 and fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
 def open_channel(in_fd: int, out_fd: int) -> Channel:
     # Subprocesses the handler starts must not inherit the channel.
     os.set_inheritable(in_fd, False)
@@ -372,6 +387,7 @@ def forkserver_main(ctrl_fd: int, fork: bool) -> int:
     (SOCK_SEQPACKET) are JSON; a worker's three pipe ends and a pidfd (the router's pid namespace
     is not this one's) travel as SCM_RIGHTS.
     """
+    close_other_fds({ctrl_fd})
     ctrl = socket.socket(fileno=ctrl_fd)
     ctrl.set_inheritable(False)
     handler = None
@@ -459,8 +475,7 @@ def fork_worker(ctrl: socket.socket, wake: tuple[int, int], request: dict, handl
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             os.dup2(log_w, 1)
             os.dup2(log_w, 2)
-            for fd in (ctrl.fileno(), *wake, to_w, from_r, log_r, log_w):
-                os.close(fd)
+            close_other_fds({to_r, from_w})
             os.environ.update(request["env"])
             if handler is None:  # a fresh interpreter, with only these descriptors
                 os.set_inheritable(to_r, True)

@@ -1,0 +1,219 @@
+"""The sandbox, tried as an attacker inside a function would: a handler attempts every escape and
+reports what it got; each must fail while the daemon and other functions go on untouched."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import Daemon, function_toml
+from test_limits import processes
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="per-function uids need a root daemon")
+
+SECRET_TOKEN = "s3cr3t-token-only-in-config"
+
+
+@pytest.fixture(scope="module")
+def granted() -> Iterator[int]:
+    """A TCP service on the host's loopback that one function is allowed to reach."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield server.getsockname()[1]
+    stop.set()
+    thread.join()
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def daemon(make_daemon, granted: int) -> Daemon:  # type: ignore[no-untyped-def]
+    functions = "".join([
+        # /tmp is memory (tmpfs), charged to the worker: 1 GB lets /tmp's own 512 MB bound show.
+        function_toml("attacker", "escape.probe", timeout_s=20, memory_mb=1024,
+                      ephemeral_storage_mb=512),
+        function_toml("granted", "escape.probe", allow=[f"127.0.0.1:{granted}"]),
+        function_toml("offline", "escape.probe", network="none"),
+        function_toml("victim", "outcomes.echo", env={"VICTIM_SECRET": "victim-env-secret"}),
+        function_toml("bomb", "escape.fork_bomb", timeout_s=20),
+        function_toml("hungry", "escape.child_allocates", memory_mb=128, timeout_s=20),
+        function_toml("fresh", "escape.probe", fork_server=False),
+    ])
+    server = f'tokens = ["{SECRET_TOKEN}"]\n[sandbox]\npids_max = 64\n'
+    return make_daemon(functions, server=server)
+
+
+def auth() -> dict[str, str]:
+    return {"Authorization": f"Bearer {SECRET_TOKEN}"}
+
+
+def attack(daemon: Daemon, name: str = "attacker", **event: object) -> dict:
+    r = daemon.invoke(name, event, headers=auth())
+    assert r.status == 200 and "X-Amz-Function-Error" not in r.headers, r
+    return r.json()  # type: ignore[return-value]
+
+
+def healthz_ms(daemon: Daemon) -> float:
+    t0 = time.perf_counter()
+    assert daemon.request("GET", "/healthz").status == 200
+    return (time.perf_counter() - t0) * 1000
+
+
+def test_secrets_files_and_other_functions_are_out_of_reach(daemon: Daemon) -> None:
+    assert daemon.proc is not None
+    victim_code = daemon.folder / "functions" / "outcomes.py"
+    targets = [str(daemon.config_path), str(daemon.folder / "var" / "metering.jsonl"),
+               f"/proc/{daemon.proc.pid}/environ", str(victim_code), "/etc/shadow",
+               "/root/.bashrc", str(Path.home() / ".aws" / "credentials")]
+    report = attack(daemon, read=targets, write=[str(victim_code), str(daemon.config_path)])
+    for target in targets:
+        assert not report[f"read {target}"]["ok"], (target, report[f"read {target}"])
+    for target in (victim_code, daemon.config_path):
+        assert not report[f"write {target}"]["ok"]
+    assert "# planted" not in victim_code.read_text()
+    assert not report["write /var/task"]["ok"]
+    assert report["write /var/task"]["errno"] in (13, 30)  # not its files; a read-only mount
+    assert SECRET_TOKEN not in str(report)
+    assert "victim-env-secret" not in str(report)
+
+
+def test_it_sees_only_its_own_processes_and_can_signal_or_trace_nothing_else(daemon: Daemon) -> None:
+    assert daemon.proc is not None
+    victim = daemon.invoke("victim", {}, headers=auth())
+    victim_pid = daemon.record(victim.headers["x-amzn-RequestId"])["worker_pid"]
+    report = attack(daemon, kill=[daemon.proc.pid, victim_pid, 1])
+    assert len(report["pids"]) <= 3, report["pids"]  # the sandbox's init, fork server, itself
+    assert daemon.proc.pid not in report["pids"]
+    for pid in (daemon.proc.pid, victim_pid, 1):
+        assert not report[f"kill {pid}"]["ok"], pid
+        assert not report[f"ptrace {pid}"]["ok"], pid
+    assert daemon.proc.poll() is None
+    assert daemon.invoke("victim", {}, headers=auth()).status == 200
+
+
+def test_it_runs_as_an_unprivileged_uid_of_its_own(daemon: Daemon) -> None:
+    first = attack(daemon)
+    other = attack(daemon, "granted")
+    assert first["uid"] != 0 and other["uid"] != 0
+    assert first["uid"] != other["uid"]
+    assert first["cap_eff"] == "0000000000000000"
+    assert "NoNewPrivs:\t1" in first["status"]
+    assert not first["setuid 0"]["ok"]
+    # As the host sees it, too (inside there is no user namespace that could remap it).
+    r = daemon.invoke("attacker", {}, headers=auth())
+    host_pid = daemon.record(r.headers["x-amzn-RequestId"])["worker_pid"]
+    uids = Path(f"/proc/{host_pid}/status").read_text().split("Uid:")[1].split()[:4]
+    assert set(uids) == {str(first["uid"])}
+
+
+def test_the_network_reaches_no_host_loopback_port_unless_granted(daemon: Daemon, granted: int) -> None:
+    ports = [daemon.port, 5432, 6379, granted]
+    report = attack(daemon, connect=ports)
+    for port in ports:
+        assert not report[f"connect {port}"]["ok"], (port, report[f"connect {port}"])
+    allowed = attack(daemon, "granted", connect=[granted, daemon.port])
+    assert allowed[f"connect {granted}"]["ok"], allowed[f"connect {granted}"]
+    assert not allowed[f"connect {daemon.port}"]["ok"]
+    offline = attack(daemon, "offline", connect=[granted])
+    assert not offline[f"connect {granted}"]["ok"]
+
+
+def test_tmp_is_bounded_and_the_daemon_keeps_answering(daemon: Daemon) -> None:
+    report = attack(daemon, fill_tmp_mb=600)
+    assert not report["fill tmp"]["ok"]
+    assert report["fill tmp"]["errno"] in (27, 28)  # EFBIG (fsize) or ENOSPC (the tmpfs)
+    assert healthz_ms(daemon) < 100
+
+
+def test_a_worker_holds_only_its_own_descriptors(daemon: Daemon) -> None:
+    # Churn: kill the attacker's fork server, so that a respawned one would show a leak.
+    assert daemon.proc is not None
+    for name in ("victim", "granted", "fresh"):
+        daemon.invoke(name, {}, headers=auth())
+    servers = [p for p in processes() if "forkserver" in _cmdline(p)
+               and "AWS_LAMBDA_FUNCTION_NAME=attacker\0" in _environ_name(p)]
+    assert servers
+    for pid in servers:
+        os.kill(pid, 9)
+    time.sleep(0.5)
+    for name in ("attacker", "fresh"):
+        fds = attack(daemon, name)["fds"]
+        targets = sorted(v["result"] for v in fds.values() if v["ok"])
+        kinds = [t.split(":")[0] for t in targets]
+        assert len(targets) <= 6, targets        # stdin, stdout/stderr (one pipe), its two frame pipes, and what the runtime itself
+        # opened (/proc/self/clear_refs, the listing of /proc/self/fd): nothing of the router's.
+        assert len({t for t in targets if t.startswith("pipe:")}) == 3, targets
+        assert not any(k.startswith("socket") for k in kinds), targets
+        assert all(t.startswith(("pipe:", "/dev/null", "/proc/")) for t in targets), targets
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def _environ_name(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def test_the_pids_limit_stops_a_fork_bomb(daemon: Daemon) -> None:
+    r = daemon.invoke("bomb", {"n": 500}, headers=auth())
+    body = r.json()
+    assert body["errno"] == 11, body  # EAGAIN: the cgroup's pids.max
+    assert 30 < body["forked"] < 64, body
+    assert healthz_ms(daemon) < 100
+
+
+def test_memory_limit_covers_a_child_process(daemon: Daemon) -> None:
+    t0 = time.monotonic()
+    r = daemon.invoke("hungry", {"mb": 400}, headers=auth())
+    assert time.monotonic() - t0 < 5  # at once, not after the child's 5 s sleep
+    # The kernel stops the child at memory_mb: it dies, or the worker does with it (then the
+    # invocation is Lambda's Runtime.OutOfMemory).
+    if "X-Amz-Function-Error" in r.headers:
+        assert r.json()["errorType"] == "Runtime.OutOfMemory"
+        assert daemon.record(r.headers["x-amzn-RequestId"])["outcome"] == "oom"
+    else:
+        assert r.json()["child_returncode"] == -9, r
+
+
+def test_health_stays_fast_while_functions_attack(daemon: Daemon) -> None:
+    done = threading.Event()
+
+    def hammer() -> None:
+        while not done.is_set():
+            daemon.invoke("bomb", {"n": 100}, headers=auth())
+
+    thread = threading.Thread(target=hammer)
+    thread.start()
+    try:
+        times = []
+        for _ in range(20):
+            times.append(healthz_ms(daemon))
+            time.sleep(0.05)
+    finally:
+        done.set()
+        thread.join()
+    assert sorted(times)[-2] < 100, times  # the 19th of 20: one scheduling hiccup allowed
+    assert daemon.request("GET", "/readyz").status == 200

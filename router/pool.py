@@ -141,6 +141,7 @@ class FunctionPool:
         self.forkserver: ForkServer | None = None
         self._failed_server: ForkServer | None = None  # whose failure is reported already
         self.closing = False
+        self.empty_since = time.monotonic()  # when its last worker went (its fork server idles)
         self._tasks: set[asyncio.Task[None]] = set()
 
     def _configure(self, fn: FunctionConfig) -> None:
@@ -296,6 +297,8 @@ class FunctionPool:
 
     def worker_exited(self, worker: Worker, returncode: int) -> None:
         self.workers.discard(worker)
+        if not self.workers:
+            self.empty_since = time.monotonic()
         self.capacity.released(self)
         if worker in self.idle:
             self.idle.remove(worker)
@@ -346,6 +349,15 @@ class FunctionPool:
             self.idle = [w for w in self.idle if w not in stopping]
             for w in stopping:
                 w.stop()
+        server = self.forkserver
+        if server is not None and not self.workers and not decision.start \
+                and now - self.empty_since >= self.config.fork_server_idle_s:
+            # Scaled to zero for long: its fork server's memory goes back too; the next cold start
+            # pays the import again (its Init Duration shows it).
+            log.info("%s: idle for %.0f s: stopping its fork server", self.config.name,
+                     now - self.empty_since)
+            server.retire()
+            self.forkserver = None
         if decision.start and self.failure is not None and now < self.failure.retry_at \
                 and not self.queue:
             return  # the floor waits out the init back-off; queued callers may try again

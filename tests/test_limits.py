@@ -54,6 +54,7 @@ def daemon(make_daemon) -> Daemon:  # type: ignore[no-untyped-def]
     functions = "".join([
         function_toml("slowimport", "slowimport.handler", max_workers=4),
         function_toml("slowimport_fresh", "slowimport.handler", max_workers=4, fork_server=False),
+        function_toml("idler", "slowimport.handler", keep_warm_s=0.2, fork_server_idle_s=1),
         function_toml("grows", "hostile.grows", memory_mb=128, timeout_s=10),
         function_toml("uses", "hostile.uses", memory_mb=512, max_workers=1),
         function_toml("queue2", "hostile.sleeps", max_workers=1, max_queue=2),
@@ -88,6 +89,31 @@ def test_without_fork_server_every_worker_pays_the_import(daemon: Daemon) -> Non
     responses = invoke_all(daemon, [("slowimport_fresh", {"seconds": 0.2})] * 3)
     records = [daemon.record(r.headers["x-amzn-RequestId"]) for r in responses]
     assert all(r["cold"] and r["init_duration_ms"] >= 500 for r in records), records
+
+
+def test_an_idle_function_gives_up_its_fork_server_and_pays_the_import_again(daemon: Daemon) -> None:
+    def servers() -> list[int]:
+        return [p for p in processes() if "forkserver" in _cmdline(p)
+                and "AWS_LAMBDA_FUNCTION_NAME=idler\0" in _environ(p)]
+
+    first = daemon.invoke("idler", {})
+    assert daemon.record(first.headers["x-amzn-RequestId"])["init_duration_ms"] >= 500
+    assert servers()
+    daemon.wait_for_line("idler: idle for", timeout=10)  # its worker stops, then its server
+    deadline = time.monotonic() + 5
+    while servers() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not servers()
+    again = daemon.invoke("idler", {})
+    assert again.status == 200
+    assert daemon.record(again.headers["x-amzn-RequestId"])["init_duration_ms"] >= 1400
+
+
+def _environ(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def test_init_failure_is_retried_with_backoff_not_in_a_loop(daemon: Daemon) -> None:

@@ -1,9 +1,11 @@
-"""Cold start of a worker whose module imports boto3: a fresh interpreter vs a fork-server fork.
+"""Cold start of a worker whose module imports boto3: forked from the fork server vs a fresh
+interpreter, with the sandbox on (bubblewrap, pasta, cgroups) and off, one at a time and in bursts.
 
-Both are measured in this one process, alternating, with the router's own classes: the time from
-asking for a worker to its ``ready`` frame, which is what metering reports as ``init_duration_ms``.
+Everything is measured in this one process with the router's own classes: the time from asking for
+a worker to its ``ready`` frame, which is what metering reports as ``init_duration_ms``. A fresh
+interpreter is the same fork server in its exec mode (``fork_server = false``), in the same sandbox.
 
-Usage: python bench/cold_start.py [--starts 50]
+Usage: python bench/cold_start.py [--starts 30] [--burst 8]
 """
 
 from __future__ import annotations
@@ -15,16 +17,17 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import uvloop
 from harness import percentile, table
 
 from router.config import parse
+from router.isolation import Isolation
 from router.pool import worker_env
 from workers.forkserver import ForkServer
-from workers.process import Worker, WorkerSpec
+from workers.process import BOOTSTRAP, Worker, WorkerSpec
+from workers.runtime import probe
 
 HANDLER = "import boto3\n\ndef handler(event, context):\n    return {}\n"
 
@@ -44,65 +47,83 @@ class Listener:
     def worker_exited(self, worker: Worker, returncode: int) -> None: ...
 
 
-def spec(code: str) -> WorkerSpec:
-    """The function's worker spec, environment and all, as the daemon would build it."""
+def spec(code: str, sandboxed: bool, fork: bool) -> tuple[WorkerSpec, Isolation]:
+    """The function's worker spec, sandbox and all, as the daemon would build it."""
     function = {"name": "cold", "handler": "app.handler", "code": code,
-                "runtime": f"python3.{sys.version_info.minor}"}
-    config = parse({"functions": [function]}, Path(code), {})
-    env = worker_env(config.functions[0], config, dict(os.environ))
-    return WorkerSpec(python=sys.executable, env=env | {"AWS_LAMBDA_LOG_STREAM_NAME": "bench"},
-                      cwd=code)
+                "runtime": f"python3.{sys.version_info.minor}", "fork_server": fork}
+    raw = {"functions": [function], "sandbox": {"mode": "bubblewrap" if sandboxed else "none"}}
+    config = parse(raw, Path(code), dict(os.environ))
+    fn = config.functions[0]
+    isolation = Isolation(config, BOOTSTRAP)
+    isolation.open(config.functions)
+    interpreter = probe(fn.runtime, os.environ.get("PATH"))
+    sandbox = isolation.sandbox(fn, interpreter)
+    env = worker_env(fn, config, dict(os.environ), interpreter if sandbox else None)
+    return WorkerSpec(python=interpreter.executable, env=env, cwd=code, fork=fork,
+                      sandbox=sandbox, memory_mb=fn.memory_mb), isolation
 
 
-async def timed(start: Callable[[Worker], Awaitable[None]]) -> float:
-    """Milliseconds from asking ``start`` for a worker to its ready frame; the worker then stops."""
-    listener = Listener()
-    worker = Worker(listener)
+async def cold_starts(server: ForkServer, n: int) -> list[float]:
+    """Milliseconds from asking for ``n`` workers at once to each one's ready frame."""
+    listeners = [Listener() for _ in range(n)]
+    workers = [Worker(listener) for listener in listeners]
     t0 = time.perf_counter()
-    await start(worker)
-    ready = await listener.ready
-    worker.stop()
-    await worker.gone
-    return (ready - t0) * 1000
+    await asyncio.gather(*(server.fork(w, {"AWS_LAMBDA_LOG_STREAM_NAME": "bench"},
+                                       time.monotonic() + 30) for w in workers))
+    ready = await asyncio.gather(*(listener.ready for listener in listeners))
+    for worker in workers:
+        worker.stop()
+    await asyncio.gather(*(w.gone for w in workers))
+    return [(t - t0) * 1000 for t in ready]
 
 
-async def main(starts: int) -> None:
+async def main(starts: int, burst: int) -> None:
+    results: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as code:
+        os.chmod(code, 0o755)  # the sandboxed function's uid must read its code
         Path(code, "app.py").write_text(HANDLER)
-        s = spec(code)
-        server = ForkServer()
-
-        def fresh_start(worker: Worker) -> Awaitable[None]:
-            return worker.spawn(s, time.monotonic() + 30)
-
-        def forked_start(worker: Worker) -> Awaitable[None]:
-            return server.fork(worker, {"AWS_LAMBDA_LOG_STREAM_NAME": "bench"},
-                               time.monotonic() + 30)
-
-        t0 = time.perf_counter()
-        await server.start(s)
-        await timed(forked_start)
-        first = (time.perf_counter() - t0) * 1000
-        fresh, forked = [], []
+        servers = {}
+        for sandboxed in (False, True):
+            for fork in (True, False):
+                s, isolation = spec(code, sandboxed, fork)
+                server = ForkServer("cold", isolation.tree)
+                await server.start(s, time.monotonic() + 30)
+                await server.ready
+                await cold_starts(server, 1)  # the first pays the import: not a later cold start
+                servers[sandboxed, fork] = (server, isolation)
+        # Alternating rounds, so that every kind sees the same machine.
         for _ in range(starts):
-            fresh.append(await timed(fresh_start))
-            forked.append(await timed(forked_start))
-        server.close()
-        await server.gone
-    rows = [
-        ["fresh interpreter (no fork server)", f"{statistics.median(fresh):.1f}",
-         f"{percentile(fresh, 0.99):.1f}"],
-        ["forked from the fork server", f"{statistics.median(forked):.1f}",
-         f"{percentile(forked, 0.99):.1f}"],
-        ["ratio forked / fresh", f"{statistics.median(forked) / statistics.median(fresh):.3f}",
-         f"{percentile(forked, 0.99) / percentile(fresh, 0.99):.3f}"],
-    ]
+            for (sandboxed, fork), (server, _) in servers.items():
+                key = f"{'sandbox' if sandboxed else 'no sandbox'}, {'forked' if fork else 'fresh'}"
+                results.setdefault(key, []).extend(await cold_starts(server, 1))
+        for _ in range(max(1, starts // burst)):
+            for (sandboxed, fork), (server, _) in servers.items():
+                key = (f"{'sandbox' if sandboxed else 'no sandbox'}, "
+                       f"{'forked' if fork else 'fresh'}, burst of {burst}")
+                results.setdefault(key, []).extend(await cold_starts(server, burst))
+        for server, isolation in servers.values():
+            server.close()
+            await server.gone
+            isolation.close()
+    rows = [[key, f"{statistics.median(v):.1f}", f"{percentile(v, 0.99):.1f}"]
+            for key, v in results.items()]
+    for suffix in ("", f", burst of {burst}"):
+        for where in ("no sandbox", "sandbox"):
+            forked = results[f"{where}, forked{suffix}"]
+            fresh = results[f"{where}, fresh{suffix}"]
+            rows.append([f"ratio forked / fresh ({where}{suffix})",
+                         f"{statistics.median(forked) / statistics.median(fresh):.3f}", ""])
+        on, off = results[f"sandbox, forked{suffix}"], results[f"no sandbox, forked{suffix}"]
+        rows.append([f"ratio sandbox / no sandbox, forked{suffix}",
+                     f"{statistics.median(on) / statistics.median(off):.3f}", ""])
     print(table(["cold start, handler imports boto3", "p50 ms", "p99 ms"], rows))
-    print(f"(first worker, which starts the fork server and pays the import: {first:.0f} ms; "
-          f"{starts} starts each)")
+    print(f"({starts} starts one at a time and {max(1, starts // burst)} bursts of each kind, "
+          "alternating)")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
-    parser.add_argument("--starts", type=int, default=50)
-    uvloop.run(main(parser.parse_args().starts))
+    parser.add_argument("--starts", type=int, default=30)
+    parser.add_argument("--burst", type=int, default=8)
+    args = parser.parse_args()
+    uvloop.run(main(args.starts, args.burst))

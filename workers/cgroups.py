@@ -111,9 +111,12 @@ class Tree:
 
     def make(self, label: str, memory_mb: int, pids: int) -> Cgroup:
         """A new cgroup limited to ``memory_mb`` (no swap beyond it) and ``pids`` tasks."""
-        self._serial += 1
-        name = f"{self.prefix}{label}.{self._serial}"
-        folders = tuple(dict.fromkeys(base / name for base in self.bases.values()))
+        while True:  # a name left by an earlier daemon of the same pid is skipped
+            self._serial += 1
+            name = f"{self.prefix}{label}.{self._serial}"
+            folders = tuple(dict.fromkeys(base / name for base in self.bases.values()))
+            if not any(folder.exists() for folder in folders):
+                break
         limit = str(memory_mb * 1024 * 1024)
         for folder in folders:
             folder.mkdir()

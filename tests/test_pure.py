@@ -12,6 +12,7 @@ import msgspec
 import pytest
 
 from router.config import MeteringConfig
+from router.funclog import whole_lines
 from router.invocation import Status, new_request_id
 from router.metering import _Clock, billed_ms, cost_usd
 from router.pool import exit_text
@@ -364,6 +365,42 @@ def test_decode_worker_frames(body: bytes, message: Ready | InitError | Result) 
 def test_decode_worker_frames_rejects(body: bytes) -> None:
     with pytest.raises(msgspec.DecodeError):
         decode_from_worker(body)
+
+
+# --- router.funclog.whole_lines -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("partial", "chunks", "lines", "left"), [
+    (b"", [b"a\nb\n"], [b"a\nb\n"], b""),
+    (b"", [b"a\nb"], [b"a\n"], b"b"),
+    (b"ab", [b"c\nd"], [b"abc\n"], b"d"),
+    (b"", [b"x"] * 5, [b""] * 5, b"xxxxx"),
+    (b"", [b"x"] * 7, [b""] * 6 + [b"xxxxxx\n"], b"x"),  # cut past the limit, 6
+    (b"", [b"x" * 6, b"\n"], [b"", b"xxxxxx\n"], b""),  # 6 and a newline fit
+    (b"", [b"x" * 13], [b"xxxxxx\nxxxxxx\n"], b"x"),
+    (b"xxxxx", [b"xx\n"], [b"xxxxxx\nx\n"], b""),  # a line of 7 is cut
+    (b"xxxx", [b"xxxxxxxx\nab\ncd"], [b"xxxxxx\nxxxxxx\nab\n"], b"cd"),
+    (b"", [b"\n\n"], [b"\n\n"], b""),
+    (b"", [b""], [b""], b""),
+])
+def test_whole_lines(partial: bytes, chunks: list[bytes], lines: list[bytes], left: bytes) -> None:
+    buffer = bytearray(partial)
+
+    got = [whole_lines(buffer, chunk, limit=6) for chunk in chunks]
+
+    assert got == lines
+    assert buffer == left
+
+
+def test_whole_lines_keeps_every_byte() -> None:
+    text = b"".join(b"y" * n + b"\n" for n in range(40)) + b"z" * 33
+    for size in (1, 2, 5, 7, 64):
+        buffer = bytearray()
+        out = b"".join(whole_lines(buffer, text[i:i + size], limit=8)
+                       for i in range(0, len(text), size))
+        assert out.replace(b"\n", b"") + buffer == text.replace(b"\n", b""), size
+        assert all(len(line) <= 8 for line in out.split(b"\n")), size
+        assert len(buffer) <= 8
 
 
 # --- sources.invoke_api --------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from router.config import NAME_PATTERN, Config, api_auth_required
 from router.metering import Meter
 from router.pool import FunctionPool
 from router.routes import RouteTable, parse_route
-from router.sink import BatchWriter
+from router.sink import LogWriter
 from router.store import Deployed, Store, stamp
 
 log = logging.getLogger("headwater.registry")
@@ -66,7 +66,7 @@ class Registry:
         self.config = config
         self.meter = Meter(config.metering)
         self.loop = asyncio.get_running_loop()
-        self.logs = BatchWriter(2, delay=LOG_FLUSH_S)  # function logs share the daemon's stderr
+        self.logs = LogWriter(2, delay=LOG_FLUSH_S)  # function logs share the daemon's stderr
         self._environ = dict(environ)
         self.capacity = Capacity(config.server.max_workers)
         self.store = Store(config.server.data_dir)

@@ -10,7 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
+import stat
+from collections.abc import Callable
 from pathlib import Path
+
+LOG_BUFFER_BYTES = 1 << 20  # function log bytes held before a flush, whatever the delay
 
 
 class BatchWriter:
@@ -87,3 +92,71 @@ class RotatingFile(BatchWriter):
     def close(self) -> None:
         self.flush()
         os.close(self.fd)
+
+
+def nonblocking_writer(fd: int) -> Callable[[bytes], int]:
+    """A ``write`` on ``fd``'s file that raises ``BlockingIOError`` rather than wait.
+
+    ``fd`` itself is left as it is: its flags are shared with every process that holds the same
+    open file (the terminal's shell, the fork servers, the daemon's own ``logging``), so a pipe or
+    terminal is opened anew through ``/proc/self/fd`` and a socket (journald's) is sent to with
+    ``MSG_DONTWAIT``. A regular file never makes a writer wait on a reader, so it is used as it is.
+    """
+    mode = os.fstat(fd).st_mode
+    if stat.S_ISSOCK(mode):
+        sock = socket.socket(fileno=os.dup(fd))
+        return lambda data: sock.send(data, socket.MSG_DONTWAIT)
+    if stat.S_ISFIFO(mode) or stat.S_ISCHR(mode):
+        try:
+            fd = os.open(f"/proc/self/fd/{fd}",
+                         os.O_WRONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        except OSError:
+            pass  # no /proc: writes may wait, as they did before
+    return lambda data: os.write(fd, data)
+
+
+def unwritten(data: bytes, written: int, mid_line: bool) -> tuple[bytes, int]:
+    """After a write took the first ``written`` bytes of ``data`` (whole lines, except that with
+    ``mid_line`` the stream already holds the start of the first one): the rest of the line the
+    stream is now in the middle of, which must still be written, and how many lines are dropped."""
+    at_line_start = data[written - 1:written] == b"\n" if written else not mid_line
+    if at_line_start:
+        return b"", data.count(b"\n", written)
+    end = data.find(b"\n", written) + 1
+    return data[written:end], data.count(b"\n", end)
+
+
+class LogWriter(BatchWriter):
+    """A ``BatchWriter`` for function logs on the daemon's stderr, which never waits for it.
+
+    When the stderr's reader falls behind (journald, a pipe), whole lines are dropped and counted
+    in ``dropped`` rather than block the event loop; a line written in part is finished first.
+    """
+
+    def __init__(self, fd: int, delay: float) -> None:
+        super().__init__(fd, delay)
+        self._send = nonblocking_writer(fd)
+        self._buffered = 0
+        self._unfinished = b""  # the rest of a line the stream holds the start of
+        self.dropped = 0  # lines
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        self._buffered += len(data)
+        if self._buffered > LOG_BUFFER_BYTES:  # a flood is not held for the whole delay
+            self.flush()
+
+    def _write_all(self, data: bytes) -> None:
+        self._buffered = 0
+        mid_line = bool(self._unfinished)
+        if mid_line:
+            data = self._unfinished + data
+        try:
+            written = self._send(data)
+        except OSError:  # full (BlockingIOError) or gone (EPIPE): the batch is not written
+            written = 0
+        if written < len(data):
+            self._unfinished, lost = unwritten(data, written, mid_line)
+            self.dropped += lost
+        else:
+            self._unfinished = b""

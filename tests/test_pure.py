@@ -21,7 +21,9 @@ from router.sink import unwritten
 from sources.invoke_api import MAX_CLIENT_CONTEXT, client_context, is_json
 from workers.protocol import (
     HEADER,
+    MAX_FRAME,
     FrameReader,
+    FrameTooLarge,
     InitError,
     Invoke,
     Ready,
@@ -274,6 +276,24 @@ def test_frame_reader_yields_each_frame_when_complete() -> None:
     assert got == [[], [], [b"ab"], [b"c", b""], []]
 
 
+@pytest.mark.parametrize("chunks", [
+    [HEADER.pack(11)],
+    [HEADER.pack(11)[:3], HEADER.pack(11)[3:]],  # refused as soon as the header is whole
+    [frame(b"ok") + HEADER.pack(2**32 - 1)],  # after a good frame in the same read
+    [frame(b"ok"), HEADER.pack(11) + b"x" * 11],
+])
+def test_frame_reader_refuses_a_frame_over_its_limit(chunks: list[bytes]) -> None:
+    reader = FrameReader(limit=10)
+    with pytest.raises(FrameTooLarge):
+        for chunk in chunks:
+            reader.feed(chunk)
+
+
+def test_frame_reader_takes_a_frame_at_its_limit() -> None:
+    assert FrameReader(limit=10).feed(frame(b"x" * 10)) == [b"x" * 10]
+    assert FrameReader().limit == MAX_FRAME > 6_291_556
+
+
 @pytest.mark.parametrize("chunk_size", [64 * 1024, 65_535, 1_000_003])
 def test_frame_reader_large_frame(chunk_size: int) -> None:
     big = bytes(range(256)) * 4096  # 1 MiB
@@ -317,11 +337,11 @@ def test_encode_invoke_round_trip(message: Invoke) -> None:
     Ready(),
     InitError(error_type="Runtime.ImportModuleError",
               payload=msgspec.Raw(b'{"errorMessage": "No module named \'app\'"}')),
-    Result(ok=True, error_type=None, duration_ms=1.25, max_memory_mb=42, output_pending=False,
+    Result(ok=True, error_type=None, max_memory_mb=42, output_pending=False,
            payload=msgspec.Raw(b'{"statusCode": 200, "body": "hi"}')),
-    Result(ok=False, error_type="ValueError", duration_ms=0.001, max_memory_mb=0,
+    Result(ok=False, error_type="ValueError", max_memory_mb=0,
            output_pending=True, payload=msgspec.Raw(b'{"errorMessage": "bad"}')),
-    Result(ok=True, error_type=None, duration_ms=3000.0, max_memory_mb=128,
+    Result(ok=True, error_type=None, max_memory_mb=128,
            output_pending=False, payload=msgspec.Raw(b"null")),
 ])
 def test_from_worker_round_trip(message: Ready | InitError | Result) -> None:
@@ -339,13 +359,13 @@ def test_from_worker_round_trip(message: Ready | InitError | Result) -> None:
      b'{"errorMessage": "x", "stackTrace": []}}',
      InitError(error_type="Runtime.HandlerNotFound",
                payload=msgspec.Raw(b'{"errorMessage": "x", "stackTrace": []}'))),
-    (b'{"type":"result","ok":true,"error_type":null,"duration_ms":0.123,"max_memory_mb":30,'
+    (b'{"type":"result","ok":true,"error_type":null,"max_memory_mb":30,'
      b'"output_pending":false,"payload":[1, 2]}',
-     Result(ok=True, error_type=None, duration_ms=0.123, max_memory_mb=30,
+     Result(ok=True, error_type=None, max_memory_mb=30,
             output_pending=False, payload=msgspec.Raw(b"[1, 2]"))),
-    (b'{"type":"result","ok":false,"error_type":"Exception","duration_ms":12,'
+    (b'{"type":"result","ok":false,"error_type":"Exception",'
      b'"max_memory_mb":30,"output_pending":true,"payload":{"errorType": "Exception"}}',
-     Result(ok=False, error_type="Exception", duration_ms=12.0, max_memory_mb=30,
+     Result(ok=False, error_type="Exception", max_memory_mb=30,
             output_pending=True, payload=msgspec.Raw(b'{"errorType": "Exception"}'))),
 ])
 def test_decode_worker_frames(body: bytes, message: Ready | InitError | Result) -> None:
@@ -362,6 +382,8 @@ def test_decode_worker_frames(body: bytes, message: Ready | InitError | Result) 
     b'{"type": "result", "ok": true}',
     b'{"type": "init_error", "error_type": 1, "payload": {}}',
     b'{"type": "ready"} trailing',
+    b'{"type": "surprise"}',
+    b"\xff\xfe garbage",
 ])
 def test_decode_worker_frames_rejects(body: bytes) -> None:
     with pytest.raises(msgspec.DecodeError):

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 LOG_BUFFER_BYTES = 1 << 20  # function log bytes held before a flush, whatever the delay
+LOG_BACKLOG_BYTES = 4 << 20  # function log bytes held while the daemon's stderr is full
 
 
 class BatchWriter:
@@ -94,8 +95,9 @@ class RotatingFile(BatchWriter):
         os.close(self.fd)
 
 
-def nonblocking_writer(fd: int) -> Callable[[bytes], int]:
-    """A ``write`` on ``fd``'s file that raises ``BlockingIOError`` rather than wait.
+def nonblocking_writer(fd: int) -> tuple[int, Callable[[bytes | bytearray], int]]:
+    """A descriptor for ``fd``'s file, to wait on with ``add_writer``, and a ``write`` on it that
+    raises ``BlockingIOError`` rather than wait.
 
     ``fd`` itself is left as it is: its flags are shared with every process that holds the same
     open file (the terminal's shell, the fork servers, the daemon's own ``logging``), so a pipe or
@@ -105,39 +107,29 @@ def nonblocking_writer(fd: int) -> Callable[[bytes], int]:
     mode = os.fstat(fd).st_mode
     if stat.S_ISSOCK(mode):
         sock = socket.socket(fileno=os.dup(fd))
-        return lambda data: sock.send(data, socket.MSG_DONTWAIT)
+        return sock.fileno(), lambda data: sock.send(data, socket.MSG_DONTWAIT)
     if stat.S_ISFIFO(mode) or stat.S_ISCHR(mode):
         try:
             fd = os.open(f"/proc/self/fd/{fd}",
                          os.O_WRONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
         except OSError:
             pass  # no /proc: writes may wait, as they did before
-    return lambda data: os.write(fd, data)
-
-
-def unwritten(data: bytes, written: int, mid_line: bool) -> tuple[bytes, int]:
-    """After a write took the first ``written`` bytes of ``data`` (whole lines, except that with
-    ``mid_line`` the stream already holds the start of the first one): the rest of the line the
-    stream is now in the middle of, which must still be written, and how many lines are dropped."""
-    at_line_start = data[written - 1:written] == b"\n" if written else not mid_line
-    if at_line_start:
-        return b"", data.count(b"\n", written)
-    end = data.find(b"\n", written) + 1
-    return data[written:end], data.count(b"\n", end)
+    return fd, lambda data: os.write(fd, data)
 
 
 class LogWriter(BatchWriter):
     """A ``BatchWriter`` for function logs on the daemon's stderr, which never waits for it.
 
-    When the stderr's reader falls behind (journald, a pipe), whole lines are dropped and counted
-    in ``dropped`` rather than block the event loop; a line written in part is finished first.
+    What the stderr has no room for waits in a backlog, written as room comes (``add_writer``);
+    when the reader (journald, a pipe) falls so far behind that the backlog would pass
+    ``LOG_BACKLOG_BYTES``, new batches are dropped whole and their lines counted in ``dropped``.
     """
 
     def __init__(self, fd: int, delay: float) -> None:
         super().__init__(fd, delay)
-        self._send = nonblocking_writer(fd)
+        self._out, self._send = nonblocking_writer(fd)
         self._buffered = 0
-        self._unfinished = b""  # the rest of a line the stream holds the start of
+        self._backlog = bytearray()
         self.dropped = 0  # lines
 
     def write(self, data: bytes) -> None:
@@ -148,15 +140,27 @@ class LogWriter(BatchWriter):
 
     def _write_all(self, data: bytes) -> None:
         self._buffered = 0
-        mid_line = bool(self._unfinished)
-        if mid_line:
-            data = self._unfinished + data
-        try:
-            written = self._send(data)
-        except OSError:  # full (BlockingIOError) or gone (EPIPE): the batch is not written
-            written = 0
+        if self._backlog:  # behind already: after the backlog, in order, or not at all
+            if len(self._backlog) + len(data) > LOG_BACKLOG_BYTES:
+                self.dropped += data.count(b"\n")
+            else:
+                self._backlog += data
+            return
+        written = self._try(data)
         if written < len(data):
-            self._unfinished, lost = unwritten(data, written, mid_line)
-            self.dropped += lost
-        else:
-            self._unfinished = b""
+            self._backlog += memoryview(data)[written:]
+            self._loop.add_writer(self._out, self._drain)
+
+    def _drain(self) -> None:
+        del self._backlog[:self._try(self._backlog)]
+        if not self._backlog:
+            self._loop.remove_writer(self._out)
+
+    def _try(self, data: bytes | bytearray) -> int:
+        try:
+            return self._send(data)
+        except BlockingIOError:
+            return 0
+        except OSError:  # the reader is gone (EPIPE): nothing will ever take these lines
+            self.dropped += data.count(b"\n")
+            return len(data)

@@ -17,7 +17,6 @@ from router.invocation import Status, new_request_id
 from router.metering import _Clock, billed_ms, cost_usd
 from router.pool import exit_text
 from router.registry import parse_function_name
-from router.sink import unwritten
 from sources.invoke_api import MAX_CLIENT_CONTEXT, client_context, is_json
 from workers.protocol import (
     HEADER,
@@ -424,22 +423,6 @@ def test_whole_lines_keeps_every_byte() -> None:
         assert out.replace(b"\n", b"") + buffer == text.replace(b"\n", b""), size
         assert all(len(line) <= 8 for line in out.split(b"\n")), size
         assert len(buffer) <= 8
-
-
-# --- router.sink.unwritten -----------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(("data", "written", "mid_line", "want"), [
-    (b"a\nb\nc\n", 0, False, (b"", 3)),  # nothing went: every line is dropped
-    (b"a\nb\nc\n", 2, False, (b"", 2)),  # stopped at a line's end
-    (b"a\nbb\nc\n", 3, False, (b"b\n", 1)),  # stopped inside a line: it is finished later
-    (b"a\nb\nc\n", 5, False, (b"\n", 0)),
-    (b"rest\nb\n", 0, True, (b"rest\n", 1)),  # the stream was mid-line already
-    (b"rest\nb\n", 2, True, (b"st\n", 1)),
-    (b"rest\nb\n", 5, True, (b"", 1)),
-])
-def test_unwritten(data: bytes, written: int, mid_line: bool, want: tuple[bytes, int]) -> None:
-    assert unwritten(data, written, mid_line) == want
 
 
 # --- sources.invoke_api --------------------------------------------------------------------------

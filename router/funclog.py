@@ -12,7 +12,7 @@ a line of its own, so 32 MB without a newline cost one copy per byte, not one pe
 from __future__ import annotations
 
 from router.invocation import Invocation, Outcome
-from router.sink import BatchWriter
+from router.sink import LogWriter
 
 TAIL_BYTES = 4096
 LINE_BYTES = 256 * 1024
@@ -43,7 +43,7 @@ def whole_lines(partial: bytearray, data: bytes, limit: int = LINE_BYTES) -> byt
 
 
 class FunctionLog:
-    def __init__(self, writer: BatchWriter, function: str, memory_mb: int) -> None:
+    def __init__(self, writer: LogWriter, function: str, memory_mb: int) -> None:
         self.writer = writer
         self.prefix_text = f"[{function}] "
         self.prefix = self.prefix_text.encode()
@@ -87,7 +87,7 @@ class FunctionLog:
 
     def _tag(self, request_id: bytes, lines: bytes) -> None:
         tag = self.prefix + request_id + b"\t"
-        self.writer.write(tag + lines[:-1].replace(b"\n", b"\n" + tag) + b"\n")
+        self.writer.write_output(tag + lines[:-1].replace(b"\n", b"\n" + tag) + b"\n")
 
     def end(self, inv: Invocation, outcome: Outcome, billed_ms: int) -> None:
         rid = inv.request_id

@@ -27,7 +27,7 @@ from router.funclog import FunctionLog
 from router.invocation import Invocation, Outcome, Status
 from router.metering import Meter, billed_ms
 from router.scaling import Snapshot, plan
-from router.sink import BatchWriter
+from router.sink import LogWriter
 from workers.bootstrap import INIT_FAILED
 from workers.forkserver import ForkFailed, ForkServer, ForkServerGone, InitFailed, Retired
 from workers.process import Worker, WorkerSpec
@@ -107,7 +107,7 @@ def start_crash(message: str, error_type: str = "Runtime.ExitError") -> StartFai
 
 
 class FunctionPool:
-    def __init__(self, fn: FunctionConfig, config: Config, meter: Meter, logs: BatchWriter,
+    def __init__(self, fn: FunctionConfig, config: Config, meter: Meter, logs: LogWriter,
                  environ: dict[str, str], capacity: Capacity) -> None:
         self.capacity = capacity
         self.arn = function_arn(config.server, fn.name)

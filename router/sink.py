@@ -132,10 +132,13 @@ class LogWriter(BatchWriter):
         self._backlog = bytearray()
         self.dropped = 0  # lines
 
-    def write(self, data: bytes) -> None:
-        super().write(data)
+    def write_output(self, data: bytes) -> None:
+        """``write`` for what a function printed: past ``LOG_BUFFER_BYTES`` it is flushed at once
+        rather than held for the whole delay. (Lambda's own lines, a few per invocation, take
+        plain ``write``: this bookkeeping stays off the path of a function that prints nothing.)"""
+        self.write(data)
         self._buffered += len(data)
-        if self._buffered > LOG_BUFFER_BYTES:  # a flood is not held for the whole delay
+        if self._buffered > LOG_BUFFER_BYTES:
             self.flush()
 
     def _write_all(self, data: bytes) -> None:

@@ -3,18 +3,47 @@
 Every line goes to the daemon's log (stderr, so journald keeps it), prefixed with the function's name,
 and the function's output lines with the request id as well. A caller that asked for the tail
 (``X-Amz-Log-Type: Tail``) also gets the invocation's own log, unprefixed, as Lambda shows it.
+
+The function's output is bounded as it arrives: the tail keeps only its last 4 KB, and a line still
+without its newline at ``LINE_BYTES`` (a CloudWatch Logs event's limit) is cut there and written as
+a line of its own, so 32 MB without a newline cost one copy per byte, not one per read.
 """
 
 from __future__ import annotations
 
 from router.invocation import Invocation, Outcome
-from router.sink import BatchWriter
+from router.sink import LogWriter
 
 TAIL_BYTES = 4096
+LINE_BYTES = 256 * 1024
+
+
+def whole_lines(partial: bytearray, data: bytes, limit: int = LINE_BYTES) -> bytes:
+    """Appends ``data`` to the unfinished line in ``partial`` and takes out what is now whole: each
+    line up to its newline, a line of more than ``limit`` bytes (its newline aside) cut into lines
+    of ``limit``, until ``partial`` holds at most ``limit`` bytes of an unfinished line.
+
+    Each byte is copied into ``partial`` once and searched a bounded number of times, however small
+    the pieces it arrives in (``partial`` holds no newline, so only ``data`` is searched for one).
+    """
+    partial += data
+    last = partial.rfind(b"\n", len(partial) - len(data)) + 1
+    pieces = []
+    start = 0
+    while start < last or len(partial) - start > limit:
+        end = partial.rfind(b"\n", start, start + limit + 1) + 1
+        if end:  # whole lines, none longer than the limit
+            pieces.append(partial[start:end])
+            start = end
+        else:
+            pieces.append(partial[start:start + limit] + b"\n")
+            start += limit
+    del partial[:start]
+    return b"".join(pieces)
 
 
 class FunctionLog:
-    def __init__(self, writer: BatchWriter, function: str, memory_mb: int) -> None:
+    def __init__(self, writer: LogWriter, function: str, memory_mb: int) -> None:
         self.writer = writer
         self.prefix_text = f"[{function}] "
         self.prefix = self.prefix_text.encode()
@@ -38,26 +67,33 @@ class FunctionLog:
             return
         if not inv.log_started:
             self._emit(inv, self._start_line(inv).encode())
-        if inv.log is not None:
-            inv.log.append(data)
-        if inv.partial:
-            data = inv.partial + data
-        cut = data.rfind(b"\n") + 1
-        inv.partial = data[cut:]
-        if cut:
-            self._tag(inv.request_id.encode(), data[:cut])
+        self._keep(inv, data)
+        if inv.partial or not data.endswith(b"\n") or len(data) > LINE_BYTES:
+            if inv.partial is None:
+                inv.partial = bytearray()
+            data = whole_lines(inv.partial, data)
+            if not data:
+                return
+        self._tag(inv.request_id.encode(), data)
+
+    @staticmethod
+    def _keep(inv: Invocation, data: bytes) -> None:
+        """Add to the caller's tail, if it asked for one, keeping only its last 4 KB."""
+        log = inv.log
+        if log is not None:
+            log += data[-TAIL_BYTES:]
+            if len(log) > TAIL_BYTES:
+                del log[:-TAIL_BYTES]  # a bytearray drops its front without moving the rest
 
     def _tag(self, request_id: bytes, lines: bytes) -> None:
         tag = self.prefix + request_id + b"\t"
-        self.writer.write(tag + lines[:-1].replace(b"\n", b"\n" + tag) + b"\n")
+        self.writer.write_output(tag + lines[:-1].replace(b"\n", b"\n" + tag) + b"\n")
 
     def end(self, inv: Invocation, outcome: Outcome, billed_ms: int) -> None:
         rid = inv.request_id
         if inv.partial:  # output that ended mid-line: END still starts a line
-            self._tag(rid.encode(), inv.partial + b"\n")
-            inv.partial = b""
-            if inv.log is not None:
-                inv.log.append(b"\n")
+            self._tag(rid.encode(), bytes(inv.partial) + b"\n")
+            self._keep(inv, b"\n")
         extra = ""
         if outcome.init_duration_ms is not None:
             extra = f"\tInit Duration: {outcome.init_duration_ms:.2f} ms"
@@ -72,10 +108,9 @@ class FunctionLog:
                 f"{extra}\n")
         self.writer.write(text.encode())
         if inv.log is not None:  # the caller's tail: the same lines, without the prefix
-            inv.log.append(text.replace(p, "").encode())
-            outcome.log = b"".join(inv.log)[-TAIL_BYTES:]
+            self._keep(inv, text.replace(p, "").encode())
+            outcome.log = bytes(inv.log)
 
     def _emit(self, inv: Invocation, lines: bytes) -> None:
         self.writer.write(self.prefix + lines.replace(b"\n", b"\n" + self.prefix, lines.count(b"\n") - 1))
-        if inv.log is not None:
-            inv.log.append(lines)
+        self._keep(inv, lines)

@@ -60,7 +60,9 @@ class Invocation:
         self.future = future
         self.received = time.time()
         self.started = 0.0  # monotonic, set when a worker takes it
-        self.log: list[bytes] | None = [] if want_log else None
+        self.log: bytearray | None = bytearray() if want_log else None  # its last 4 KB
         self.cold = False
         self.log_started = False
-        self.partial = b""  # the function's output since its last newline
+        # The function's output since its last newline; made when first needed, since most
+        # invocations print nothing or whole lines.
+        self.partial: bytearray | None = None

@@ -35,5 +35,9 @@ def render(registry: Registry) -> str:
     lines += ["# HELP headwater_workers Worker processes of all functions.",
               "# TYPE headwater_workers gauge", f"headwater_workers {capacity.live}",
               "# HELP headwater_workers_limit The daemon's cap on worker processes.",
-              "# TYPE headwater_workers_limit gauge", f"headwater_workers_limit {capacity.limit}"]
+              "# TYPE headwater_workers_limit gauge", f"headwater_workers_limit {capacity.limit}",
+              "# HELP headwater_log_lines_dropped_total Function log lines dropped because the "
+              "daemon's stderr was full.",
+              "# TYPE headwater_log_lines_dropped_total counter",
+              f"headwater_log_lines_dropped_total {registry.logs.dropped}"]
     return "\n".join(lines) + "\n"

@@ -28,7 +28,7 @@ from router.invocation import Invocation, Outcome, Status
 from router.isolation import Isolation
 from router.metering import Meter, billed_ms
 from router.scaling import Snapshot, plan
-from router.sink import BatchWriter
+from router.sink import LogWriter
 from workers.bootstrap import INIT_FAILED
 from workers.forkserver import (
     ForkFailed,
@@ -45,7 +45,6 @@ from workers.sandbox import TASK_ROOT
 
 log = logging.getLogger("headwater.pool")
 
-MAX_RESPONSE = 6_291_556  # bytes of result Lambda returns from a synchronous invocation
 INIT_TIMEOUT_S = 10.0  # Lambda's limit on the init phase
 INIT_RETRY_S = (1.0, 60.0)  # back-off between init attempts after a failure: first, most
 
@@ -124,7 +123,7 @@ def start_crash(message: str, error_type: str = "Runtime.ExitError") -> StartFai
 
 
 class FunctionPool:
-    def __init__(self, fn: FunctionConfig, config: Config, meter: Meter, logs: BatchWriter,
+    def __init__(self, fn: FunctionConfig, config: Config, meter: Meter, logs: LogWriter,
                  environ: dict[str, str], capacity: Capacity, isolation: Isolation) -> None:
         self.capacity = capacity
         self.isolation = isolation
@@ -245,9 +244,7 @@ class FunctionPool:
         self._finish(inv, Outcome(failure.status, body, failure.error_type,
                                   init_duration_ms=failure.init_duration_ms))
 
-    def _worker_failure(self, worker: Worker, returncode: int) -> Outcome:
-        inv = worker.job
-        assert isinstance(inv, Invocation)
+    def _worker_failure(self, worker: Worker, inv: Invocation, returncode: int) -> Outcome:
         memory_mb = 0
         if worker.killed == "oom":
             status, error_type = "oom", "Runtime.OutOfMemory"
@@ -272,24 +269,24 @@ class FunctionPool:
         self._next(worker)
 
     def worker_result(self, worker: Worker, result: Result) -> None:
-        inv = worker.job
-        assert isinstance(inv, Invocation)
+        # Timed here, on the router's clock, from the Invoke frame's send: the worker's own word
+        # on its run time is not billed. (A result only comes from a busy worker: ``job`` is set.)
+        inv = cast(Invocation, worker.job)
+        duration_ms = (time.monotonic() - inv.started) * 1000
         worker.job = None
-        payload = bytes(result.payload)
-        ok, error_type = result.ok, result.error_type
-        if len(payload) > MAX_RESPONSE:
-            ok, error_type = False, "Function.ResponseSizeTooLarge"
-            payload = error_object(error_type, (
-                f"Response payload size ({len(payload)} bytes) exceeded maximum allowed "
-                f"payload size ({MAX_RESPONSE} bytes)."))
-        self._finish(inv, Outcome("success" if ok else "error", payload, error_type,
-                                  result.duration_ms, result.max_memory_mb,
+        self._finish(inv, Outcome("success" if result.ok else "error", bytes(result.payload),
+                                  result.error_type, duration_ms, result.max_memory_mb,
                                   worker.init_duration_ms if inv.cold else None, worker.pid))
         self._next(worker)
 
     def worker_output(self, worker: Worker, data: bytes) -> None:
         job = worker.job
         self.log.output(job if isinstance(job, Invocation) else None, data)
+
+    def worker_broken(self, worker: Worker) -> None:
+        """Killed for a frame out of turn: it must not be handed work before its exit is seen."""
+        if worker in self.idle:
+            self.idle.remove(worker)
 
     def worker_init_failed(self, worker: Worker, error_type: str, payload: bytes) -> None:
         self.starting.discard(worker)
@@ -308,10 +305,8 @@ class FunctionPool:
                 init_timeout() if worker.killed == "timeout"
                 else start_crash(f"Runtime exited with error: {exit_text(returncode)}"),
                 (time.monotonic() - worker.spawned) * 1000)
-        elif worker.job is not None:
-            inv = worker.job
-            assert isinstance(inv, Invocation)
-            self._finish(inv, self._worker_failure(worker, returncode))
+        elif isinstance(worker.job, Invocation):
+            self._finish(worker.job, self._worker_failure(worker, worker.job, returncode))
             worker.job = None
         elif returncode not in (0, INIT_FAILED, -signal.SIGKILL) and not self.closing:
             log.warning("%s: idle worker %d exited: %s", self.config.name, worker.pid,

@@ -21,7 +21,7 @@ from router.isolation import Isolation
 from router.metering import Meter
 from router.pool import FunctionPool
 from router.routes import RouteTable, parse_route
-from router.sink import BatchWriter
+from router.sink import LogWriter
 from router.store import Deployed, Store, stamp
 from workers.process import BOOTSTRAP
 
@@ -68,7 +68,7 @@ class Registry:
         self.config = config
         self.meter = Meter(config.metering)
         self.loop = asyncio.get_running_loop()
-        self.logs = BatchWriter(2, delay=LOG_FLUSH_S)  # function logs share the daemon's stderr
+        self.logs = LogWriter(2, delay=LOG_FLUSH_S)  # function logs share the daemon's stderr
         self._environ = dict(environ)
         self.capacity = Capacity(config.server.max_workers)
         self.isolation = Isolation(config, BOOTSTRAP)

@@ -10,7 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
+import stat
+from collections.abc import Callable
 from pathlib import Path
+
+LOG_BUFFER_BYTES = 1 << 20  # function log bytes held before a flush, whatever the delay
+LOG_BACKLOG_BYTES = 4 << 20  # function log bytes held while the daemon's stderr is full
 
 
 class BatchWriter:
@@ -87,3 +93,77 @@ class RotatingFile(BatchWriter):
     def close(self) -> None:
         self.flush()
         os.close(self.fd)
+
+
+def nonblocking_writer(fd: int) -> tuple[int, Callable[[bytes | bytearray], int]]:
+    """A descriptor for ``fd``'s file, to wait on with ``add_writer``, and a ``write`` on it that
+    raises ``BlockingIOError`` rather than wait.
+
+    ``fd`` itself is left as it is: its flags are shared with every process that holds the same
+    open file (the terminal's shell, the fork servers, the daemon's own ``logging``), so a pipe or
+    terminal is opened anew through ``/proc/self/fd`` and a socket (journald's) is sent to with
+    ``MSG_DONTWAIT``. A regular file never makes a writer wait on a reader, so it is used as it is.
+    """
+    mode = os.fstat(fd).st_mode
+    if stat.S_ISSOCK(mode):
+        sock = socket.socket(fileno=os.dup(fd))
+        return sock.fileno(), lambda data: sock.send(data, socket.MSG_DONTWAIT)
+    if stat.S_ISFIFO(mode) or stat.S_ISCHR(mode):
+        try:
+            fd = os.open(f"/proc/self/fd/{fd}",
+                         os.O_WRONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        except OSError:
+            pass  # no /proc: writes may wait, as they did before
+    return fd, lambda data: os.write(fd, data)
+
+
+class LogWriter(BatchWriter):
+    """A ``BatchWriter`` for function logs on the daemon's stderr, which never waits for it.
+
+    What the stderr has no room for waits in a backlog, written as room comes (``add_writer``);
+    when the reader (journald, a pipe) falls so far behind that the backlog would pass
+    ``LOG_BACKLOG_BYTES``, new batches are dropped whole and their lines counted in ``dropped``.
+    """
+
+    def __init__(self, fd: int, delay: float) -> None:
+        super().__init__(fd, delay)
+        self._out, self._send = nonblocking_writer(fd)
+        self._buffered = 0
+        self._backlog = bytearray()
+        self.dropped = 0  # lines
+
+    def write_output(self, data: bytes) -> None:
+        """``write`` for what a function printed: past ``LOG_BUFFER_BYTES`` it is flushed at once
+        rather than held for the whole delay. (Lambda's own lines, a few per invocation, take
+        plain ``write``: this bookkeeping stays off the path of a function that prints nothing.)"""
+        self.write(data)
+        self._buffered += len(data)
+        if self._buffered > LOG_BUFFER_BYTES:
+            self.flush()
+
+    def _write_all(self, data: bytes) -> None:
+        self._buffered = 0
+        if self._backlog:  # behind already: after the backlog, in order, or not at all
+            if len(self._backlog) + len(data) > LOG_BACKLOG_BYTES:
+                self.dropped += data.count(b"\n")
+            else:
+                self._backlog += data
+            return
+        written = self._try(data)
+        if written < len(data):
+            self._backlog += memoryview(data)[written:]
+            self._loop.add_writer(self._out, self._drain)
+
+    def _drain(self) -> None:
+        del self._backlog[:self._try(self._backlog)]
+        if not self._backlog:
+            self._loop.remove_writer(self._out)
+
+    def _try(self, data: bytes | bytearray) -> int:
+        try:
+            return self._send(data)
+        except BlockingIOError:
+            return 0
+        except OSError:  # the reader is gone (EPIPE): nothing will ever take these lines
+            self.dropped += data.count(b"\n")
+            return len(data)

@@ -38,7 +38,8 @@ class Response:
 
 
 class Daemon:
-    """``headwater serve`` in a subprocess; its stderr is collected line by line in ``lines``."""
+    """``headwater serve`` in a subprocess; its stderr is collected line by line in ``lines``
+    (clear ``reading`` to stop reading it, so that the daemon's stderr fills; set it to go on)."""
 
     def __init__(self, folder: Path, config: str) -> None:
         self.folder = folder
@@ -47,6 +48,8 @@ class Daemon:
         self.lines: list[str] = []
         self.url = ""
         self.proc: subprocess.Popen[bytes] | None = None
+        self.reading = threading.Event()
+        self.reading.set()
 
     def start(self, timeout: float = 20.0) -> Daemon:
         self.proc = subprocess.Popen(
@@ -58,6 +61,7 @@ class Daemon:
         def read() -> None:
             assert self.proc is not None and self.proc.stderr is not None
             for raw in self.proc.stderr:
+                self.reading.wait()
                 line = raw.decode(errors="replace").rstrip("\n")
                 self.lines.append(line)
                 m = LISTENING.search(line)

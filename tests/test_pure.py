@@ -12,6 +12,7 @@ import msgspec
 import pytest
 
 from router.config import MeteringConfig
+from router.funclog import whole_lines
 from router.invocation import Status, new_request_id
 from router.metering import _Clock, billed_ms, cost_usd
 from router.pool import exit_text
@@ -19,7 +20,9 @@ from router.registry import parse_function_name
 from sources.invoke_api import MAX_CLIENT_CONTEXT, client_context, is_json
 from workers.protocol import (
     HEADER,
+    MAX_FRAME,
     FrameReader,
+    FrameTooLarge,
     InitError,
     Invoke,
     Ready,
@@ -272,6 +275,24 @@ def test_frame_reader_yields_each_frame_when_complete() -> None:
     assert got == [[], [], [b"ab"], [b"c", b""], []]
 
 
+@pytest.mark.parametrize("chunks", [
+    [HEADER.pack(11)],
+    [HEADER.pack(11)[:3], HEADER.pack(11)[3:]],  # refused as soon as the header is whole
+    [frame(b"ok") + HEADER.pack(2**32 - 1)],  # after a good frame in the same read
+    [frame(b"ok"), HEADER.pack(11) + b"x" * 11],
+])
+def test_frame_reader_refuses_a_frame_over_its_limit(chunks: list[bytes]) -> None:
+    reader = FrameReader(limit=10)
+    with pytest.raises(FrameTooLarge):
+        for chunk in chunks:
+            reader.feed(chunk)
+
+
+def test_frame_reader_takes_a_frame_at_its_limit() -> None:
+    assert FrameReader(limit=10).feed(frame(b"x" * 10)) == [b"x" * 10]
+    assert FrameReader().limit == MAX_FRAME > 6_291_556
+
+
 @pytest.mark.parametrize("chunk_size", [64 * 1024, 65_535, 1_000_003])
 def test_frame_reader_large_frame(chunk_size: int) -> None:
     big = bytes(range(256)) * 4096  # 1 MiB
@@ -315,11 +336,11 @@ def test_encode_invoke_round_trip(message: Invoke) -> None:
     Ready(),
     InitError(error_type="Runtime.ImportModuleError",
               payload=msgspec.Raw(b'{"errorMessage": "No module named \'app\'"}')),
-    Result(ok=True, error_type=None, duration_ms=1.25, max_memory_mb=42, output_pending=False,
+    Result(ok=True, error_type=None, max_memory_mb=42, output_pending=False,
            payload=msgspec.Raw(b'{"statusCode": 200, "body": "hi"}')),
-    Result(ok=False, error_type="ValueError", duration_ms=0.001, max_memory_mb=0,
+    Result(ok=False, error_type="ValueError", max_memory_mb=0,
            output_pending=True, payload=msgspec.Raw(b'{"errorMessage": "bad"}')),
-    Result(ok=True, error_type=None, duration_ms=3000.0, max_memory_mb=128,
+    Result(ok=True, error_type=None, max_memory_mb=128,
            output_pending=False, payload=msgspec.Raw(b"null")),
 ])
 def test_from_worker_round_trip(message: Ready | InitError | Result) -> None:
@@ -337,13 +358,13 @@ def test_from_worker_round_trip(message: Ready | InitError | Result) -> None:
      b'{"errorMessage": "x", "stackTrace": []}}',
      InitError(error_type="Runtime.HandlerNotFound",
                payload=msgspec.Raw(b'{"errorMessage": "x", "stackTrace": []}'))),
-    (b'{"type":"result","ok":true,"error_type":null,"duration_ms":0.123,"max_memory_mb":30,'
+    (b'{"type":"result","ok":true,"error_type":null,"max_memory_mb":30,'
      b'"output_pending":false,"payload":[1, 2]}',
-     Result(ok=True, error_type=None, duration_ms=0.123, max_memory_mb=30,
+     Result(ok=True, error_type=None, max_memory_mb=30,
             output_pending=False, payload=msgspec.Raw(b"[1, 2]"))),
-    (b'{"type":"result","ok":false,"error_type":"Exception","duration_ms":12,'
+    (b'{"type":"result","ok":false,"error_type":"Exception",'
      b'"max_memory_mb":30,"output_pending":true,"payload":{"errorType": "Exception"}}',
-     Result(ok=False, error_type="Exception", duration_ms=12.0, max_memory_mb=30,
+     Result(ok=False, error_type="Exception", max_memory_mb=30,
             output_pending=True, payload=msgspec.Raw(b'{"errorType": "Exception"}'))),
 ])
 def test_decode_worker_frames(body: bytes, message: Ready | InitError | Result) -> None:
@@ -360,10 +381,48 @@ def test_decode_worker_frames(body: bytes, message: Ready | InitError | Result) 
     b'{"type": "result", "ok": true}',
     b'{"type": "init_error", "error_type": 1, "payload": {}}',
     b'{"type": "ready"} trailing',
+    b'{"type": "surprise"}',
+    b"\xff\xfe garbage",
 ])
 def test_decode_worker_frames_rejects(body: bytes) -> None:
     with pytest.raises(msgspec.DecodeError):
         decode_from_worker(body)
+
+
+# --- router.funclog.whole_lines -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("partial", "chunks", "lines", "left"), [
+    (b"", [b"a\nb\n"], [b"a\nb\n"], b""),
+    (b"", [b"a\nb"], [b"a\n"], b"b"),
+    (b"ab", [b"c\nd"], [b"abc\n"], b"d"),
+    (b"", [b"x"] * 5, [b""] * 5, b"xxxxx"),
+    (b"", [b"x"] * 7, [b""] * 6 + [b"xxxxxx\n"], b"x"),  # cut past the limit, 6
+    (b"", [b"x" * 6, b"\n"], [b"", b"xxxxxx\n"], b""),  # 6 and a newline fit
+    (b"", [b"x" * 13], [b"xxxxxx\nxxxxxx\n"], b"x"),
+    (b"xxxxx", [b"xx\n"], [b"xxxxxx\nx\n"], b""),  # a line of 7 is cut
+    (b"xxxx", [b"xxxxxxxx\nab\ncd"], [b"xxxxxx\nxxxxxx\nab\n"], b"cd"),
+    (b"", [b"\n\n"], [b"\n\n"], b""),
+    (b"", [b""], [b""], b""),
+])
+def test_whole_lines(partial: bytes, chunks: list[bytes], lines: list[bytes], left: bytes) -> None:
+    buffer = bytearray(partial)
+
+    got = [whole_lines(buffer, chunk, limit=6) for chunk in chunks]
+
+    assert got == lines
+    assert buffer == left
+
+
+def test_whole_lines_keeps_every_byte() -> None:
+    text = b"".join(b"y" * n + b"\n" for n in range(40)) + b"z" * 33
+    for size in (1, 2, 5, 7, 64):
+        buffer = bytearray()
+        out = b"".join(whole_lines(buffer, text[i:i + size], limit=8)
+                       for i in range(0, len(text), size))
+        assert out.replace(b"\n", b"") + buffer == text.replace(b"\n", b""), size
+        assert all(len(line) <= 8 for line in out.split(b"\n")), size
+        assert len(buffer) <= 8
 
 
 # --- sources.invoke_api --------------------------------------------------------------------------

@@ -33,6 +33,7 @@ import traceback
 
 HEADER = struct.Struct(">I")
 READ_SIZE = 1 << 16
+MAX_RESPONSE = 6_291_556  # as workers/protocol.py: the router kills a worker that sends more
 INIT_FAILED = 3  # exit status after an init error: the router does not count it as a crash
 
 
@@ -263,11 +264,16 @@ def _decimal(o):
 # --- the loop --------------------------------------------------------------------------------
 
 
-def result_frame(ok: bool, payload: bytes, error_type: str | None, duration_ms: float) -> bytes:
+def result_frame(ok: bool, payload: bytes, error_type: str | None, request_id: str) -> bytes:
+    if len(payload) > MAX_RESPONSE:
+        ok, error_type = False, "Function.ResponseSizeTooLarge"
+        payload = error_body(error_type, (
+            f"Response payload size ({len(payload)} bytes) exceeded maximum allowed payload size "
+            f"({MAX_RESPONSE} bytes)."), [], request_id)
     # Formatted by hand: json.dumps of the header dict costs as much as the rest of an invocation.
     head = (f'{{"type":"result","ok":{"true" if ok else "false"},'
             f'"error_type":{json.dumps(error_type) if error_type else "null"},'
-            f'"duration_ms":{duration_ms!r},"max_memory_mb":{max_rss_mb()},'
+            f'"max_memory_mb":{max_rss_mb()},'
             f'"output_pending":{"true" if output_pending() else "false"},"payload":')
     return head.encode() + payload + b"}"
 
@@ -292,23 +298,20 @@ class Runtime:
         context = LambdaContext(request_id, message["deadline_ms"], message["arn"],
                                 message.get("client_context"), self.environ)
         self.memory.reset()
-        started = time.perf_counter()
         try:
             result = self.handler(message["payload"], context)
         except Exception as e:
-            duration_ms = (time.perf_counter() - started) * 1000
             stack = _stack(e)
             log_error(type(e).__name__, str(e), stack)
             return result_frame(False, error_body(type(e).__name__, str(e), stack, request_id),
-                                type(e).__name__, duration_ms)
-        duration_ms = (time.perf_counter() - started) * 1000
+                                type(e).__name__, request_id)
         try:
             payload = json.dumps(result, default=_decimal, allow_nan=False).encode()
         except (TypeError, ValueError, RecursionError) as e:
             body = error_body("Runtime.MarshalError", f"Unable to marshal response: {e}", [],
                               request_id)
-            return result_frame(False, body, "Runtime.MarshalError", duration_ms)
-        return result_frame(True, payload, None, duration_ms)
+            return result_frame(False, body, "Runtime.MarshalError", request_id)
+        return result_frame(True, payload, None, request_id)
 
     def serve(self, channel: Channel) -> int:
         output_pending()

@@ -27,8 +27,8 @@ from collections.abc import Callable
 
 from workers.cgroups import Cgroup, Tree
 from workers.process import BOOTSTRAP, READ_SIZE, Worker, WorkerSpec, kill_group, python_argv
-from workers.sandbox import argv as sandbox_argv
 from workers.sandbox import Sandbox, bootstrap_path, pasta_argv
+from workers.sandbox import argv as sandbox_argv
 
 
 class InitFailed(Exception):

@@ -4,13 +4,15 @@ A worker gets three pipes: one for frames from the router, one for frames to the
 that is both its stdout and its stderr. The frame pipes are file descriptors of their own, so nothing
 the function prints can reach them. The router's ends are non-blocking and read with
 ``loop.add_reader``; a frame that does not fit in the pipe at once is finished by ``add_writer``.
-Everything the worker says is passed to its ``Listener``; this module decides nothing.
+Everything the worker says is passed to its ``Listener``, which decides what to do, except a frame
+that does not fit the worker's state: nothing such a worker says can be trusted, so it is killed here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import os
 import signal
@@ -24,6 +26,8 @@ from workers import protocol
 from workers.cgroups import Cgroup
 from workers.protocol import InitError, Ready, Result
 from workers.sandbox import Sandbox
+
+log = logging.getLogger("headwater.worker")
 
 BOOTSTRAP = str(Path(__file__).with_name("bootstrap.py"))
 READ_SIZE = 1 << 16  # 64 KiB: larger reads allocate a larger buffer on every call
@@ -60,6 +64,7 @@ class Listener(Protocol):
     def worker_init_failed(self, worker: Worker, error_type: str, payload: bytes) -> None: ...
     def worker_result(self, worker: Worker, result: Result) -> None: ...
     def worker_output(self, worker: Worker, data: bytes) -> None: ...
+    def worker_broken(self, worker: Worker) -> None: ...
     def worker_exited(self, worker: Worker, returncode: int) -> None: ...
 
 
@@ -75,7 +80,7 @@ class Worker:
         self.job: object | None = None  # the listener's invocation while busy
         self.pid = 0  # known once the process is started
         self.deadline = math.inf  # monotonic time by which the current job (or init) must finish
-        self.killed: str | None = None  # why the listener killed it: "timeout" or "oom"
+        self.killed: str | None = None  # why it was killed: "timeout", "oom" or "protocol"
         self.rss_mb = 0  # as last measured by rss()
         self.cgroup: Cgroup | None = None  # its memory and pids limits, where cgroups are had
         self.spawned = time.monotonic()
@@ -203,27 +208,47 @@ class Worker:
             if self.state != "dead":
                 self._loop.call_later(1.0, self.kill)
             return
-        for frame in self._reader.feed(data):
+        try:
+            frames = self._reader.feed(data)
+        except protocol.FrameTooLarge as e:
+            self._broke(f"a frame of {e.args[0]} bytes")
+            return
+        for frame in frames:
             try:
                 message = protocol.decode_from_worker(frame)
-            except msgspec.DecodeError:
-                self.kill()  # a corrupt channel cannot be trusted with another invocation
+            except msgspec.DecodeError as e:
+                self._broke(f"a frame that is not one ({e})")
                 return
+            # The worker's code is the function's: a frame it forged, or one out of turn, may
+            # come at any time, and only a frame that fits the worker's state is taken.
             match message:
-                case Result():
+                case Result() if self.state == "busy" and \
+                        len(message.payload) <= protocol.MAX_RESPONSE:
                     if message.output_pending:
                         self.drain_output()
                     self.state = "idle"
                     self.listener.worker_result(self, message)
-                case Ready():
+                case Ready() if self.state == "starting":
                     self.init_duration_ms = (time.monotonic() - self.spawned) * 1000
                     self.state = "idle"
                     self.listener.worker_ready(self)
-                case InitError():
+                case InitError() if self.state == "starting":
                     self.drain_output()
                     self.init_duration_ms = (time.monotonic() - self.spawned) * 1000
                     self.state = "stopping"
                     self.listener.worker_init_failed(self, message.error_type, bytes(message.payload))
+                case _:
+                    self._broke(f"{type(message).__name__.lower()} while {self.state}")
+                    return
+
+    def _broke(self, what: str) -> None:
+        """The worker said something that does not fit its state: a channel that cannot be
+        trusted with another invocation. It is killed; its exit ends its invocation, if any, as
+        a crash."""
+        log.warning("worker %d sent %s: killed", self.pid, what)
+        self._loop.remove_reader(self._out_fd)
+        self.kill("protocol")
+        self.listener.worker_broken(self)
 
     def _on_output(self) -> None:
         try:

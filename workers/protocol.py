@@ -12,6 +12,10 @@ import struct
 import msgspec
 
 HEADER = struct.Struct(">I")
+MAX_RESPONSE = 6_291_556  # bytes of result Lambda returns from a synchronous invocation
+# A result frame is its payload plus a JSON head (type, flags, the error type): a frame declared
+# longer than this is not one an honest worker sends, and is refused before it is read.
+MAX_FRAME = MAX_RESPONSE + (1 << 16)
 
 
 class Invoke(msgspec.Struct, tag="invoke", tag_field="type"):
@@ -33,9 +37,9 @@ class InitError(msgspec.Struct, tag="init_error", tag_field="type"):
 
 
 class Result(msgspec.Struct, tag="result", tag_field="type"):
+    # No duration: the router times the invocation itself (a worker could claim anything).
     ok: bool
     error_type: str | None
-    duration_ms: float
     max_memory_mb: int
     output_pending: bool
     payload: msgspec.Raw
@@ -54,19 +58,25 @@ def encode_invoke(message: Invoke) -> bytes:
     return bytes(buf)
 
 
+class FrameTooLarge(Exception):
+    """A frame's header declares more than the reader's limit (the size is the arg)."""
+
+
 class FrameReader:
     """Splits a byte stream into frames; fed by a pipe protocol's ``data_received``.
 
     A frame that arrives in many chunks is joined once, when its last byte is in, so a 6 MB result
-    costs one copy rather than one per chunk.
+    costs one copy rather than one per chunk. A header that declares more than ``limit`` raises
+    ``FrameTooLarge`` as soon as its 4 bytes are in, so nothing is buffered on its word.
     """
 
-    __slots__ = ("_chunks", "_have", "_need")
+    __slots__ = ("_chunks", "_have", "_need", "limit")
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int = MAX_FRAME) -> None:
         self._chunks: list[bytes] = []
         self._have = 0
         self._need = HEADER.size
+        self.limit = limit
 
     def feed(self, data: bytes) -> list[bytes]:
         if self._chunks:
@@ -81,6 +91,8 @@ class FrameReader:
         end = len(data)
         while end - start >= HEADER.size:
             (size,) = HEADER.unpack_from(data, start)
+            if size > self.limit:
+                raise FrameTooLarge(size)
             stop = start + HEADER.size + size
             if stop > end:
                 self._need = HEADER.size + size

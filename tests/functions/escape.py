@@ -25,6 +25,11 @@ def _read(path):
         return f.read(200).decode(errors="replace")
 
 
+def _read_all(path):
+    with open(path) as f:
+        return f.read()
+
+
 def _append(path):
     with open(path, "ab") as f:
         f.write(b"# planted\n")
@@ -58,7 +63,7 @@ def probe(event, context):
                 for fd in os.listdir("/proc/self/fd")},
         "environ": dict(os.environ),
     }
-    report["status"] = open("/proc/self/status").read()
+    report["status"] = _read_all("/proc/self/status")
     report["cap_eff"] = report["status"].split("CapEff:")[1].split()[0]
     for path in event.get("read", []):
         report[f"read {path}"] = _try(lambda path=path: _read(path))

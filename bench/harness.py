@@ -130,6 +130,7 @@ def headwater(functions: str, files: dict[str, str], server: str = "",
               wrap: tuple[str, ...] = ()) -> Iterator[Server]:
     """A daemon on a free port; ``functions`` is TOML whose code paths are folders of ``files``."""
     with tempfile.TemporaryDirectory(prefix="hw-bench-") as tmp:
+        Path(tmp).chmod(0o755)  # sandboxed functions run as uids of their own and read their code
         for name, source in files.items():
             path = Path(tmp) / name
             path.parent.mkdir(parents=True, exist_ok=True)

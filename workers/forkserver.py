@@ -24,10 +24,11 @@ import subprocess
 import time
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
 
 from workers.cgroups import Cgroup, Tree
 from workers.process import BOOTSTRAP, READ_SIZE, Worker, WorkerSpec, kill_group, python_argv
-from workers.sandbox import Sandbox, bootstrap_path, pasta_argv
+from workers.sandbox import Sandbox, bootstrap_path, has_default_route, pasta_argv
 from workers.sandbox import argv as sandbox_argv
 
 
@@ -82,6 +83,11 @@ async def _read_all(fd: int) -> bytes:
     return b"".join(chunks)
 
 
+def _route_table(pid: int) -> str:
+    """The routes of a process's network namespace (procfs: answered at once, never blocks)."""
+    return Path(f"/proc/{pid}/net/route").read_text()
+
+
 def _pidfd_pid(pidfd: int) -> int:
     """The host pid of the process a pidfd refers to (its fdinfo gives it in our namespace)."""
     with open(f"/proc/self/fdinfo/{pidfd}") as info:
@@ -103,7 +109,8 @@ class ForkServer:
         self.tree = tree
         self.output = output
         self.cgroup: Cgroup | None = None
-        self.network_pid = 0  # pasta, which holds the sandbox's network namespace
+        # pasta, which holds the sandbox's network namespace
+        self.network: asyncio.subprocess.Process | None = None
         self._log_fd = -1
         self.ready: asyncio.Future[None] = self._loop.create_future()
         self.gone: asyncio.Future[int] = self._loop.create_future()  # its exit status
@@ -198,44 +205,36 @@ class ForkServer:
                                  (resource.RLIMIT_FSIZE, spec.sandbox.tmp_mb * 1024 * 1024)):
                 resource.prlimit(pid, limit, (value, value))
             if spec.sandbox.network.mode == "default":
-                await self._attach_network(spec.sandbox, pid)
+                await self._attach_network(spec.sandbox, pid, time.monotonic() + 5)
             os.write(block_w, b"go")
         finally:
             os.close(info_r)
             os.close(block_w)
 
-    async def _attach_network(self, sandbox: Sandbox, pid: int) -> None:
+    async def _attach_network(self, sandbox: Sandbox, pid: int, deadline: float) -> None:
         netns = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-        pid_r, pid_w = os.pipe()
-        err_r, err_w = os.pipe()
-        opened = [netns, pid_r, pid_w, err_r, err_w]
+        opened = [netns]
         try:
             userns = None
             if sandbox.uid is None:
                 userns = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
                 opened.append(userns)
-            passed = [fd for fd in (netns, userns, pid_w) if fd is not None]
             pasta = await asyncio.create_subprocess_exec(
-                *pasta_argv(sandbox, netns, userns, pid_w), stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL, stderr=err_w, pass_fds=passed)
-            # Its background half keeps the error pipe open: read what the first half wrote.
-            returncode = await pasta.wait()
-            os.set_blocking(err_r, False)
-            os.set_blocking(pid_r, False)
-            if returncode:
-                try:
-                    err = os.read(err_r, 4096)
-                except BlockingIOError:
-                    err = b""
-                reason = err.decode(errors="replace").strip().splitlines()[-1:] or ["?"]
-                raise SandboxFailed(f"pasta could not give the sandbox its network: {reason[0]}")
-            try:
-                self.network_pid = int(os.read(pid_r, 64))
-            except (BlockingIOError, ValueError):
-                raise SandboxFailed("pasta started without saying its pid") from None
+                *pasta_argv(sandbox, netns, userns), stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, pass_fds=opened)
         finally:
             for fd in opened:
                 os.close(fd)
+        self.network = pasta
+        # pasta says nothing when it is ready: the namespace's default route says it.
+        while not has_default_route(_route_table(pid)):
+            if pasta.returncode is not None or time.monotonic() > deadline:
+                self._stop_network()
+                assert pasta.stderr is not None
+                err = await pasta.stderr.read(4096) if pasta.returncode is not None else b""
+                reason = err.decode(errors="replace").strip().splitlines()[-1:] or ["timed out"]
+                raise SandboxFailed(f"pasta could not give the sandbox its network: {reason[0]}")
+            await asyncio.sleep(0.002)
 
     async def fork(self, worker: Worker, env: dict[str, str], init_deadline: float) -> None:
         """Ask for a worker; it is attached to ``worker`` and reports ready by itself.
@@ -301,10 +300,9 @@ class ForkServer:
         self._stop_network()
 
     def _stop_network(self) -> None:
-        if self.network_pid:
+        if self.network is not None and self.network.returncode is None:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(self.network_pid, signal.SIGKILL)
-            self.network_pid = 0
+                self.network.kill()
 
     def _limit(self, pid: int) -> Cgroup | None:
         """Move a new worker into a cgroup of its own, before it is given any invocation."""

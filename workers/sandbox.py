@@ -116,23 +116,28 @@ def argv(sandbox: Sandbox, command: list[str], info_fd: int, block_fd: int | Non
     return args + command
 
 
-def pasta_argv(sandbox: Sandbox, netns_fd: int, userns_fd: int | None, pid_fd: int) -> list[str]:
+def pasta_argv(sandbox: Sandbox, netns_fd: int, userns_fd: int | None) -> list[str]:
     """pasta, attached to the sandbox's network namespace (and, in a user namespace, to that):
     outside addresses through its own stack, the host's loopback only on the allowed ports
     (``-T``), nothing forwarded inwards, and no mapping of the gateway address to the host.
 
     The namespaces are passed as descriptors the router opened: pasta drops its capabilities
     before it opens a path, and the sandbox, being non-dumpable, is then out of its reach. pasta
-    goes to the background once the namespace is configured and writes its pid to ``pid_fd``: it
-    holds the namespace open, so it is stopped with the sandbox, not by the sandbox's end."""
+    stays in the foreground, a child of the router that ``setpriv --pdeathsig`` ends with it: it
+    holds the namespace open, so it would outlive the sandbox and a killed daemon otherwise."""
     ports = ",".join(map(str, sandbox.network.ports)) or "none"
-    args = ["pasta", "--quiet", "--config-net", "-t", "none", "-u", "none", "-T", ports,
-            "-U", "none", "--no-map-gw", "--netns", f"/proc/self/fd/{netns_fd}",
-            "--pid", f"/proc/self/fd/{pid_fd}"]
+    args = ["setpriv", "--pdeathsig", "SIGKILL", "--", "pasta", "--quiet", "--foreground",
+            "--config-net", "-t", "none", "-u", "none", "-T", ports, "-U", "none", "--no-map-gw",
+            "--netns", f"/proc/self/fd/{netns_fd}"]
     if userns_fd is not None:
         return [*args, "--userns", f"/proc/self/fd/{userns_fd}"]
     # Run as root, pasta would switch to nobody before it joins a namespace only root may join.
     return [*args, "--netns-only", "--runas", "0:0"]
+
+
+def has_default_route(route_table: str) -> bool:
+    """Whether /proc/PID/net/route lists a default route: pasta has configured the namespace."""
+    return any(line.split()[1:2] == ["00000000"] for line in route_table.splitlines()[1:])
 
 
 def missing_tools() -> list[str]:

@@ -36,4 +36,14 @@ def render(registry: Registry) -> str:
               "# TYPE headwater_workers gauge", f"headwater_workers {capacity.live}",
               "# HELP headwater_workers_limit The daemon's cap on worker processes.",
               "# TYPE headwater_workers_limit gauge", f"headwater_workers_limit {capacity.limit}"]
+    sink = registry.meter.file
+    lines += ["# HELP headwater_metering_failing 1 while metering records cannot be written.",
+              "# TYPE headwater_metering_failing gauge",
+              f"headwater_metering_failing {int(sink.failing is not None)}",
+              "# HELP headwater_metering_buffered_bytes Metering records not yet in the file.",
+              "# TYPE headwater_metering_buffered_bytes gauge",
+              f"headwater_metering_buffered_bytes {sink.buffered}",
+              "# HELP headwater_metering_dropped_total Records dropped with the buffer full.",
+              "# TYPE headwater_metering_dropped_total counter",
+              f"headwater_metering_dropped_total {sink.dropped}"]
     return "\n".join(lines) + "\n"

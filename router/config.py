@@ -179,7 +179,7 @@ def parse(raw: dict[str, Any], base: Path, environ: Mapping[str, str],
     server = msgspec.structs.replace(
         config.server,
         listen=listen or environ.get("HEADWATER_LISTEN") or config.server.listen,
-        data_dir=str(base / environ.get("HEADWATER_DATA_DIR", config.server.data_dir)))
+        data_dir=str(_data_dir(base, environ, config.server.data_dir)))
     metering = msgspec.structs.replace(
         config.metering,
         path=str(base / environ.get("HEADWATER_METERING_PATH", config.metering.path)))
@@ -187,6 +187,25 @@ def parse(raw: dict[str, Any], base: Path, environ: Mapping[str, str],
     config = Config(server=server, metering=metering, functions=functions)
     check(config)
     return config
+
+
+def _data_dir(base: Path, environ: Mapping[str, str], configured: str) -> Path:
+    return base / environ.get("HEADWATER_DATA_DIR", configured)
+
+
+def data_dir_of(path: str | Path, environ: Mapping[str, str]) -> Path | None:
+    """The data folder the config file at ``path`` gives its daemon, read without checking the
+    rest of the file (the client commands look there for the daemon's address); None if the file
+    cannot be read."""
+    path = Path(path)
+    try:
+        server = tomllib.loads(path.read_text()).get("server", {})
+    except (OSError, tomllib.TOMLDecodeError):
+        return None
+    configured = server.get("data_dir", ServerConfig().data_dir) if isinstance(server, dict) else None
+    if not isinstance(configured, str):
+        return None
+    return _data_dir(path.resolve().parent, environ, configured)
 
 
 def split_listen(listen: str) -> tuple[str, int]:

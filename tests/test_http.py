@@ -18,7 +18,8 @@ def trigger(route: str, auth: str = "none") -> str:
 @pytest.fixture(scope="module")
 def daemon(make_daemon) -> Daemon:  # type: ignore[no-untyped-def]
     functions = "".join([
-        function_toml("echo", "web.echo", url={"auth": "none"}) + trigger("GET /items/{id}") + trigger("ANY /files/{path+}"),
+        function_toml("echo", "web.echo", url={"auth": "none"}) + trigger("GET /items/{id}")
+        + trigger("ANY /files/{path+}"),
         function_toml("listing", "web.plain") + trigger("GET /items/list"),
         function_toml("text", "web.text") + trigger("POST /text"),
         function_toml("binary", "web.binary") + trigger("GET /binary"),

@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 log = logging.getLogger("headwater.http")
 
@@ -51,8 +52,13 @@ def short(text: str, limit: int = MAX_TEXT) -> str:
     return shown if len(shown) <= limit else shown[:limit - 1] + "…"
 
 
-def describe(error: HttpProcessingError) -> str:
-    return f"{error.code} {error.message}" if error.message else str(error.code)
+# What a malformed request raises: the parser's errors, and a body that fails to decode (a broken
+# gzip stream, a bad chunk), which surfaces even while aiohttp discards a body no one read.
+MALFORMED = (HttpProcessingError, RequestPayloadError)
+
+
+def describe(error: BaseException) -> str:
+    return " ".join(str(error).split())
 
 
 class RequestErrors(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -63,7 +69,7 @@ class RequestErrors(logging.LoggerAdapter):  # type: ignore[type-arg]
         self.limit = limit or RateLimit()
 
     def exception(self, msg: object, *args: object, exc_info: Any = True, **kwargs: Any) -> None:
-        if not isinstance(exc_info, HttpProcessingError):
+        if not isinstance(exc_info, MALFORMED):
             self.logger.exception(msg, *args, exc_info=exc_info, **kwargs)
             return
         allowed, suppressed = self.limit.allow(time.monotonic())

@@ -56,8 +56,6 @@ async def serve(config: Config, environ: Mapping[str, str]) -> int:
         await registry.close(0)
         return 1
     bound = runner.addresses[0]
-    log.info("Headwater listening on http://%s:%d with %d function(s)",
-             host, bound[1], len(registry.pools))
     operations = None
     if config.server.metrics_listen:
         operations = await _serve_operations(registry, config.server.metrics_listen)
@@ -70,6 +68,9 @@ async def serve(config: Config, environ: Mapping[str, str]) -> int:
         daemonfile.write(config.server.data_dir, state)
     except OSError as e:  # the client commands then need --url; the daemon itself is fine
         log.warning("cannot write %s: %s", daemonfile.NAME, e.strerror)
+    # Last, once daemon.json says where: a client that waits for this line finds it there.
+    log.info("Headwater listening on http://%s:%d with %d function(s)",
+             host, bound[1], len(registry.pools))
     systemd.notify(environ, "READY=1")
     await life.stop.wait()
     log.info("draining: finishing in-flight invocations (up to %.0f s)", grace)

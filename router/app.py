@@ -15,8 +15,10 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
-from router import management
+from router import management, urls
 from router.awserror import aws_error
+from router.body import Refusal, take_body
+from router.httplog import RequestErrors
 from router.metrics import render
 from router.registry import Handler, Registry
 from sources import http_trigger, invoke_api
@@ -29,12 +31,23 @@ async def healthz(request: web.BaseRequest, registry: Registry, _: str) -> web.R
 async def readyz(request: web.BaseRequest, registry: Registry, _: str) -> web.Response:
     if registry.draining:
         return web.json_response({"status": "draining"}, status=503)
+    if registry.meter.failing:
+        return web.json_response({"status": "metering unavailable"}, status=503)
     return web.json_response({"status": "ready"})
 
 
-async def metrics(request: web.BaseRequest, registry: Registry, _: str) -> web.Response:
+async def open_metrics(request: web.BaseRequest, registry: Registry, _: str) -> web.Response:
     return web.Response(text=render(registry),
                         headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+
+async def metrics(request: web.BaseRequest, registry: Registry, name: str) -> web.Response:
+    """/metrics names every function: on a daemon with credentials, only for callers with them."""
+    try:
+        await take_body(request, registry.config.server, registry.api_mode, 0, "GetMetrics")
+    except Refusal as e:
+        return e.response()
+    return await open_metrics(request, registry, name)
 
 
 async def unknown_operation(request: web.BaseRequest, registry: Registry, _: str) -> web.Response:
@@ -47,21 +60,38 @@ FUNCTIONS = "/2015-03-31/functions"
 URLS = "/urls/"
 _COLLECTION: dict[str, Handler] = {"GET": management.list_functions,
                                    "POST": management.create_function}
-# Paths served as they are, by method (HEAD is served as GET).
-PATHS: dict[str, dict[str, Handler]] = {
+# The operations endpoints, with /metrics open: what [server].metrics_listen serves.
+OPERATIONS: dict[str, dict[str, Handler]] = {
     "/healthz": {"GET": healthz},
     "/readyz": {"GET": readyz},
+    "/metrics": {"GET": open_metrics},
+}
+# Paths served as they are, by method (HEAD is served as GET).
+PATHS: dict[str, dict[str, Handler]] = {
+    **OPERATIONS,
     "/metrics": {"GET": metrics},
     FUNCTIONS: _COLLECTION,
     FUNCTIONS + "/": _COLLECTION,
 }
-# The Lambda API on one function, /2015-03-31/functions/NAME[/OPERATION], by operation and method.
-FUNCTION_PATHS: dict[str, dict[str, Handler]] = {
-    "": {"GET": management.get_function, "DELETE": management.delete_function},
-    "/invocations": {"POST": invoke_api.invoke},
-    "/configuration": {"GET": management.get_configuration,
-                       "PUT": management.update_configuration},
-    "/code": {"PUT": management.update_code},
+# The Lambda API on one resource, PREFIX/NAME[/OPERATION], by prefix, operation and method: the
+# function operations (Invoke first, the hot path), function URL configs, and tags (of an ARN).
+RESOURCES: dict[str, dict[str, dict[str, Handler]]] = {
+    FUNCTIONS + "/": {
+        "": {"GET": management.get_function, "DELETE": management.delete_function},
+        "/invocations": {"POST": invoke_api.invoke},
+        "/configuration": {"GET": management.get_configuration,
+                           "PUT": management.update_configuration},
+        "/code": {"PUT": management.update_code},
+    },
+    "/2021-10-31/functions/": {
+        "/url": {"POST": urls.create_url, "GET": urls.get_url, "PUT": urls.update_url,
+                 "DELETE": urls.delete_url},
+        "/urls": {"GET": urls.list_urls},
+    },
+    "/2017-03-31/tags/": {
+        "": {"GET": management.list_tags, "POST": management.tag_resource,
+             "DELETE": management.untag_resource},
+    },
 }
 _LAMBDA_API = re.compile(r"/20\d\d-\d\d-\d\d/")
 
@@ -80,14 +110,25 @@ def resolve(method: str, path: str) -> tuple[Handler, str]:
     handler = PATHS.get(path, {}).get(wanted)
     if handler is not None:
         return handler, ""
-    if path.startswith(FUNCTIONS + "/"):
-        name, slash, operation = path[len(FUNCTIONS) + 1:].partition("/")
-        handler = FUNCTION_PATHS.get(slash + operation, {}).get(wanted)
-        if name and handler is not None:
-            return handler, unquote(name)
     if _LAMBDA_API.match(path):
+        for prefix, operations in RESOURCES.items():
+            if path.startswith(prefix):
+                name, slash, operation = path[len(prefix):].partition("/")
+                handler = operations.get(slash + operation, {}).get(wanted)
+                if name and handler is not None:
+                    return handler, unquote(name)
         return unknown_operation, ""
     return http_trigger.route, ""
+
+
+def resolve_operations(method: str, path: str) -> Handler:
+    """What the metrics address serves: the operations endpoints, nothing else."""
+    handler = OPERATIONS.get(path, {}).get("GET" if method == "HEAD" else method)
+    return handler or not_served
+
+
+async def not_served(request: web.BaseRequest, registry: Registry, _: str) -> web.Response:
+    return web.Response(status=404, text="Not Found")
 
 
 class Dispatcher:
@@ -99,15 +140,30 @@ class Dispatcher:
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         handler, name = resolve(request.method, request.rel_url.path_safe)
         expect = request.headers.get("Expect")
-        if expect and request.version >= (1, 1):
-            # A client that waits to send its body until told to (curl does, past 1 KB).
-            if expect.lower() != "100-continue":
-                return web.Response(status=417, text=f"Unknown Expect: {expect}")
-            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-            request.writer.output_size = 0  # the access log counts the response's bytes only
+        # 100-continue is answered by read_body, once the credentials pass and the body is wanted.
+        if expect and request.version >= (1, 1) and expect.lower() != "100-continue":
+            return web.Response(status=417, text=f"Unknown Expect: {expect}")
         return await handler(request, self.registry, name)
 
 
-def build_server(registry: Registry, **settings: Any) -> web.Server:
-    """The server for ``registry``; ``settings`` are aiohttp's (keep-alive, access log…)."""
-    return web.Server(Dispatcher(registry), **settings)
+class OperationsDispatcher(Dispatcher):
+    """The handler of [server].metrics_listen."""
+
+    async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
+        handler = resolve_operations(request.method, request.rel_url.path_safe)
+        return await handler(request, self.registry, "")
+
+
+# A request answered without its body being read (refused, say) has the rest of its body read and
+# discarded for at most this long, so the client sees the answer rather than a reset, then the
+# connection closes. aiohttp's default of 10 s kept the daemon reading 16 anonymous 60 MB uploads
+# long after they had their 403, its RSS growing by 170 MB meanwhile.
+LINGER_S = 1.0
+
+
+def build_server(registry: Registry, operations_only: bool = False, **settings: Any) -> web.Server:
+    """The server for ``registry`` (or, with ``operations_only``, for its metrics address);
+    ``settings`` are aiohttp's (keep-alive, access log…). A malformed request is logged as one
+    short line (``RequestErrors``), not aiohttp's traceback."""
+    dispatcher = OperationsDispatcher(registry) if operations_only else Dispatcher(registry)
+    return web.Server(dispatcher, logger=RequestErrors(), lingering_time=LINGER_S, **settings)

@@ -12,6 +12,7 @@ import hmac
 import re
 import time
 from collections.abc import Mapping
+from typing import NamedTuple
 from urllib.parse import parse_qsl, quote
 
 from multidict import CIMultiDictProxy
@@ -70,9 +71,42 @@ def signing_key(secret: str, date: str, region: str, service: str) -> bytes:
     return key
 
 
-def verify_sigv4(method: str, raw_path: str, raw_query: str, headers: CIMultiDictProxy[str],
-                 body: bytes, keys: Mapping[str, str], now: float) -> None:
-    """Check an AWS SigV4-signed request against the configured access keys; raise ``Refused``."""
+class SigV4(NamedTuple):
+    """A SigV4 Authorization header whose key, date and form are checked; the signature itself
+    waits for the payload's hash (``check``)."""
+
+    secret: str
+    amz_date: str
+    scope: str  # DATE/REGION/SERVICE/aws4_request
+    signed: list[str]
+    signature: str
+
+    def check(self, method: str, raw_path: str, raw_query: str, headers: CIMultiDictProxy[str],
+              payload_hash: str) -> None:
+        """Raise ``Refused`` unless the signature covers this request with this payload hash."""
+        # The hash is always the body's real one: a claimed hash that differs (or
+        # UNSIGNED-PAYLOAD) would let a replayed signature carry any body.
+        if headers.get("X-Amz-Content-SHA256", payload_hash) != payload_hash:
+            raise Refused("InvalidSignatureException",
+                          "X-Amz-Content-SHA256 does not match the request body")
+        request = canonical_request(method, raw_path, raw_query, headers, self.signed, payload_hash)
+        date, region, service, _ = self.scope.split("/")
+        try:
+            to_sign = "\n".join([ALGORITHM, self.amz_date, self.scope,
+                                 hashlib.sha256(request.encode()).hexdigest()]).encode()
+            expected = hmac.new(signing_key(self.secret, date, region, service), to_sign,
+                                hashlib.sha256).hexdigest()
+        except UnicodeEncodeError:  # a scope or header no client could have signed
+            raise Refused("IncompleteSignatureException", "The signed request is not valid") from None
+        if not hmac.compare_digest(expected, self.signature) or "host" not in self.signed:
+            raise Refused("InvalidSignatureException",
+                          "The request signature we calculated does not match the signature you "
+                          "provided. Check your AWS Secret Access Key and signing method.")
+
+
+def parse_sigv4(headers: CIMultiDictProxy[str], keys: Mapping[str, str], now: float) -> SigV4:
+    """What of a SigV4 signature can be checked before the body arrives: its form, its access
+    key and its time. Raises ``Refused``."""
     m = _AUTH.match(headers.get("Authorization", ""))
     if m is None:
         raise Refused("IncompleteSignatureException",
@@ -82,7 +116,7 @@ def verify_sigv4(method: str, raw_path: str, raw_query: str, headers: CIMultiDic
     if len(parts) != 5 or parts[4] != "aws4_request":
         raise Refused("IncompleteSignatureException",
                       "Credential must be KEY/DATE/REGION/SERVICE/aws4_request")
-    key_id, date, region, service, _ = parts
+    key_id, date = parts[0], parts[1]
     amz_date = headers.get("X-Amz-Date", "")
     try:
         signed_at = calendar.timegm(time.strptime(amz_date, "%Y%m%dT%H%M%SZ"))
@@ -91,29 +125,18 @@ def verify_sigv4(method: str, raw_path: str, raw_query: str, headers: CIMultiDic
     if abs(now - signed_at) > MAX_SKEW_S or not amz_date.startswith(date):
         raise Refused("InvalidSignatureException", "Signature expired: the request time is more "
                       "than 15 minutes from the server's")
-    # An unknown key is checked against a throwaway secret, so timing does not tell it apart.
     secret = keys.get(key_id)
-    signed = signed_text.split(";")
-    # The signature covers the body through its hash, which is always the body's real one: a
-    # claimed hash that differs (or UNSIGNED-PAYLOAD) would let a replayed signature carry any body.
-    payload_hash = hashlib.sha256(body).hexdigest()
-    if headers.get("X-Amz-Content-SHA256", payload_hash) != payload_hash:
-        raise Refused("InvalidSignatureException",
-                      "X-Amz-Content-SHA256 does not match the request body")
-    request = canonical_request(method, raw_path, raw_query, headers, signed, payload_hash)
-    scope = f"{date}/{region}/{service}/aws4_request"
-    try:
-        to_sign = "\n".join([ALGORITHM, amz_date, scope,
-                             hashlib.sha256(request.encode()).hexdigest()]).encode()
-        expected = hmac.new(signing_key(secret or "\0unknown", date, region, service), to_sign,
-                            hashlib.sha256).hexdigest()
-    except UnicodeEncodeError:  # a scope or header no client could have signed
-        raise Refused("IncompleteSignatureException", "The signed request is not valid") from None
-    matches = hmac.compare_digest(expected, signature)
-    if secret is None:
+    if secret is None:  # refused before the body: an unknown key costs the daemon nothing
         raise Refused("UnrecognizedClientException",
                       "The security token included in the request is invalid.")
-    if not matches or "host" not in signed:
-        raise Refused("InvalidSignatureException",
-                      "The request signature we calculated does not match the signature you "
-                      "provided. Check your AWS Secret Access Key and signing method.")
+    return SigV4(secret, amz_date, "/".join(parts[1:]), signed_text.split(";"), signature)
+
+
+def claimed_hash(headers: CIMultiDictProxy[str]) -> str | None:
+    """The payload hash a request states (X-Amz-Content-SHA256), if it is one: then its signature
+    can be checked before its body is read."""
+    value = headers.get("X-Amz-Content-SHA256", "")
+    return value if _HASH.fullmatch(value) else None
+
+
+_HASH = re.compile(r"[0-9a-f]{64}")

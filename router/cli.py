@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import base64
+import fnmatch
 import io
 import json
 import logging
 import os
+import stat
 import sys
 import urllib.error
 import urllib.request
@@ -33,8 +35,9 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
                        help="the address to listen on (overrides [server].listen)")
 
     def client(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("--url", default=environ.get("HEADWATER_URL", DEFAULT_URL),
-                       help=f"the daemon's address (default: {DEFAULT_URL}, or $HEADWATER_URL)")
+        p.add_argument("--url", help="the daemon's address (default: $HEADWATER_URL, else that of "
+                       "the daemon running on ./config.toml or $HEADWATER_CONFIG, from its "
+                       f"data_dir/daemon.json, else {DEFAULT_URL})")
         p.add_argument("--token", default=environ.get("HEADWATER_TOKEN"),
                        help="a bearer token (or $HEADWATER_TOKEN); without one, requests are "
                             "signed with AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY when set")
@@ -66,6 +69,10 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     deploy.add_argument("--timeout", type=int, help="timeout in seconds (1-900)")
     deploy.add_argument("--env", action="append", default=[], metavar="K=V",
                         help="an environment variable (repeatable)")
+    deploy.add_argument("--function-url", choices=["NONE", "AWS_IAM"], metavar="AUTH",
+                        help="give the function a function URL: NONE (open to anyone) or AWS_IAM "
+                             "(SigV4 with the daemon's access keys); without it, a new function "
+                             "has none")
 
     client(commands.add_parser("functions", help="list the daemon's functions"))
 
@@ -88,7 +95,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
 
         print(json.dumps(sample_event(args.kind), indent=2))
         return 0
-    api = Api(args.url, args.token, environ)
+    url, origin = locate(args.url, environ)
+    api = Api(url, args.token, environ, origin)
     try:
         return COMMANDS[args.command](args, api)
     except ApiError as e:
@@ -129,13 +137,37 @@ def cmd_init(args: argparse.Namespace) -> int:
 # --- the API client --------------------------------------------------------------------------
 
 
+def locate(url: str | None, environ: Mapping[str, str]) -> tuple[str, str]:
+    """The daemon's address, and where it was found (for the message when it cannot be reached):
+    --url, $HEADWATER_URL, the daemon.json of the daemon serving ./config.toml (or
+    $HEADWATER_CONFIG), or the default."""
+    if url:
+        return url, "--url"
+    if environ.get("HEADWATER_URL"):
+        return environ["HEADWATER_URL"], "$HEADWATER_URL"
+    from router import daemonfile
+    from router.config import data_dir_of
+
+    config = Path(environ.get("HEADWATER_CONFIG", "config.toml"))
+    data_dir = data_dir_of(config, environ)
+    if data_dir is None:
+        return DEFAULT_URL, f"the default: no --url, no $HEADWATER_URL, and no {config} here"
+    state = daemonfile.read(data_dir)
+    if state is None:
+        return DEFAULT_URL, (f"the default: no --url, no $HEADWATER_URL, and no running daemon "
+                             f"recorded in {data_dir / daemonfile.NAME}")
+    return state.url, str(data_dir / daemonfile.NAME)
+
+
 class Api:
     """Requests to the daemon's Lambda API, with a bearer token or a SigV4 signature."""
 
-    def __init__(self, url: str, token: str | None, environ: Mapping[str, str]) -> None:
+    def __init__(self, url: str, token: str | None, environ: Mapping[str, str],
+                 origin: str = "--url") -> None:
         self.url = url.rstrip("/")
         self.token = token
         self.environ = environ
+        self.origin = origin  # where the address came from
 
     def call(self, method: str, path: str, body: bytes | None = None,
              headers: dict[str, str] | None = None) -> tuple[int, Mapping[str, str], bytes]:
@@ -159,7 +191,7 @@ class Api:
             raise ApiError(f"{e.code} {e.headers.get('x-amzn-ErrorType', e.reason)}: {message}") \
                 from None
         except urllib.error.URLError as e:
-            raise ApiError(f"cannot reach {self.url}: {e.reason}") from None
+            raise ApiError(f"cannot reach {self.url} ({self.origin}): {e.reason}") from None
 
     def _signed(self, method: str, url: str, body: bytes | None,
                 headers: dict[str, str]) -> dict[str, str]:
@@ -196,13 +228,72 @@ def cmd_invoke(args: argparse.Namespace, api: Api) -> int:
     return 1 if headers.get("X-Amz-Function-Error") else 0
 
 
+# Never part of a package: version control, caches, secrets (.env files) and the ignore file;
+# virtualenvs too, found by their pyvenv.cfg whatever their name.
+ALWAYS_IGNORED = [".git/", ".hg/", ".svn/", "__pycache__/", "*.pyc", ".env", ".env.*", ".venv/",
+                  ".headwaterignore", ".DS_Store"]
+IGNORE_FILE = ".headwaterignore"
+
+
+def read_ignore(text: str) -> list[str]:
+    """A .headwaterignore's patterns: one a line, blank lines and # comments skipped."""
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def ignored(rel: str, is_dir: bool, patterns: Sequence[str]) -> bool:
+    """Whether the entry at ``rel`` (a path relative to the folder, with /) is left out. A pattern
+    is a glob: with no / it matches a name at any depth, with a leading / or a / inside it the
+    whole path from the folder; a trailing / makes it match folders only."""
+    name = rel.rsplit("/", 1)[-1]
+    for pattern in patterns:
+        if pattern.endswith("/") and not is_dir:
+            continue
+        glob = pattern.rstrip("/")
+        if "/" in glob:
+            if fnmatch.fnmatchcase(rel, glob.lstrip("/")):
+                return True
+        elif fnmatch.fnmatchcase(name, glob):
+            return True
+    return False
+
+
+def package(folder: Path) -> list[tuple[str, Path]]:
+    """What ``headwater deploy`` packages of ``folder``: (name in the zip, path), in order. Links
+    are entries of their own (never followed); what ``ignored`` says is left out."""
+    patterns = list(ALWAYS_IGNORED)
+    if (folder / IGNORE_FILE).is_file():
+        patterns += read_ignore((folder / IGNORE_FILE).read_text())
+    found = []
+    for top, dirs, files in os.walk(folder):  # does not follow links to folders
+        base = Path(top)
+        prefix = base.relative_to(folder).as_posix()
+        prefix = "" if prefix == "." else prefix + "/"
+        kept = []
+        for name in sorted(dirs):
+            path = base / name
+            if path.is_symlink():
+                if not ignored(prefix + name, True, patterns):
+                    found.append((prefix + name, path))
+            elif not ignored(prefix + name, True, patterns) and not (path / "pyvenv.cfg").exists():
+                kept.append(name)
+        dirs[:] = kept
+        found += [(prefix + name, base / name) for name in sorted(files)
+                  if not ignored(prefix + name, False, patterns)]
+    return sorted(found)
+
+
 def zip_folder(folder: Path) -> bytes:
-    """The folder as a deployment package: files relative to it, caches left out."""
+    """The folder as a deployment package: files relative to it, links stored as links."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for path in sorted(folder.rglob("*")):
-            if path.is_file() and "__pycache__" not in path.parts:
-                archive.write(path, path.relative_to(folder).as_posix())
+        for name, path in package(folder):
+            if path.is_symlink():
+                info = zipfile.ZipInfo(name)
+                info.create_system = 3  # Unix, so that the mode below reads as a link
+                info.external_attr = (stat.S_IFLNK | 0o777) << 16
+                archive.writestr(info, os.readlink(path))
+            else:
+                archive.write(path, name)
     return buffer.getvalue()
 
 
@@ -237,10 +328,24 @@ def cmd_deploy(args: argparse.Namespace, api: Api) -> int:
             "FunctionName": args.name, "Role": "arn:aws:iam::000000000000:role/headwater",
             "Code": {"ZipFile": code}, **settings}).encode())
     config = json.loads(body)
+    url = function_url(api, args.name, args.function_url) if args.function_url else None
     print(f"{'updated' if exists else 'created'} {config['FunctionName']} "
-          f"({config['CodeSize']} bytes, {config['CodeSha256']}); "
-          f"function URL: {api.url}/urls/{config['FunctionName']}/")
+          f"({config['CodeSize']} bytes, {config['CodeSha256']})"
+          + (f"; function URL ({args.function_url}): {url}" if url else ""))
     return 0
+
+
+def function_url(api: Api, name: str, auth: str) -> str:
+    """Create the function's URL config with ``auth``, or update the one it has."""
+    body = json.dumps({"AuthType": auth}).encode()
+    path = f"/2021-10-31/functions/{name}/url"
+    try:
+        _, _, answer = api.call("POST", path, body)
+    except ApiError as e:
+        if not str(e).startswith("409"):
+            raise
+        _, _, answer = api.call("PUT", path, body)
+    return str(json.loads(answer)["FunctionUrl"])
 
 
 def cmd_functions(args: argparse.Namespace, api: Api) -> int:

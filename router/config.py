@@ -80,6 +80,9 @@ class ServerConfig(Struct, frozen=True, forbid_unknown_fields=True):
                               description='"auto", "required" or "none"')] = "auto"
     access_keys: dict[str, str] = {}  # AWS access key id → secret access key, for SigV4
     tokens: list[str] = []  # bearer tokens: accepted by the API and where a trigger has auth = "token"
+    # A second address serving only /metrics, /healthz and /readyz, with no credentials: for a
+    # Prometheus scraper on a private interface ("" = none; /metrics on listen needs credentials).
+    metrics_listen: str = ""
 
 
 class SandboxConfig(Struct, frozen=True, forbid_unknown_fields=True):
@@ -100,19 +103,39 @@ class MeteringConfig(Struct, frozen=True, forbid_unknown_fields=True):
     price_per_request: _number(0) = 0.0000002
     rotate_bytes: _int(4096, 2**40) = 100 * 1024 * 1024
     backups: _int(0, 1000) = 5
+    # Records kept in memory while the file cannot be written (see the README's Metering).
+    buffer_bytes: _int(0, 2**34) = 64 * 1024 * 1024
 
 
-Auth = Annotated[str, Meta(pattern=r"^(none|token)$", description='"none" or "token"')]
+# Who may call a route or a function URL: "auto" needs the API's credentials (a token or a SigV4
+# signature) when the daemon has any and nothing otherwise; "aws_iam" is SigV4 with one of
+# [server].access_keys, as Lambda's AWS_IAM; "token" a bearer token of [server].tokens.
+Auth = Annotated[str, Meta(pattern=r"^(auto|none|token|aws_iam)\Z",
+                           description='"auto", "none", "token" or "aws_iam"')]
+# What a request must carry once "auto" is resolved; "api" is whatever the Lambda API accepts.
+AuthMode = typing.Literal["none", "token", "aws_iam", "api"]
 
 
 class HttpTrigger(Struct, frozen=True, forbid_unknown_fields=True, tag="http", tag_field="type"):
     route: Annotated[str, Meta(description='a route such as "GET /items/{id}"')]
-    auth: Auth = "none"
+    auth: Auth = "auto"
+
+
+class Cors(Struct, frozen=True, forbid_unknown_fields=True):
+    """A function URL's CORS settings (Lambda's Cors, in snake case), stored and reported."""
+
+    allow_credentials: bool = False
+    allow_headers: list[str] = []
+    allow_methods: list[str] = []
+    allow_origins: list[str] = []
+    expose_headers: list[str] = []
+    max_age: _int(0, 86400) = 0
 
 
 class FunctionUrl(Struct, frozen=True, forbid_unknown_fields=True):
     enabled: bool = True
-    auth: Auth = "none"
+    auth: Auth = "auto"
+    cors: Cors | None = None
 
 
 Network = Annotated[str, Meta(pattern=r"^(default|none|host)$",
@@ -185,7 +208,7 @@ def parse(raw: dict[str, Any], base: Path, environ: Mapping[str, str],
     server = msgspec.structs.replace(
         config.server,
         listen=listen or environ.get("HEADWATER_LISTEN") or config.server.listen,
-        data_dir=str(base / environ.get("HEADWATER_DATA_DIR", config.server.data_dir)))
+        data_dir=str(_data_dir(base, environ, config.server.data_dir)))
     metering = msgspec.structs.replace(
         config.metering,
         path=str(base / environ.get("HEADWATER_METERING_PATH", config.metering.path)))
@@ -193,6 +216,25 @@ def parse(raw: dict[str, Any], base: Path, environ: Mapping[str, str],
     config = Config(server=server, sandbox=config.sandbox, metering=metering, functions=functions)
     check(config, environ.get("PATH", os.defpath))
     return config
+
+
+def _data_dir(base: Path, environ: Mapping[str, str], configured: str) -> Path:
+    return base / environ.get("HEADWATER_DATA_DIR", configured)
+
+
+def data_dir_of(path: str | Path, environ: Mapping[str, str]) -> Path | None:
+    """The data folder the config file at ``path`` gives its daemon, read without checking the
+    rest of the file (the client commands look there for the daemon's address); None if the file
+    cannot be read."""
+    path = Path(path)
+    try:
+        server = tomllib.loads(path.read_text()).get("server", {})
+    except (OSError, tomllib.TOMLDecodeError):
+        return None
+    configured = server.get("data_dir", ServerConfig().data_dir) if isinstance(server, dict) else None
+    if not isinstance(configured, str):
+        return None
+    return _data_dir(path.resolve().parent, environ, configured)
 
 
 def split_listen(listen: str) -> tuple[str, int]:
@@ -227,6 +269,47 @@ def api_auth_required(server: ServerConfig) -> bool:
     return server.auth == "required" or (server.auth == "auto" and has_credentials(server))
 
 
+def effective_auth(mode: str, server: ServerConfig) -> AuthMode:
+    """What a route or function URL with ``auth = mode`` asks of its callers."""
+    if mode == "auto":
+        return "api" if api_auth_required(server) else "none"
+    return typing.cast(AuthMode, mode)
+
+
+# Lambda's reserved environment variables: CreateFunction refuses to set them, and so does
+# config.toml (the worker would override them anyway).
+RESERVED_ENV = frozenset({
+    "_HANDLER", "_X_AMZN_TRACE_ID", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_EXECUTION_ENV",
+    "AWS_LAMBDA_FUNCTION_NAME", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "AWS_LAMBDA_FUNCTION_VERSION",
+    "AWS_LAMBDA_INITIALIZATION_TYPE", "AWS_LAMBDA_LOG_GROUP_NAME", "AWS_LAMBDA_LOG_STREAM_NAME",
+    "AWS_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+    "AWS_LAMBDA_RUNTIME_API", "LAMBDA_TASK_ROOT", "LAMBDA_RUNTIME_DIR"})
+
+
+def reserved_names(env: Mapping[str, str]) -> list[str]:
+    return sorted(name for name in env if name in RESERVED_ENV)
+
+
+def auth_problem(mode: str, server: ServerConfig) -> str | None:
+    """Why ``auth = mode`` cannot be satisfied on this daemon, if it cannot."""
+    if mode == "token" and not server.tokens:
+        return 'auth = "token" needs [server].tokens'
+    if mode == "aws_iam" and not server.access_keys:
+        return 'auth = "aws_iam" needs [server].access_keys'
+    return None
+
+
+def url_bypass(fn: FunctionConfig, server: ServerConfig) -> str | None:
+    """The first of ``fn``'s routes its function URL would let a caller reach without the route's
+    credentials, if any: an open URL beside a protected route is the same function, unprotected."""
+    if not fn.url.enabled or effective_auth(fn.url.auth, server) != "none":
+        return None
+    for trigger in fn.triggers:
+        if effective_auth(trigger.auth, server) != "none":
+            return trigger.route
+    return None
+
+
 def check(config: Config, path: str | None) -> None:
     """The rules a type cannot say: unique names, files that exist, runtimes that run,
     consistent limits. ``path`` is the PATH runtimes are looked up on."""
@@ -248,6 +331,12 @@ def check(config: Config, path: str | None) -> None:
     if config.sandbox.mode == "none" and not is_loopback(host):
         raise ConfigError(f'sandbox.mode: "none" is allowed only when listening on loopback, '
                           f"not on {host}")
+    if server.metrics_listen:
+        try:
+            split_listen(server.metrics_listen)
+        except ValueError:
+            raise ConfigError("server.metrics_listen: expected HOST:PORT, got "
+                              f"{json.dumps(server.metrics_listen)}") from None
     seen: set[str] = set()
     routes: list[Route] = []
     for i, f in enumerate(config.functions):
@@ -257,6 +346,16 @@ def check(config: Config, path: str | None) -> None:
                 routes.append(parse_route(trigger.route, f.name))
             except RouteError as e:
                 raise ConfigError(f"{at}.triggers[{j}].route: {e}") from None
+            if problem := auth_problem(trigger.auth, server):
+                raise ConfigError(f"{at}.triggers[{j}].auth: {problem}")
+        if problem := auth_problem(f.url.auth, server):
+            raise ConfigError(f"{at}.url.auth: {problem}")
+        if (route := url_bypass(f, server)) is not None:
+            raise ConfigError(f"{at}.url.auth: the function URL would be open while route "
+                              f"{route!r} needs credentials; give the URL an auth too, or "
+                              "url = { enabled = false }")
+        if reserved := reserved_names(f.env):
+            raise ConfigError(f"{at}.env: {', '.join(reserved)}: reserved by Lambda, cannot be set")
         if f.name in seen:
             raise ConfigError(f"{at}.name: duplicate function name {json.dumps(f.name)}")
         seen.add(f.name)

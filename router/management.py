@@ -1,7 +1,9 @@
 """The Lambda management API, enough for boto3 and the AWS CLI with ``--endpoint-url``:
 CreateFunction, UpdateFunctionCode, UpdateFunctionConfiguration, GetFunction,
-GetFunctionConfiguration, ListFunctions and DeleteFunction, with Lambda's status codes and error
-shapes. Functions from config.toml are listed too, read-only.
+GetFunctionConfiguration, ListFunctions, DeleteFunction and the tag operations, with Lambda's
+status codes and error shapes (function URL configs are in ``router.urls``). Functions from
+config.toml are listed too, read-only. A parameter Headwater does not implement is refused by name
+rather than ignored.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from aiohttp import web
 
 from router import archive
 from router.awserror import aws_error
-from router.body import api_body
+from router.body import HASH_IN_THREAD, Refusal, take_body
 from router.config import (
     EPHEMERAL_MB,
     HANDLER_PATTERN,
@@ -29,14 +31,20 @@ from router.config import (
     RUNTIME_PATTERN,
     TIMEOUT_S,
     FunctionConfig,
+    FunctionUrl,
     function_arn,
+    reserved_names,
 )
 from router.registry import Handler, Registry, parse_function_name
 from router.store import Deployed, stamp
 from workers.runtime import BadRuntime, probe
 
-# A base64 zip of Lambda's 50 MB limit, in a JSON body.
-MAX_API_BODY = archive.MAX_ZIPPED * 4 // 3 + 64 * 1024
+# Each operation's largest body, refused from Content-Length before it is read: a base64 zip of
+# Lambda's 50 MB limit in a JSON body for the code operations; settings (4 KB of environment, 50
+# tags, CORS lists) for the others; nothing for those that take no body.
+MAX_CODE_BODY = archive.MAX_ZIPPED * 4 // 3 + 64 * 1024
+MAX_SETTINGS_BODY = 256 * 1024
+NO_BODY = 0
 PAGE = 50  # ListFunctions' largest page, as Lambda's
 
 
@@ -54,14 +62,70 @@ def not_found(registry: Registry, name: str) -> web.Response:
 
 
 def read_json(body: bytes) -> dict[str, Any]:
-    """The body as a JSON object."""
+    """The body as a JSON object. Hostile JSON (nested past the decoder's depth, numbers out of
+    range, lone surrogates, invalid UTF-8) is ``Invalid`` like any other bad body."""
     try:
-        value = json.loads(body or b"{}")
-    except ValueError:
+        value = msgspec.json.decode(body or b"{}")
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
         raise Invalid("The request body is not valid JSON") from None
     if not isinstance(value, dict):
         raise Invalid("The request body must be a JSON object")
     return value
+
+
+async def parse_json(body: bytes) -> dict[str, Any]:
+    """``read_json``, off the event loop for a large body (a 70 MB zip upload takes a while)."""
+    if len(body) > HASH_IN_THREAD:
+        return await asyncio.to_thread(read_json, body)
+    return read_json(body)
+
+
+def _off(value: Any) -> bool:
+    """Whether a parameter's value asks for nothing (absent, empty, or all of its parts so)."""
+    if isinstance(value, dict):
+        return all(_off(v) for v in value.values())
+    return value in (None, "", [], False)
+
+
+# Lambda's parameters that Headwater does not implement, each with the test of a value that asks
+# for nothing Headwater lacks (Lambda's default): any other value is refused, naming the parameter.
+UNIMPLEMENTED: dict[str, Callable[[Any], bool]] = {
+    "Layers": _off,
+    "VpcConfig": _off,
+    "Architectures": lambda v: v in (None, [], ["x86_64"]),
+    "SnapStart": lambda v: _off(v) or v == {"ApplyOn": "None"},
+    "FileSystemConfigs": _off,
+    "TracingConfig": lambda v: _off(v) or v == {"Mode": "PassThrough"},
+    "DeadLetterConfig": _off,
+    "Publish": _off,
+    "PublishTo": _off,
+    "KMSKeyArn": _off,
+    "ImageConfig": _off,
+    "CodeSigningConfigArn": _off,
+    "EphemeralStorage": lambda v: _off(v) or v == {"Size": 512},
+    "LoggingConfig": lambda v: _off(v) or v == {"LogFormat": "Text"},
+    "TenancyConfig": _off,
+    "CapacityProviderConfig": _off,
+    "DurableConfig": _off,
+}
+# What each operation implements, beyond the parameters in UNIMPLEMENTED.
+CREATE_PARAMETERS = {"FunctionName", "Runtime", "Role", "Handler", "Code", "Description", "Timeout",
+                     "MemorySize", "PackageType", "Environment", "Tags"}
+UPDATE_PARAMETERS = {"Role", "Handler", "Description", "Timeout", "MemorySize", "Environment",
+                     "Runtime", "RevisionId"}
+
+
+def refuse_unimplemented(body: dict[str, Any], implemented: set[str]) -> None:
+    """Raise ``Invalid`` naming the parameters of ``body`` Headwater would otherwise ignore."""
+    unknown = sorted(key for key in body if key not in implemented and key not in UNIMPLEMENTED)
+    if unknown:
+        raise Invalid(f"Unknown parameter(s): {', '.join(unknown)}")
+    unsupported = sorted(key for key, value in body.items()
+                         if key in UNIMPLEMENTED and not UNIMPLEMENTED[key](value))
+    if unsupported:
+        raise Invalid(f"Not supported by Headwater: {', '.join(unsupported)} (only their "
+                      "defaults are: no layers, no VPC, x86_64, no SnapStart, no file systems, "
+                      "PassThrough tracing, no dead-letter queue, no publishing, 512 MB /tmp)")
 
 
 def configuration(registry: Registry, deployed: Deployed) -> dict[str, Any]:
@@ -134,6 +198,12 @@ def apply_settings(fn: FunctionConfig, body: dict[str, Any]) -> FunctionConfig:
             raise Invalid("Environment.Variables: expected a map of strings to strings")
         if len(json.dumps(variables)) > 4096:
             raise Invalid("Environment.Variables: Lambda allows at most 4 KB of variables")
+        if reserved := reserved_names(variables):
+            # Lambda's own words for it.
+            raise Invalid("Lambda was unable to configure your environment variables because the "
+                          "environment variables you have provided contains reserved keys that "
+                          "are currently not supported for modification. Reserved keys used in "
+                          f"this request: {', '.join(reserved)}")
         changes["env"] = variables
     return msgspec.structs.replace(fn, **changes)
 
@@ -155,42 +225,70 @@ def zip_of(code: Any) -> bytes:
 BodyHandler = Callable[[web.BaseRequest, Registry, str, bytes], Awaitable[web.Response]]
 
 
-def authenticated(handler: BodyHandler) -> Handler:
-    """Read the body (up to the API's limit: a base64 zip is large), check the credentials,
-    then run the handler with the body."""
+def authenticated(limit: int, operation: str) -> Callable[[BodyHandler], Handler]:
+    """Check the credentials, then read the body (up to the operation's ``limit``), then run the
+    handler with it."""
 
-    @functools.wraps(handler)
-    async def checked(request: web.BaseRequest, registry: Registry, name: str) -> web.Response:
-        body = await api_body(request, registry, MAX_API_BODY,
-                              f"Request must be smaller than {MAX_API_BODY} bytes",
-                              "InvalidParameterValueException")
-        if isinstance(body, web.Response):
-            return body
-        return await handler(request, registry, name, body)
+    def wrap(handler: BodyHandler) -> Handler:
+        @functools.wraps(handler)
+        async def checked(request: web.BaseRequest, registry: Registry, name: str) -> web.Response:
+            try:
+                body = await take_body(request, registry.config.server, registry.api_mode, limit,
+                                       operation)
+            except Refusal as e:
+                return e.response()
+            return await handler(request, registry, name, body)
 
-    return checked
+        return checked
+
+    return wrap
 
 
-@authenticated
+def check_tags(tags: Any) -> dict[str, str]:
+    """Lambda's rules for tags: at most 50, keys of 1-128 characters not starting with "aws:",
+    values of at most 256."""
+    if not isinstance(tags, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                             for k, v in tags.items()):
+        raise Invalid("Tags: expected a map of strings to strings")
+    for key, value in tags.items():
+        if not 1 <= len(key) <= 128 or key.lower().startswith("aws:"):
+            raise Invalid(f"Tags: invalid key {json.dumps(key)}: 1 to 128 characters, not "
+                          "starting with aws:")
+        if len(value) > 256:
+            raise Invalid(f"Tags: the value of {json.dumps(key)} is longer than 256 characters")
+    return tags
+
+
+def too_many_tags(tags: dict[str, str]) -> None:
+    if len(tags) > 50:
+        raise Invalid(f"Tags: a function has at most 50 tags, not {len(tags)}")
+
+
+@authenticated(MAX_CODE_BODY, "CreateFunction")
 async def create_function(request: web.BaseRequest, registry: Registry, _: str,
                           body: bytes) -> web.Response:
     try:
-        payload = await asyncio.to_thread(read_json, body)  # a 70 MB body takes a while
+        payload = await parse_json(body)
         name = payload.get("FunctionName")
         if not isinstance(name, str) or not re.fullmatch(NAME_PATTERN, name):
             raise Invalid(f"FunctionName: expected 1 to 64 letters, digits, '-' or '_', got "
                           f"{json.dumps(name)}")
+        refuse_unimplemented(payload, CREATE_PARAMETERS)
         if payload.get("PackageType", "Zip") != "Zip":
             raise Invalid("PackageType: only Zip is supported")
         for key in ("Handler", "Runtime"):
             if key not in payload:
                 raise Invalid(f"{key}: required")
+        tags = check_tags(payload.get("Tags") or {})
+        too_many_tags(tags)
         if registry.lookup(name) is not None:
             return aws_error(409, "ResourceConflictException", f"Function already exist: {name}")
         if name in registry.deleting:
             return aws_error(409, "ResourceConflictException",
                              f"Function {name} is being deleted; try again shortly")
-        fn = apply_settings(FunctionConfig(name=name, handler="x.y", code=""), payload)
+        # A function made through the API has no URL until CreateFunctionUrlConfig makes one.
+        fn = apply_settings(FunctionConfig(name=name, handler="x.y", code="",
+                                           url=FunctionUrl(enabled=False)), payload)
         version, sha, size = await asyncio.to_thread(
             lambda: registry.store.install_code(name, zip_of(payload.get("Code")), set()))
     except Invalid as e:
@@ -202,13 +300,13 @@ async def create_function(request: web.BaseRequest, registry: Registry, _: str,
     deployed = Deployed(function=msgspec.structs.replace(fn, code=str(version)),
                         role=str(payload.get("Role", "")),
                         description=str(payload.get("Description", "")),
-                        code_sha256=sha, code_size=size)
+                        code_sha256=sha, code_size=size, tags=tags)
     response = changed(registry, deployed)
     response.set_status(201)
     return response
 
 
-def _deployed(registry: Registry, text: str) -> tuple[Deployed | None, str]:
+def find_function(registry: Registry, text: str) -> tuple[Deployed | None, str]:
     """The function a path names: by name, or by ARN as boto3 passes one through."""
     parsed = parse_function_name(text)
     if parsed is None or parsed[1] not in (None, "$LATEST"):
@@ -216,38 +314,47 @@ def _deployed(registry: Registry, text: str) -> tuple[Deployed | None, str]:
     return registry.deployed.get(parsed[0]), parsed[0]
 
 
-@authenticated
+@authenticated(NO_BODY, "GetFunction")
 async def get_function(request: web.BaseRequest, registry: Registry, text: str,
                        body: bytes) -> web.Response:
-    deployed, name = _deployed(registry, text)
+    deployed, name = find_function(registry, text)
     if deployed is None:
         return not_found(registry, name)
     return web.json_response({
         "Configuration": configuration(registry, deployed),
         "Code": {"RepositoryType": "Headwater", "Location": f"file://{deployed.function.code}"},
-        "Tags": {}})
+        "Tags": deployed.tags})
 
 
-@authenticated
+@authenticated(NO_BODY, "GetFunctionConfiguration")
 async def get_configuration(request: web.BaseRequest, registry: Registry, text: str,
                             body: bytes) -> web.Response:
-    deployed, name = _deployed(registry, text)
+    deployed, name = find_function(registry, text)
     if deployed is None:
         return not_found(registry, name)
     return web.json_response(configuration(registry, deployed))
 
 
-@authenticated
-async def list_functions(request: web.BaseRequest, registry: Registry, _: str,
-                         body: bytes) -> web.Response:
-    names = sorted(registry.deployed)
+def page_of(request: web.BaseRequest) -> tuple[int, int]:
+    """ListFunctions' and ListFunctionUrlConfigs' Marker and MaxItems; ``Invalid`` if bad."""
     try:
         start = int(request.query.get("Marker") or 0)
         size = int(request.query.get("MaxItems") or PAGE)
     except ValueError:
-        return bad_request("Marker and MaxItems must be integers")
+        raise Invalid("Marker and MaxItems must be integers") from None
     if not 1 <= size <= PAGE or start < 0:
-        return bad_request(f"MaxItems: expected an integer from 1 to {PAGE}")
+        raise Invalid(f"MaxItems: expected an integer from 1 to {PAGE}")
+    return start, size
+
+
+@authenticated(NO_BODY, "ListFunctions")
+async def list_functions(request: web.BaseRequest, registry: Registry, _: str,
+                         body: bytes) -> web.Response:
+    names = sorted(registry.deployed)
+    try:
+        start, size = page_of(request)
+    except Invalid as e:
+        return bad_request(str(e))
     page = names[start:start + size]
     listing: dict[str, Any] = {"Functions": [configuration(registry, registry.deployed[n])
                                           for n in page]}
@@ -259,23 +366,33 @@ async def list_functions(request: web.BaseRequest, registry: Registry, _: str,
 WriteHandler = Callable[[web.BaseRequest, bytes, Registry, Deployed], Awaitable[web.Response]]
 
 
-def writable(handler: WriteHandler) -> Handler:
-    """Authenticated, and only for a function that exists and was deployed through the API."""
+def read_only(name: str) -> web.Response:
+    return aws_error(409, "ResourceConflictException",
+                     f"Function {name} is defined in the daemon's configuration file and is "
+                     "read-only through the API")
 
-    @authenticated
-    @functools.wraps(handler)
-    async def checked(request: web.BaseRequest, registry: Registry, text: str,
-                      body: bytes) -> web.Response:
-        deployed, name = _deployed(registry, text)
-        if deployed is None:
-            return not_found(registry, name)
-        if deployed.from_config:
-            return aws_error(409, "ResourceConflictException",
-                             f"Function {name} is defined in the daemon's configuration file and "
-                             "is read-only through the API")
-        return await handler(request, body, registry, deployed)
 
-    return checked
+def writable(limit: int, operation: str,
+             find: Callable[[Registry, str], tuple[Deployed | None, str]] = find_function,
+             ) -> Callable[[WriteHandler], Handler]:
+    """Authenticated, and only for a function that exists and was deployed through the API (or
+    is marked api_writable); ``find`` reads the function from the path's text."""
+
+    def wrap(handler: WriteHandler) -> Handler:
+        @authenticated(limit, operation)
+        @functools.wraps(handler)
+        async def checked(request: web.BaseRequest, registry: Registry, text: str,
+                          body: bytes) -> web.Response:
+            deployed, name = find(registry, text)
+            if deployed is None:
+                return not_found(registry, name)
+            if deployed.from_config:
+                return read_only(name)
+            return await handler(request, body, registry, deployed)
+
+        return checked
+
+    return wrap
 
 
 def changed(registry: Registry, deployed: Deployed) -> web.Response:
@@ -285,14 +402,15 @@ def changed(registry: Registry, deployed: Deployed) -> web.Response:
     return web.json_response(configuration(registry, deployed))
 
 
-@writable
+@writable(MAX_CODE_BODY, "UpdateFunctionCode")
 async def update_code(request: web.BaseRequest, body: bytes, registry: Registry,
                       deployed: Deployed) -> web.Response:
     name = deployed.function.name
     running = registry.code_in_use(name)  # on the loop, the only thread that changes them
     try:
+        payload = await parse_json(body)
         version, sha, size = await asyncio.to_thread(
-            lambda: registry.store.install_code(name, zip_of(read_json(body)), running))
+            lambda: registry.store.install_code(name, zip_of(payload), running))
     except Invalid as e:
         return bad_request(str(e))
     except archive.ArchiveError as e:
@@ -305,22 +423,91 @@ async def update_code(request: web.BaseRequest, body: bytes, registry: Registry,
     return changed(registry, deployed)
 
 
-@writable
+@writable(MAX_SETTINGS_BODY, "UpdateFunctionConfiguration")
 async def update_configuration(request: web.BaseRequest, body: bytes, registry: Registry,
                                deployed: Deployed) -> web.Response:
     try:
         payload = read_json(body)
-        deployed.function = apply_settings(deployed.function, payload)
+        refuse_unimplemented(payload, UPDATE_PARAMETERS)
+        if payload.get("RevisionId", deployed.revision_id) != deployed.revision_id:
+            return aws_error(412, "PreconditionFailedException",
+                             "The Revision Id provided does not match the latest Revision Id. "
+                             "Call the GetFunction/GetAlias API to retrieve the latest Revision Id")
+        function = apply_settings(deployed.function, payload)
     except Invalid as e:
         return bad_request(str(e))
+    deployed.function = function
     deployed.role = str(payload.get("Role", deployed.role))
     deployed.description = str(payload.get("Description", deployed.description))
     return changed(registry, deployed)
 
 
-@writable
+@writable(NO_BODY, "DeleteFunction")
 async def delete_function(request: web.BaseRequest, body: bytes, registry: Registry,
                           deployed: Deployed) -> web.Response:
     await registry.undeploy(deployed.function.name)
     return web.Response(status=204)
 
+
+# --- tags: /2017-03-31/tags/ARN ----------------------------------------------------------------
+
+_FUNCTION_ARN = re.compile(rf"arn:aws[a-zA-Z-]*:lambda:[a-z0-9-]+:\d{{12}}:function:({NAME_PATTERN})")
+
+
+def _tagged(registry: Registry, arn: str) -> tuple[Deployed | None, str]:
+    """The function a tag operation's ARN names (tags are on the function, not a version)."""
+    m = _FUNCTION_ARN.fullmatch(arn)
+    if m is None:
+        raise Invalid(f"Resource: expected a function ARN, got {json.dumps(arn)}")
+    return registry.deployed.get(m[1]), m[1]
+
+
+def tagged(limit: int, operation: str) -> Callable[[WriteHandler], Handler]:
+    """``writable``, for a function named by the ARN in a tag operation's path."""
+
+    def find(registry: Registry, arn: str) -> tuple[Deployed | None, str]:
+        try:
+            return _tagged(registry, arn)
+        except Invalid:
+            return None, arn
+
+    return writable(limit, operation, find)
+
+
+@authenticated(NO_BODY, "ListTags")
+async def list_tags(request: web.BaseRequest, registry: Registry, arn: str,
+                    body: bytes) -> web.Response:
+    try:
+        deployed, name = _tagged(registry, arn)
+    except Invalid as e:
+        return bad_request(str(e))
+    if deployed is None:
+        return not_found(registry, name)
+    return web.json_response({"Tags": deployed.tags})
+
+
+@tagged(MAX_SETTINGS_BODY, "TagResource")
+async def tag_resource(request: web.BaseRequest, body: bytes, registry: Registry,
+                       deployed: Deployed) -> web.Response:
+    try:
+        payload = read_json(body)
+        if "Tags" not in payload:
+            raise Invalid("Tags: required")
+        tags = deployed.tags | check_tags(payload["Tags"])
+        too_many_tags(tags)
+    except Invalid as e:
+        return bad_request(str(e))
+    deployed.tags = tags
+    registry.store.save(deployed)
+    return web.Response(status=204)
+
+
+@tagged(NO_BODY, "UntagResource")
+async def untag_resource(request: web.BaseRequest, body: bytes, registry: Registry,
+                         deployed: Deployed) -> web.Response:
+    keys = request.query.getall("tagKeys", [])
+    if not keys:
+        return bad_request("TagKeys: required")
+    deployed.tags = {k: v for k, v in deployed.tags.items() if k not in keys}
+    registry.store.save(deployed)
+    return web.Response(status=204)

@@ -65,7 +65,8 @@ class Meter:
 
     def __init__(self, config: MeteringConfig) -> None:
         self.config = config
-        self.file = RotatingFile(config.path, config.rotate_bytes, config.backups)
+        self.file = RotatingFile(config.path, config.rotate_bytes, config.backups,
+                                 config.buffer_bytes)
         self._encoder = msgspec.json.Encoder()
         self._clock = _Clock()
 
@@ -79,6 +80,14 @@ class Meter:
             outcome.init_duration_ms, inv.cold, outcome.status, outcome.error_type,
             outcome.worker_pid, cost_usd(memory_mb, billed, outcome.status, self.config))
         self.file.write(self._encoder.encode(record) + b"\n")
+
+    @property
+    def failing(self) -> bool:
+        """Whether records cannot be written at the moment (they wait in memory)."""
+        return self.file.failing is not None
+
+    def check(self) -> None:
+        self.file.check()
 
     def close(self) -> None:
         self.file.close()

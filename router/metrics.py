@@ -40,4 +40,14 @@ def render(registry: Registry) -> str:
               "daemon's stderr was full.",
               "# TYPE headwater_log_lines_dropped_total counter",
               f"headwater_log_lines_dropped_total {registry.logs.dropped}"]
+    sink = registry.meter.file
+    lines += ["# HELP headwater_metering_failing 1 while metering records cannot be written.",
+              "# TYPE headwater_metering_failing gauge",
+              f"headwater_metering_failing {int(sink.failing is not None)}",
+              "# HELP headwater_metering_buffered_bytes Metering records not yet in the file.",
+              "# TYPE headwater_metering_buffered_bytes gauge",
+              f"headwater_metering_buffered_bytes {sink.buffered}",
+              "# HELP headwater_metering_dropped_total Records dropped with the buffer full.",
+              "# TYPE headwater_metering_dropped_total counter",
+              f"headwater_metering_dropped_total {sink.dropped}"]
     return "\n".join(lines) + "\n"

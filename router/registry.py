@@ -13,10 +13,8 @@ from pathlib import Path
 import msgspec
 from aiohttp import web
 
-from router import auth
-from router.awserror import aws_error
 from router.capacity import Capacity
-from router.config import NAME_PATTERN, Config, api_auth_required
+from router.config import NAME_PATTERN, AuthMode, Config, FunctionUrl, api_auth_required, effective_auth
 from router.isolation import Isolation
 from router.metering import Meter
 from router.pool import FunctionPool
@@ -92,10 +90,15 @@ class Registry:
                             "the config file's wins", f.name)
             self._add(stamp(Deployed(function=f, from_config=not f.api_writable)))
         for deployed in stored.values():
+            if not deployed.url_created:
+                # Stored by a version that gave every deployed function an open URL: it has none
+                # until CreateFunctionUrlConfig makes one.
+                deployed.function = msgspec.structs.replace(deployed.function,
+                                                            url=FunctionUrl(enabled=False))
             self._add(deployed)
         self.routes = RouteTable([parse_route(t.route, f.name, t.auth)
                                   for f in config.functions for t in f.triggers])
-        self.api_auth = api_auth_required(config.server)
+        self.api_mode: AuthMode = "api" if api_auth_required(config.server) else "none"
         self.draining = False
         self._ticker: asyncio.Task[None] | None = None
 
@@ -142,31 +145,19 @@ class Registry:
         finally:
             del self.deleting[name]
 
-    def api_refusal(self, request: web.BaseRequest, body: bytes) -> web.Response | None:
-        """None if a Lambda API request may proceed, else the 403 to answer it with."""
-        if not self.api_auth:
-            return None
-        server = self.config.server
-        header = request.headers.get("Authorization", "")
-        if not header:
-            return aws_error(403, "MissingAuthenticationTokenException", "Missing Authentication Token")
-        if header[:7].lower() == "bearer ":
-            if auth.bearer_ok(header, server.tokens):
-                return None
-            return aws_error(403, "UnrecognizedClientException",
-                             "The security token included in the request is invalid.")
-        path, _, query = request.raw_path.partition("?")
-        try:
-            auth.verify_sigv4(request.method, path, query, request.headers, body,
-                              server.access_keys, time.time())
-        except auth.Refused as e:
-            return aws_error(403, e.code, e.message)
-        return None
+    def url_mode(self, pool: FunctionPool) -> AuthMode | None:
+        """What a call of the function's URL must carry; None when it has no URL."""
+        url = pool.config.url
+        return effective_auth(url.auth, self.config.server) if url.enabled else None
 
-    def authorized(self, request: web.BaseRequest, mode: str) -> bool:
-        """Whether a trigger's request passes its ``auth`` (``none``, or a bearer ``token``)."""
-        return mode == "none" or auth.bearer_ok(request.headers.get("Authorization", ""),
-                                                self.config.server.tokens)
+    def unavailable(self) -> str | None:
+        """Why new invocations are refused (503), if they are: no invocation may start that
+        could not be metered."""
+        if self.draining:
+            return "Headwater is shutting down"
+        if self.meter.failing:
+            return "Headwater cannot write metering records at the moment"
+        return None
 
     def start(self) -> None:
         for pool in self.pools.values():
@@ -188,6 +179,8 @@ class Registry:
                     log.exception("%s: tick failed", pool.config.name)
             if n % SCALE_EVERY == 0 and self.isolation.tree is not None:
                 self.isolation.tree.sweep()
+            if n % SCALE_EVERY == 0:
+                self.meter.check()
 
     async def close(self, grace_s: float) -> None:
         """Drain: refuse new work, let running invocations finish within ``grace_s``, then kill."""

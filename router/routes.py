@@ -35,10 +35,10 @@ class Route(msgspec.Struct, frozen=True):
     method: str  # GET … or ANY; "$default" for the default route
     segments: tuple[Segment, ...]
     target: str  # the function
-    auth: str = "none"  # the trigger's: "none" or "token"
+    auth: str = "auto"  # the trigger's auth (router.config.Auth)
 
 
-def parse_route(key: str, target: str = "", auth: str = "none") -> Route:
+def parse_route(key: str, target: str = "", auth: str = "auto") -> Route:
     key = key.strip()
     if key == "$default":
         return Route(key, "$default", (), target, auth)

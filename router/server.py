@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from collections.abc import Mapping
 
 from aiohttp import web
 
-from router import systemd
+from router import daemonfile, systemd
 from router.app import build_server
 from router.config import Config, split_listen
 from router.isolation import SandboxUnavailable
@@ -60,6 +61,19 @@ async def serve(config: Config, environ: Mapping[str, str]) -> int:
         await registry.close(0)
         return 1
     bound = runner.addresses[0]
+    operations = None
+    if config.server.metrics_listen:
+        operations = await _serve_operations(registry, config.server.metrics_listen)
+        if operations is None:
+            await runner.cleanup()
+            await registry.close(0)
+            return 1
+    state = daemonfile.State(daemonfile.client_url(host, bound[1]), os.getpid())
+    try:
+        daemonfile.write(config.server.data_dir, state)
+    except OSError as e:  # the client commands then need --url; the daemon itself is fine
+        log.warning("cannot write %s: %s", daemonfile.NAME, e.strerror)
+    # Last, once daemon.json says where: a client that waits for this line finds it there.
     log.info("Headwater listening on http://%s:%d with %d function(s)",
              host, bound[1], len(registry.pools))
     systemd.notify(environ, "READY=1")
@@ -72,5 +86,23 @@ async def serve(config: Config, environ: Mapping[str, str]) -> int:
     # before the connections close.
     await registry.close(grace)
     await runner.cleanup()
+    if operations is not None:
+        await operations.cleanup()
+    daemonfile.remove(config.server.data_dir, state.pid)
     log.info("stopped")
     return 0
+
+
+async def _serve_operations(registry: Registry, listen: str) -> web.ServerRunner | None:
+    """/metrics, /healthz and /readyz on [server].metrics_listen, without credentials."""
+    runner = web.ServerRunner(build_server(registry, operations_only=True), handle_signals=False)
+    await runner.setup()
+    host, port = split_listen(listen)
+    try:
+        await web.TCPSite(runner, host, port, reuse_address=True).start()
+    except OSError as e:
+        log.error("cannot listen on %s: %s", listen, e.strerror)
+        await runner.cleanup()
+        return None
+    log.info("metrics on http://%s:%d/metrics", host, runner.addresses[0][1])
+    return runner

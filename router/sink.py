@@ -9,6 +9,8 @@ delay (function logs, which promise less) batches are larger still.
 from __future__ import annotations
 
 import asyncio
+import errno
+import logging
 import os
 import socket
 import stat
@@ -17,6 +19,9 @@ from pathlib import Path
 
 LOG_BUFFER_BYTES = 1 << 20  # function log bytes held before a flush, whatever the delay
 LOG_BACKLOG_BYTES = 4 << 20  # function log bytes held while the daemon's stderr is full
+log = logging.getLogger("headwater.metering")
+
+RETRY_S = 0.5  # while the metering file cannot be written, how often it is tried again
 
 
 class BatchWriter:
@@ -58,27 +63,127 @@ class BatchWriter:
 
 
 class RotatingFile(BatchWriter):
-    """A ``BatchWriter`` on an append-only file, rotated to ``PATH.1`` … ``PATH.N`` by size."""
+    """A ``BatchWriter`` on an append-only file, rotated to ``PATH.1`` … ``PATH.N`` by size, that
+    fails closed.
 
-    def __init__(self, path: str | Path, rotate_bytes: int, backups: int) -> None:
+    A batch is written whole or not at all: if a write fails (no space, no permission, the folder
+    removed, the file deleted under the open descriptor), what was written of it is truncated away,
+    the descriptor closed, and the batch kept in memory with every later record, up to
+    ``buffer_bytes``; ``failing`` says why meanwhile. Every ``RETRY_S`` the file is reopened and
+    the records written. The descriptor is forgotten as it is closed (``-1``), so a number the
+    kernel has since given to another file, a client's socket say, is never closed by mistake.
+    """
+
+    def __init__(self, path: str | Path, rotate_bytes: int, backups: int,
+                 buffer_bytes: int = 64 * 1024 * 1024) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.rotate_bytes = rotate_bytes
         self.backups = backups
+        self.buffer_bytes = buffer_bytes
         super().__init__(self._open())
         self.size = os.fstat(self.fd).st_size
+        self.failing: OSError | None = None
+        self.buffered = 0  # bytes written to this object and not yet to the file
+        self.dropped = 0  # records refused for want of buffer while failing
+        self._retry: asyncio.TimerHandle | None = None
 
     def _open(self) -> int:
+        # No mkdir here: a folder removed under a running daemon stays removed until restored,
+        # and the daemon stays unready meanwhile rather than writing records where none look.
         return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
 
-    def _write_all(self, data: bytes) -> None:
+    def write(self, data: bytes) -> None:
+        if self.failing is not None and self.buffered + len(data) > self.buffer_bytes:
+            if not self.dropped:
+                log.error("metering: buffer of %d bytes full; records are being dropped until "
+                          "%s can be written", self.buffer_bytes, self.path)
+            self.dropped += 1
+            return
+        self.buffered += len(data)
+        super().write(data)
+
+    def flush(self) -> None:
+        self._scheduled = False
+        # While failing, only the retry timer touches the file: not a failed open per iteration.
+        if self._parts and self.failing is None:
+            self._attempt()
+
+    def check(self) -> None:
+        """Fail now if the file was deleted (its folder removed, say), rather than at the next
+        record: readiness should not wait for traffic to notice."""
+        if self.failing is None and self.fd >= 0:
+            try:
+                deleted = os.fstat(self.fd).st_nlink == 0
+            except OSError as e:
+                self._fail(e)
+                return
+            if deleted:
+                self._fail(FileNotFoundError(errno.ENOENT, "the file was deleted", str(self.path)))
+
+    def _attempt(self) -> bool:
+        data = b"".join(self._parts)
+        try:
+            if self.fd < 0:
+                self.fd = self._open()
+                self.size = os.fstat(self.fd).st_size
+            if data:
+                self._write_batch(data)
+        except OSError as e:
+            self._fail(e, data)
+            return False
+        self._parts.clear()
+        self.buffered = 0
+        return True
+
+    def _write_batch(self, data: bytes) -> None:
         if self.size and self.size + len(data) > self.rotate_bytes:
             self.rotate()
-        super()._write_all(data)
+        before = self.size
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self.fd, view):]
+            if os.fstat(self.fd).st_nlink == 0:  # written, but into a file no one can read
+                raise FileNotFoundError(errno.ENOENT, "the file was deleted", str(self.path))
+        except OSError:
+            try:
+                os.ftruncate(self.fd, before)  # no half batch for the retry to write again
+            except OSError:
+                pass
+            raise
         self.size += len(data)
 
+    def _fail(self, error: OSError, data: bytes | None = None) -> None:
+        self._close_fd()
+        if data is not None:
+            self._parts[:] = [data]
+        if self.failing is None:
+            log.error("metering: cannot write %s (%s); new invocations are refused until it "
+                      "can be", self.path, error.strerror or error)
+        self.failing = error
+        if self._retry is None:
+            self._retry = self._loop.call_later(RETRY_S, self._retry_now)
+
+    def _retry_now(self) -> None:
+        self._retry = None
+        if not self._attempt():
+            return
+        log.warning("metering: %s is writable again%s", self.path,
+                    f"; {self.dropped} records were dropped meanwhile" if self.dropped else "")
+        self.failing = None
+        self.dropped = 0
+
+    def _close_fd(self) -> None:
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
     def rotate(self) -> None:
-        os.close(self.fd)
+        self._close_fd()
         if self.backups:
             for n in range(self.backups - 1, 0, -1):
                 older = self.path.with_name(f"{self.path.name}.{n}")
@@ -91,8 +196,21 @@ class RotatingFile(BatchWriter):
         self.size = 0
 
     def close(self) -> None:
-        self.flush()
-        os.close(self.fd)
+        """Write what is pending (one last attempt if failing); what still cannot be written goes
+        to stderr, where journald keeps it, rather than nowhere."""
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+        self._scheduled = False
+        if self._parts and not self._attempt():
+            data = b"".join(self._parts)
+            log.error("metering: %d bytes of records could not be written to %s (%s); they "
+                      "follow on stderr", len(data), self.path, self.failing)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(2, view):]
+            self._parts.clear()
+        self._close_fd()
 
 
 def nonblocking_writer(fd: int) -> tuple[int, Callable[[bytes | bytearray], int]]:

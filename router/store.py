@@ -36,6 +36,10 @@ class Deployed(msgspec.Struct):
     last_modified: str = ""
     revision_id: str = ""
     from_config: bool = False  # defined in config.toml and read-only through the API
+    tags: dict[str, str] = {}
+    # When CreateFunctionUrlConfig made the function URL and when it last changed ("": never).
+    url_created: str = ""
+    url_modified: str = ""
 
 
 def now_text() -> str:

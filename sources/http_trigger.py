@@ -11,7 +11,8 @@ import msgspec
 from aiohttp import web
 from multidict import CIMultiDict
 
-from router.body import UnreadableBody, read_body
+from router.body import Refusal, take_body
+from router.config import AuthMode, effective_auth
 from router.invocation import MAX_SYNC_PAYLOAD, Invocation
 from router.pool import FunctionPool
 from router.registry import Registry
@@ -36,6 +37,25 @@ def refuse(status: int, message: str) -> web.Response:
     return reply(apigw.error_response(status, message))
 
 
+# API Gateway's words for a request refused before it reaches the function.
+REFUSED = {400: "Bad Request", 403: "Forbidden", 408: "Request Timeout",
+           413: "Request Entity Too Large"}
+
+
+def refused(e: Refusal) -> web.Response:
+    return refuse(e.status, REFUSED.get(e.status, "Bad Request"))
+
+
+async def not_found(request: web.BaseRequest, registry: Registry) -> web.Response:
+    """404, but on a daemon with credentials only to a caller who has them: an anonymous caller
+    gets the same 403 whether or not a function or route exists, so names cannot be probed."""
+    try:
+        await take_body(request, registry.config.server, registry.api_mode, MAX_SYNC_PAYLOAD, "Invoke")
+    except Refusal as e:
+        return refused(e)
+    return refuse(404, "Not Found")
+
+
 def url_path(raw: str) -> str:
     """The path a function URL's function sees: ``/urls/NAME/rest`` → ``/rest``, found by the slash
     after NAME as sent (which may be percent-encoded, so its decoded length says nothing)."""
@@ -43,18 +63,14 @@ def url_path(raw: str) -> str:
     return raw[slash:] if slash >= 0 else "/"
 
 
-async def run(request: web.BaseRequest, registry: Registry, pool: FunctionPool, *, route_key: str,
-              raw_path: str, raw_query: str, path_params: dict[str, str],
+async def run(request: web.BaseRequest, registry: Registry, pool: FunctionPool, mode: AuthMode, *,
+              route_key: str, raw_path: str, raw_query: str, path_params: dict[str, str],
               source: str) -> web.Response:
     try:
-        body = await read_body(request, MAX_SYNC_PAYLOAD, registry.config.server.body_timeout_s)
-    except TimeoutError:
-        return refuse(408, "Request Timeout")
-    except UnreadableBody:
-        return refuse(400, "Bad Request")
-    if body is None:
-        return refuse(413, "Request Entity Too Large")
-    if registry.draining:
+        body = await take_body(request, registry.config.server, mode, MAX_SYNC_PAYLOAD, "Invoke")
+    except Refusal as e:
+        return refused(e)
+    if registry.unavailable():
         return refuse(503, "Service Unavailable")
     req = apigw.HttpRequest(
         method=request.method, raw_path=raw_path, raw_query=raw_query,
@@ -78,26 +94,22 @@ async def run(request: web.BaseRequest, registry: Registry, pool: FunctionPool, 
 
 async def function_url(request: web.BaseRequest, registry: Registry, name: str) -> web.Response:
     pool = registry.lookup(name)
-    if pool is None or not pool.config.url.enabled:
-        return refuse(404, "Not Found")
-    if not registry.authorized(request, pool.config.url.auth):
-        return refuse(403, "Forbidden")
+    mode = registry.url_mode(pool) if pool is not None else None
+    if pool is None or mode is None:
+        return await not_found(request, registry)
     path, _, query = request.raw_path.partition("?")
-    return await run(request, registry, pool, route_key="$default", raw_path=url_path(path),
+    return await run(request, registry, pool, mode, route_key="$default", raw_path=url_path(path),
                      raw_query=query, path_params={}, source="url")
 
 
 async def route(request: web.BaseRequest, registry: Registry, name: str) -> web.Response:
     """A declared route (``name`` is unused: a route's path names no function)."""
     found = registry.routes.match(request.method, request.path)
-    if found is None:
-        return refuse(404, "Not Found")
+    pool = registry.lookup(found[0].target) if found is not None else None
+    if found is None or pool is None:
+        return await not_found(request, registry)
     matched, params = found
-    pool = registry.lookup(matched.target)
-    if pool is None:
-        return refuse(404, "Not Found")
-    if not registry.authorized(request, matched.auth):
-        return refuse(403, "Forbidden")
     path, _, query = request.raw_path.partition("?")
-    return await run(request, registry, pool, route_key=matched.key, raw_path=path,
-                     raw_query=query, path_params=params, source="http")
+    return await run(request, registry, pool, effective_auth(matched.auth, registry.config.server),
+                     route_key=matched.key, raw_path=path, raw_query=query, path_params=params,
+                     source="http")

@@ -14,12 +14,10 @@ import msgspec
 from aiohttp import web
 
 from router.awserror import aws_error
-from router.body import api_body
+from router.body import Refusal, take_body
 from router.invocation import MAX_SYNC_PAYLOAD, Invocation
 from router.registry import Registry, parse_function_name
 
-TOO_LARGE = (f"Request must be smaller than {MAX_SYNC_PAYLOAD} bytes for the InvokeFunction "
-             "operation")
 MAX_CLIENT_CONTEXT = 3583  # bytes of base64, as Lambda allows
 INVOCATION_TYPES = {"RequestResponse", "Event", "DryRun"}
 
@@ -52,6 +50,12 @@ def client_context(header: str) -> bytes | None:
 
 
 async def invoke(request: web.BaseRequest, registry: Registry, text: str) -> web.Response:
+    # Credentials first: an anonymous caller learns nothing, not even which functions exist.
+    try:
+        body = await take_body(request, registry.config.server, registry.api_mode, MAX_SYNC_PAYLOAD,
+                               "InvokeFunction")
+    except Refusal as e:
+        return e.response()
     qualifier = request.query.get("Qualifier") if request.query_string else None
     pool = registry.lookup(text)  # a plain name, the common case, needs no parsing
     if pool is None and (parsed := parse_function_name(text)) is not None:
@@ -71,9 +75,6 @@ async def invoke(request: web.BaseRequest, registry: Registry, text: str) -> web
     if log_type not in ("None", "Tail"):
         return aws_error(400, "InvalidParameterValueException",
                          f"Unsupported log type {log_type!r}: expected None or Tail")
-    body = await api_body(request, registry, MAX_SYNC_PAYLOAD, TOO_LARGE, "InvalidRequestContentException")
-    if isinstance(body, web.Response):
-        return body
     if not body:
         body = b"{}"  # Lambda hands a function with no payload an empty object
     elif not is_json(body):
@@ -92,9 +93,8 @@ async def invoke(request: web.BaseRequest, registry: Registry, text: str) -> web
         return aws_error(400, "InvalidParameterValueException",
                          "InvocationType Event (asynchronous invocation) is not supported by this "
                          "Headwater version yet; use RequestResponse")
-    if registry.draining:
-        return aws_error(503, "ServiceException", "Headwater is shutting down",
-                         headers={"Retry-After": "1"})
+    if (reason := registry.unavailable()) is not None:
+        return aws_error(503, "ServiceException", reason, headers={"Retry-After": "1"})
     inv = Invocation(body, registry.loop.create_future(), source="invoke",
                      client_context=context, want_log=log_type == "Tail")
     pool.submit(inv)

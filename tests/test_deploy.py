@@ -254,9 +254,10 @@ def test_init_deploy_and_curl_the_function_url(daemon: Daemon, tmp_path: Path) -
     auth = {"HEADWATER_TOKEN": "tok-123"}
     deployed = headwater("deploy", str(tmp_path / "thumbs"), "--name", "thumbs", "--handler",
                          "app.handler", "--memory", "256", "--env", "A=1", "--url", daemon.url,
-                         env=auth)
+                         "--function-url", "NONE", env=auth)
     assert deployed.returncode == 0, deployed.stderr
     assert "created thumbs" in deployed.stdout
+    assert f"function URL (NONE): {daemon.url}/urls/thumbs/" in deployed.stdout
     r = daemon.request("GET", "/urls/thumbs/items/7?x=1")
     assert r.status == 200, r
     listed = headwater("functions", "--url", daemon.url, env=auth)

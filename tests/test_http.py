@@ -18,7 +18,8 @@ def trigger(route: str, auth: str = "none") -> str:
 @pytest.fixture(scope="module")
 def daemon(make_daemon) -> Daemon:  # type: ignore[no-untyped-def]
     functions = "".join([
-        function_toml("echo", "web.echo") + trigger("GET /items/{id}") + trigger("ANY /files/{path+}"),
+        function_toml("echo", "web.echo", url={"auth": "none"}) + trigger("GET /items/{id}")
+        + trigger("ANY /files/{path+}"),
         function_toml("listing", "web.plain") + trigger("GET /items/list"),
         function_toml("text", "web.text") + trigger("POST /text"),
         function_toml("binary", "web.binary") + trigger("GET /binary"),
@@ -107,7 +108,7 @@ def test_base64_response_body_is_decoded(daemon: Daemon) -> None:
     ("/bad", 502, "Internal Server Error"),
     ("/slow", 504, "Endpoint request timed out"),
     ("/off", 429, "Too Many Requests"),
-    ("/nowhere", 404, "Not Found"),
+    ("/nowhere", 403, "Forbidden"),  # anonymous, on a daemon with credentials: it says nothing
     ("/private", 403, "Forbidden"),
 ])
 def test_failures_map_to_gateway_statuses(daemon: Daemon, path: str, status: int, message: str) -> None:
@@ -121,6 +122,8 @@ def test_token_auth_on_a_trigger(daemon: Daemon) -> None:
     assert ok.status == 200 and ok.json() == {"hello": "world"}
     wrong = daemon.request("GET", "/private", headers={"Authorization": "Bearer nope"})
     assert wrong.status == 403
+    missing = daemon.request("GET", "/nowhere", headers={"Authorization": "Bearer s3cret-token"})
+    assert missing.status == 404 and missing.json() == {"message": "Not Found"}
 
 
 def test_function_url_routes_any_method_and_path(daemon: Daemon) -> None:
@@ -131,8 +134,12 @@ def test_function_url_routes_any_method_and_path(daemon: Daemon) -> None:
     assert event["requestContext"]["http"]["method"] == "PATCH"
     assert event["body"] == "x"
     assert daemon.request("GET", "/urls/echo").json()["rawPath"] == "/"
-    assert daemon.request("GET", "/urls/nourl/x").status == 404
-    assert daemon.request("GET", "/urls/missing/x").status == 404
+    token = {"Authorization": "Bearer s3cret-token"}
+    assert daemon.request("GET", "/urls/nourl/x", headers=token).status == 404
+    assert daemon.request("GET", "/urls/missing/x", headers=token).status == 404
+    # Anonymous: the same 403 for a function with a protected URL, with none, or none at all.
+    for name in ("listing", "nourl", "missing"):
+        assert daemon.request("GET", f"/urls/{name}/x").status == 403
 
 
 def test_function_url_path_is_the_raw_path_after_the_name_as_sent(daemon: Daemon) -> None:
@@ -232,4 +239,5 @@ def test_unknown_expectation_is_417_and_an_empty_one_is_none(daemon: Daemon) -> 
 
 
 def test_an_encoded_slash_stays_in_the_function_name(daemon: Daemon) -> None:
-    assert daemon.request("GET", "/urls/echo%2Fa/b").status == 404  # no function "echo/a"
+    token = {"Authorization": "Bearer s3cret-token"}
+    assert daemon.request("GET", "/urls/echo%2Fa/b", headers=token).status == 404  # no "echo/a"

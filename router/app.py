@@ -29,11 +29,14 @@ async def healthz(request: web.BaseRequest, registry: Registry, _: str) -> web.R
 
 
 async def readyz(request: web.BaseRequest, registry: Registry, _: str) -> web.Response:
+    # Which isolation is in force, so an operator sees a daemon that fell back to polling memory.
+    isolation = {"sandbox": registry.isolation.config.mode,
+                 "memory_limits": registry.isolation.memory_limit}
     if registry.draining:
-        return web.json_response({"status": "draining"}, status=503)
+        return web.json_response({"status": "draining", **isolation}, status=503)
     if registry.meter.failing:
-        return web.json_response({"status": "metering unavailable"}, status=503)
-    return web.json_response({"status": "ready"})
+        return web.json_response({"status": "metering unavailable", **isolation}, status=503)
+    return web.json_response({"status": "ready", **isolation})
 
 
 async def open_metrics(request: web.BaseRequest, registry: Registry, _: str) -> web.Response:

@@ -89,7 +89,7 @@ def assert_fails_closed(daemon: Daemon, meter: Path, break_it: Callable[[], None
         assert more.status == 200, more
         answered.append(more.headers["x-amzn-RequestId"])
     wait_until(lambda: daemon.request("GET", "/readyz").status == 503)
-    assert daemon.request("GET", "/readyz").json() == {"status": "metering unavailable"}
+    assert daemon.request("GET", "/readyz").json()["status"] == "metering unavailable"
     refused = daemon.invoke("sleeps", {"seconds": 0})
     assert refused.status == 503, refused
     assert refused.headers["x-amzn-ErrorType"] == "ServiceException"

@@ -6,13 +6,15 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Daemon, function_toml
+from conftest import RUNTIME, Daemon, function_toml
 from test_limits import processes
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="per-function uids need a root daemon")
@@ -219,4 +221,23 @@ def test_health_stays_fast_while_functions_attack(daemon: Daemon) -> None:
         done.set()
         thread.join()
     assert sorted(times)[-2] < 100, times  # the 19th of 20: one scheduling hiccup allowed
-    assert daemon.request("GET", "/readyz").status == 200
+    ready = daemon.request("GET", "/readyz")
+    assert ready.status == 200
+    assert ready.json() in ({"status": "ready", "sandbox": "bubblewrap", "memory_limits": f"cgroup v{v}"}
+                            for v in (1, 2))
+
+
+def test_without_bubblewrap_the_daemon_refuses_to_start_and_says_what_to_do(tmp_path: Path) -> None:
+    # A PATH with the runtime on it and nothing else: no bwrap, no pasta.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / RUNTIME).symlink_to(sys.executable)
+    (tmp_path / "code").mkdir()
+    (tmp_path / "config.toml").write_text(function_toml("f", "app.handler", "code"))
+    done = subprocess.run([sys.executable, "-m", "router", "serve", "--config",
+                           str(tmp_path / "config.toml"), "--listen", "127.0.0.1:0"],
+                          env={"PATH": str(bin_dir)}, capture_output=True, timeout=30)
+    assert done.returncode == 2
+    message = done.stderr.decode()
+    assert "bwrap (package bubblewrap)" in message and "pasta (package passt)" in message
+    assert 'mode = "none"' in message

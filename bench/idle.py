@@ -17,16 +17,16 @@ from harness import headwater, table
 
 
 def processes() -> dict[int, tuple[int, str]]:
-    """pid → (ppid, command line) of every process on the machine."""
+    """pid → (ppid, state) of every process on the machine."""
     out = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 stat = (entry / "stat").read_text()
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
             except OSError:
                 continue
-            out[int(entry.name)] = (int(stat[stat.rindex(")") + 2:].split()[1]), cmdline)
+            fields = stat[stat.rindex(")") + 2:].split()
+            out[int(entry.name)] = (int(fields[1]), fields[0])
     return out
 
 
@@ -42,15 +42,14 @@ def memory_kb(pid: int) -> tuple[int, int]:
     return fields.get("Pss", 0), fields.get("Rss", 0)
 
 
-def held(daemon: int, pasta_before: set[int]) -> list[int]:
-    """The daemon's descendants (fork servers, bubblewrap) and the pasta processes it started."""
+def held(daemon: int) -> list[int]:
+    """The daemon's descendants: bubblewrap, the fork servers, and pasta (a child of the daemon)."""
     table_ = processes()
     found, frontier = set(), {daemon}
     while frontier:
         frontier = {p for p, (ppid, _) in table_.items() if ppid in frontier} - found
         found |= frontier
-    pastas = {p for p, (_, cmd) in table_.items() if cmd.startswith("pasta ")} - pasta_before
-    return sorted(found | pastas)
+    return sorted(found)
 
 
 def main() -> None:
@@ -62,12 +61,11 @@ def main() -> None:
                         f"fork_server_idle_s = 3\n" for i in range(n))
     files = {"fn/app.py": "import json, urllib.request\n\ndef handler(event, context):\n"
                           "    return {}\n"}
-    before = {p for p, (_, cmd) in processes().items() if cmd.startswith("pasta ")}
     rows = []
     with headwater(functions, files) as hw:
         time.sleep(1.5)  # every fork server imported its module
         for label in ("scaled to zero, fork servers kept", "after fork_server_idle_s"):
-            pids = held(hw.pid, before)
+            pids = held(hw.pid)
             pss = sum(memory_kb(p)[0] for p in pids)
             rss = sum(memory_kb(p)[1] for p in pids)
             rows.append([label, str(len(pids)), f"{pss / n / 1024:.1f}", f"{rss / n / 1024:.1f}"])

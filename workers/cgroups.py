@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 from pathlib import Path
 
 log = logging.getLogger("headwater.cgroups")
@@ -104,6 +105,7 @@ class Tree:
         self.prefix = prefix  # v2's cgroups sit beside other services' in the daemon's own
         self.leftover: set[Path] = set()
         self._serial = 0
+        self._naming = threading.Lock()  # workers are put in their cgroups from threads
 
     @property
     def description(self) -> str:
@@ -111,15 +113,16 @@ class Tree:
 
     def make(self, label: str, memory_mb: int, pids: int) -> Cgroup:
         """A new cgroup limited to ``memory_mb`` (no swap beyond it) and ``pids`` tasks."""
-        while True:  # a name left by an earlier daemon of the same pid is skipped
-            self._serial += 1
-            name = f"{self.prefix}{label}.{self._serial}"
-            folders = tuple(dict.fromkeys(base / name for base in self.bases.values()))
-            if not any(folder.exists() for folder in folders):
-                break
+        with self._naming:
+            while True:  # a name left by an earlier daemon of the same pid is skipped
+                self._serial += 1
+                name = f"{self.prefix}{label}.{self._serial}"
+                folders = tuple(dict.fromkeys(base / name for base in self.bases.values()))
+                if not any(folder.exists() for folder in folders):
+                    break
+            for folder in folders:
+                folder.mkdir()
         limit = str(memory_mb * 1024 * 1024)
-        for folder in folders:
-            folder.mkdir()
         memory, tasks = folders[0], folders[-1]
         if self.version == 1:
             (memory / "memory.limit_in_bytes").write_text(limit)

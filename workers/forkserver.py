@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import logging
 import os
 import resource
 import signal
@@ -30,6 +31,8 @@ from workers.cgroups import Cgroup, Tree
 from workers.process import BOOTSTRAP, READ_SIZE, Worker, WorkerSpec, kill_group, python_argv
 from workers.sandbox import Sandbox, bootstrap_path, has_default_route, pasta_argv
 from workers.sandbox import argv as sandbox_argv
+
+log = logging.getLogger("headwater.forkserver")
 
 
 class InitFailed(Exception):
@@ -58,7 +61,7 @@ class SandboxFailed(Exception):
 
 
 # A forked worker: its pid in the fork server's namespace and on the host, its cgroup, its pipes.
-Forked = tuple[int, int, "Cgroup | None", tuple[int, int, int]]
+Forked = tuple[int, int, tuple[int, int, int]]
 
 
 async def _read_all(fd: int) -> bytes:
@@ -254,14 +257,29 @@ class ForkServer:
         self._outbox.append(json.dumps({"type": "fork", "id": request_id, "env": env}).encode())
         self._send()
         try:
-            pid, host_pid, cgroup, fds = await asyncio.wait_for(
+            pid, host_pid, fds = await asyncio.wait_for(
                 answer, max(0.0, init_deadline - time.monotonic()))
         finally:
             self._forks.pop(request_id, None)  # a late reply is then cleaned up, not attached
             self._close_if_drained()
         self._workers[pid] = worker
-        worker.cgroup = cgroup
         worker.attach(host_pid, fds, init_deadline)
+        if self.tree is not None:
+            # Moving a process between cgroups waits for an RCU grace period (milliseconds): in a
+            # thread, while the worker starts, and it is not ready until it is done.
+            worker.limits = asyncio.ensure_future(asyncio.to_thread(self._limit, host_pid))
+            worker.limits.add_done_callback(lambda done: self._limited(worker, done))
+
+    def _limited(self, worker: Worker, done: asyncio.Future[Cgroup]) -> None:
+        error = None if done.cancelled() else done.exception()
+        if error is not None:  # gone already, or out of cgroups: it must not run unlimited
+            log.warning("%s: cannot put worker %d in its cgroup (%s): stopped", self.label,
+                        worker.pid, error)
+            worker.kill("limits")
+        elif not done.cancelled():
+            worker.cgroup = done.result()
+            if worker.state == "dead":  # it exited while it was moved
+                worker.cgroup.remove()
 
     def _send(self) -> None:
         assert self._sock is not None
@@ -304,10 +322,9 @@ class ForkServer:
             with contextlib.suppress(ProcessLookupError):
                 self.network.kill()
 
-    def _limit(self, pid: int) -> Cgroup | None:
+    def _limit(self, pid: int) -> Cgroup:
         """Move a new worker into a cgroup of its own, before it is given any invocation."""
-        if self.tree is None:
-            return None
+        assert self.tree is not None
         cgroup = self.tree.make(self.label, self.spec.memory_mb, self.spec.pids_max)
         try:
             cgroup.add(pid)
@@ -354,15 +371,7 @@ class ForkServer:
                     os.close(fd)
                 kill_group(host_pid)
                 return
-            try:
-                cgroup = self._limit(host_pid)
-            except OSError as e:  # gone already, or out of cgroups: it must not run unlimited
-                for fd in fds[:3]:
-                    os.close(fd)
-                kill_group(host_pid)
-                answer.set_exception(ForkFailed(f"cannot limit the worker: {e.strerror}"))
-                return
-            answer.set_result((message["pid"], host_pid, cgroup, (fds[0], fds[1], fds[2])))
+            answer.set_result((message["pid"], host_pid, (fds[0], fds[1], fds[2])))
         elif kind == "fork_failed":
             answer = self._forks.get(message["id"])
             if answer is not None and not answer.done():

@@ -69,7 +69,7 @@ class Listener(Protocol):
 
 
 class Worker:
-    __slots__ = ("pid", "listener", "tag", "state", "job", "deadline", "killed", "rss_mb", "cgroup",
+    __slots__ = ("pid", "listener", "tag", "state", "job", "deadline", "killed", "rss_mb", "cgroup", "limits",
                  "spawned", "init_duration_ms", "idle_since", "invocations", "gone", "_in_fd",
                  "_out_fd", "_log_fd", "_statm_fd", "_reader", "_pending", "_loop")
 
@@ -83,6 +83,7 @@ class Worker:
         self.killed: str | None = None  # why it was killed: "timeout", "oom" or "protocol"
         self.rss_mb = 0  # as last measured by rss()
         self.cgroup: Cgroup | None = None  # its memory and pids limits, where cgroups are had
+        self.limits: asyncio.Future[Cgroup] | None = None  # while it is being put in its cgroup
         self.spawned = time.monotonic()
         self.init_duration_ms = 0.0
         self.idle_since = 0.0
@@ -229,9 +230,10 @@ class Worker:
                     self.state = "idle"
                     self.listener.worker_result(self, message)
                 case Ready() if self.state == "starting":
-                    self.init_duration_ms = (time.monotonic() - self.spawned) * 1000
-                    self.state = "idle"
-                    self.listener.worker_ready(self)
+                    if self.limits is None or self.limits.done():
+                        self._ready()
+                    else:  # ready once its cgroup holds it, not before
+                        self.limits.add_done_callback(lambda _: self._ready())
                 case InitError() if self.state == "starting":
                     self.drain_output()
                     self.init_duration_ms = (time.monotonic() - self.spawned) * 1000
@@ -240,6 +242,13 @@ class Worker:
                 case _:
                     self._broke(f"{type(message).__name__.lower()} while {self.state}")
                     return
+
+    def _ready(self) -> None:
+        if self.state != "starting" or self.killed:
+            return
+        self.init_duration_ms = (time.monotonic() - self.spawned) * 1000
+        self.state = "idle"
+        self.listener.worker_ready(self)
 
     def _broke(self, what: str) -> None:
         """The worker said something that does not fit its state: a channel that cannot be

@@ -50,8 +50,9 @@ class _Clock:
 
 
 def billed_ms(duration_ms: float) -> int:
-    """Lambda bills in whole milliseconds, rounded up (a throttle runs nothing and bills nothing)."""
-    return math.ceil(round(duration_ms, 6))
+    """Lambda bills in whole milliseconds, rounded up (a throttle runs nothing and bills nothing),
+    from the duration as the record shows it (to the microsecond), so the two always agree."""
+    return math.ceil(round(duration_ms, 3))
 
 
 def cost_usd(memory_mb: int, billed: int, status: Status, config: MeteringConfig) -> float:

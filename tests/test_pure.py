@@ -116,8 +116,9 @@ def test_request_id_random_bits_vary() -> None:
     (0.01, 1),
     (0.5, 1),
     (1.0, 1),
-    (1.0000001, 1),  # rounded to 6 decimals first: float noise does not bill a millisecond
-    (1.000001, 2),
+    (1.0000001, 1),  # rounded as the record shows it (3 decimals): float noise bills nothing
+    (1.0004, 1),  # recorded as 1.0: billed as recorded
+    (1.0006, 2),  # recorded as 1.001
     (2.9999999, 3),
     (26.73, 27),
     (100.0, 100),

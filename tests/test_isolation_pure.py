@@ -62,6 +62,13 @@ def test_binds_are_read_only_and_parents_reachable() -> None:
     assert not any(b[0].startswith(("/etc/shadow", "/etc/passwd", "/var/lib")) for b in binds)
 
 
+def test_a_runtime_under_tmp_is_bound_over_the_sandboxs_own_tmp() -> None:
+    sandbox = Sandbox(1, "/c", "/b/bootstrap.py", ("/usr", "/tmp/venv"), 512, Network("none"))
+    args = argv(sandbox, ["x"], 7, 8)
+    assert args.index("--tmpfs") < args.index("/tmp/venv")
+    assert ("/tmp",) not in pairs(args, "--dir")  # /tmp keeps its 1777
+
+
 def test_etc_and_merged_usr_come_from_the_given_root(tmp_path: Path) -> None:
     (tmp_path / "usr" / "bin").mkdir(parents=True)
     (tmp_path / "bin").symlink_to("usr/bin")

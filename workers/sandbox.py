@@ -98,14 +98,16 @@ def argv(sandbox: Sandbox, command: list[str], info_fd: int, block_fd: int | Non
     for path in ETC_FILES:
         if Path(root, path.lstrip("/")).exists():
             args += ["--ro-bind", path, path]
-    made: set[str] = set()
+    # /tmp first: a runtime that lives under /tmp (a virtualenv made there) is bound over it, not
+    # hidden by it.
+    args += ["--perms", "1777", "--size", str(sandbox.tmp_mb * 1024 * 1024), "--tmpfs", "/tmp"]
+    made: set[str] = {"/tmp"}
     for folder in sandbox.runtime:
         if not folder.startswith("/usr/"):
             args += [*_parents(folder, made), "--ro-bind", folder, folder]
     args += [*_parents(TASK_ROOT, made), "--ro-bind", sandbox.code, TASK_ROOT,
              *_parents(bootstrap_path(sandbox), made), "--ro-bind", sandbox.bootstrap,
              bootstrap_path(sandbox),
-             "--perms", "1777", "--size", str(sandbox.tmp_mb * 1024 * 1024), "--tmpfs", "/tmp",
              "--proc", "/proc", "--dev", "/dev", "--chdir", TASK_ROOT, "--info-fd", str(info_fd)]
     if block_fd is not None:
         args += ["--block-fd", str(block_fd)]

@@ -57,9 +57,27 @@ def daemon(make_daemon, granted: int) -> Daemon:  # type: ignore[no-untyped-def]
         function_toml("bomb", "escape.fork_bomb", timeout_s=20),
         function_toml("hungry", "escape.child_allocates", memory_mb=128, timeout_s=20),
         function_toml("fresh", "escape.probe", fork_server=False),
+        function_toml("liar", "liar.handler"),
     ])
     server = f'tokens = ["{SECRET_TOKEN}"]\n[sandbox]\npids_max = 64\n'
-    return make_daemon(functions, server=server)
+    return make_daemon(functions, {"functions/liar.py": LIAR}, server=server)
+
+
+# A module that, at import (in its fork server), speaks on the fork server's control socket itself.
+LIAR = """
+import os, socket, stat
+for name in os.listdir("/proc/self/fd"):
+    try:
+        if stat.S_ISSOCK(os.fstat(int(name)).st_mode):
+            s = socket.socket(fileno=os.dup(int(name)))
+            s.send(b'{"type": "exited", "pid": "all", "returncode": 0}')
+            s.send(b"not json at all")
+    except OSError:
+        pass
+
+def handler(event, context):
+    return "unreachable"
+"""
 
 
 def auth() -> dict[str, str]:
@@ -241,3 +259,14 @@ def test_without_bubblewrap_the_daemon_refuses_to_start_and_says_what_to_do(tmp_
     message = done.stderr.decode()
     assert "bwrap (package bubblewrap)" in message and "pasta (package passt)" in message
     assert 'mode = "none"' in message
+
+
+def test_a_fork_server_that_lies_on_its_control_socket_is_stopped(daemon: Daemon) -> None:
+    t0 = time.monotonic()
+    r = daemon.invoke("liar", {}, headers=auth())
+    assert r.headers.get("X-Amz-Function-Error") == "Unhandled", r
+    assert time.monotonic() - t0 < 10
+    daemon.wait_for_line("liar: the fork server sent a malformed message")
+    assert not any("Traceback" in line for line in daemon.lines)
+    assert healthz_ms(daemon) < 100
+    assert daemon.invoke("victim", {}, headers=auth()).status == 200

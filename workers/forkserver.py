@@ -26,6 +26,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from workers.cgroups import Cgroup, Tree
 from workers.process import BOOTSTRAP, READ_SIZE, Worker, WorkerSpec, kill_group, python_argv
@@ -358,33 +359,55 @@ class ForkServer:
         if not data:
             self.close()
             return
-        message = json.loads(data)
-        kind = message["type"]
+        # The fork server runs the function's module: what it says is checked, and a message that
+        # does not fit ends it.
+        try:
+            message = json.loads(data)
+            self._handle(message if isinstance(message, dict) else {}, fds)
+        except (ValueError, KeyError, TypeError) as e:
+            log.warning("%s: the fork server sent a malformed message (%r): stopped", self.label, e)
+            self.kill()
+
+    def _handle(self, message: dict[str, Any], fds: list[int]) -> None:
+        """Act on one message; ``fds`` are closed here on every path that does not keep them."""
+        kind = message.get("type")
+        ids = [message.get(key) for key in ("id", "pid", "returncode") if key in message]
+        if not all(type(v) is int for v in ids) or (kind == "forked") != (len(fds) == 4):
+            for fd in fds:
+                os.close(fd)
+            raise ValueError(f"{kind!r} with {len(fds)} descriptors")
         if kind == "forked":
             answer = self._forks.get(message["id"])
             try:
                 host_pid = _pidfd_pid(fds[3])  # the fork server's pid namespace is not ours
+            except OSError:
+                host_pid = 0
             finally:
                 os.close(fds[3])
-            if answer is None or answer.done():  # its waiter gave up: nobody will use it
+            if answer is None or answer.done() or not host_pid:  # nobody will use it
                 for fd in fds[:3]:
                     os.close(fd)
-                kill_group(host_pid)
+                if host_pid:
+                    kill_group(host_pid)
                 return
             answer.set_result((message["pid"], host_pid, (fds[0], fds[1], fds[2])))
         elif kind == "fork_failed":
             answer = self._forks.get(message["id"])
             if answer is not None and not answer.done():
-                answer.set_exception(ForkFailed(message["message"]))
+                answer.set_exception(ForkFailed(str(message.get("message"))))
         elif kind == "exited":
             worker = self._workers.pop(message["pid"], None)
             if worker is not None:
                 worker.exited(message["returncode"])
             self._close_if_drained()
-        elif kind == "ready":
+        elif kind == "ready" and not self.ready.done():
             self.ready.set_result(None)
-        elif kind == "init_error":
-            self.ready.set_exception(InitFailed(message["error_type"], message["payload"]))
+        elif kind == "init_error" and not self.ready.done():
+            if not isinstance(message["payload"], dict):
+                raise TypeError("init_error without an error object")
+            self.ready.set_exception(InitFailed(str(message["error_type"]), message["payload"]))
+        else:
+            raise ValueError(f"{kind!r} out of turn")
 
     def _gone(self, returncode: int) -> None:
         """The fork server exited: nothing more will be forked or reaped through it."""

@@ -363,10 +363,16 @@ class ForkServer:
         # does not fit ends it.
         try:
             message = json.loads(data)
-            self._handle(message if isinstance(message, dict) else {}, fds)
+        except ValueError:
+            message = None
+            for fd in fds:
+                os.close(fd)
+        try:
+            self._handle(message if isinstance(message, dict) else {}, [] if message is None else fds)
         except (ValueError, KeyError, TypeError) as e:
             log.warning("%s: the fork server sent a malformed message (%r): stopped", self.label, e)
             self.kill()
+            self.close()
 
     def _handle(self, message: dict[str, Any], fds: list[int]) -> None:
         """Act on one message; ``fds`` are closed here on every path that does not keep them."""
@@ -384,10 +390,10 @@ class ForkServer:
                 host_pid = 0
             finally:
                 os.close(fds[3])
-            if answer is None or answer.done() or not host_pid:  # nobody will use it
+            if answer is None or answer.done() or host_pid <= 0:  # nobody will use it (or gone)
                 for fd in fds[:3]:
                     os.close(fd)
-                if host_pid:
+                if host_pid > 0:
                     kill_group(host_pid)
                 return
             answer.set_result((message["pid"], host_pid, (fds[0], fds[1], fds[2])))

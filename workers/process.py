@@ -42,7 +42,9 @@ def python_argv(python: str, bootstrap: str = BOOTSTRAP) -> list[str]:
 
 def kill_group(pid: int) -> None:
     """SIGKILL a process and everything it started (each worker leads its own process group)."""
-    with contextlib.suppress(ProcessLookupError):
+    if pid <= 0:  # never a broadcast: a pid a fork server gave may be anything
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
 
 

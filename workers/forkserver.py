@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from workers.cgroups import Cgroup, Tree
-from workers.process import BOOTSTRAP, READ_SIZE, Worker, WorkerSpec, kill_group, python_argv
+from workers.process import BOOTSTRAP, Worker, WorkerSpec, kill_group, python_argv, read_output
 from workers.sandbox import Sandbox, bootstrap_path, has_default_route, pasta_argv
 from workers.sandbox import argv as sandbox_argv
 
@@ -335,13 +335,7 @@ class ForkServer:
         return cgroup
 
     def _on_output(self) -> None:
-        try:
-            data = os.read(self._log_fd, READ_SIZE)
-        except BlockingIOError:
-            return
-        if data:
-            self.output(data)
-        else:
+        if not read_output(self._log_fd, self.output):
             self._loop.remove_reader(self._log_fd)
             os.close(self._log_fd)
             self._log_fd = -1

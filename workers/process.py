@@ -17,6 +17,7 @@ import math
 import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -46,6 +47,18 @@ def kill_group(pid: int) -> None:
         return
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
+
+
+def read_output(fd: int, deliver: Callable[[bytes], None]) -> bool:
+    """One read of a process's output pipe, given to ``deliver``; False once the pipe is at its
+    end (the reader is then the caller's to remove)."""
+    try:
+        data = os.read(fd, READ_SIZE)
+    except BlockingIOError:
+        return True
+    if data:
+        deliver(data)
+    return bool(data)
 
 
 class WorkerSpec(msgspec.Struct, frozen=True):
@@ -262,13 +275,7 @@ class Worker:
         self.listener.worker_broken(self)
 
     def _on_output(self) -> None:
-        try:
-            data = os.read(self._log_fd, READ_SIZE)
-        except BlockingIOError:
-            return
-        if data:
-            self.listener.worker_output(self, data)
-        else:
+        if not read_output(self._log_fd, lambda data: self.listener.worker_output(self, data)):
             self._loop.remove_reader(self._log_fd)
 
     def _close_input(self) -> None:

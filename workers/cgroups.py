@@ -87,13 +87,8 @@ class Cgroup:
 
     def remove(self) -> None:
         """Delete it once its processes are gone; one not yet empty is retried by ``sweep``."""
-        for folder in self.folders:
-            try:
-                folder.rmdir()
-            except FileNotFoundError:
-                pass
-            except OSError:
-                self.tree.leftover.add(folder)
+        self.tree.leftover.update(self.folders)
+        self.tree.sweep()
 
 
 class Tree:

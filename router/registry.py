@@ -177,10 +177,10 @@ class Registry:
                         pool.scale(now)
                 except Exception:  # one pool's bug must not stop deadlines for every function
                     log.exception("%s: tick failed", pool.config.name)
-            if n % SCALE_EVERY == 0 and self.isolation.tree is not None:
-                self.isolation.tree.sweep()
             if n % SCALE_EVERY == 0:
                 self.meter.check()
+                if self.isolation.tree is not None:
+                    self.isolation.tree.sweep()
 
     async def close(self, grace_s: float) -> None:
         """Drain: refuse new work, let running invocations finish within ``grace_s``, then kill."""

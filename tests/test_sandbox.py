@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import RUNTIME, Daemon, function_toml
-from test_limits import processes
+from test_limits import _cmdline, _environ, processes
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="per-function uids need a root daemon")
 
@@ -168,7 +168,7 @@ def test_a_worker_holds_only_its_own_descriptors(daemon: Daemon) -> None:
     for name in ("victim", "granted", "fresh"):
         daemon.invoke(name, {}, headers=auth())
     servers = [p for p in processes() if "forkserver" in _cmdline(p)
-               and "AWS_LAMBDA_FUNCTION_NAME=attacker\0" in _environ_name(p)]
+               and "AWS_LAMBDA_FUNCTION_NAME=attacker\0" in _environ(p)]
     assert servers
     for pid in servers:
         with contextlib.suppress(ProcessLookupError):  # one that exited since the listing
@@ -184,20 +184,6 @@ def test_a_worker_holds_only_its_own_descriptors(daemon: Daemon) -> None:
         assert len({t for t in targets if t.startswith("pipe:")}) == 3, targets
         assert not any(k.startswith("socket") for k in kinds), targets
         assert all(t.startswith(("pipe:", "/dev/null", "/proc/")) for t in targets), targets
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
-
-
-def _environ_name(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace")
-    except OSError:
-        return ""
 
 
 def test_the_pids_limit_stops_a_fork_bomb(daemon: Daemon) -> None:

@@ -24,10 +24,9 @@ from harness import percentile, table
 
 from router.config import parse
 from router.isolation import Isolation
-from router.pool import worker_env
+from router.pool import worker_spec
 from workers.forkserver import ForkServer
 from workers.process import BOOTSTRAP, Worker, WorkerSpec
-from workers.runtime import probe
 
 HANDLER = "import boto3\n\ndef handler(event, context):\n    return {}\n"
 
@@ -49,19 +48,14 @@ class Listener:
 
 
 def spec(code: str, sandboxed: bool, fork: bool) -> tuple[WorkerSpec, Isolation]:
-    """The function's worker spec, sandbox and all, as the daemon would build it."""
+    """The function's worker spec, sandbox and all, as the daemon builds it."""
     function = {"name": "cold", "handler": "app.handler", "code": code,
                 "runtime": f"python3.{sys.version_info.minor}", "fork_server": fork}
     raw = {"functions": [function], "sandbox": {"mode": "bubblewrap" if sandboxed else "none"}}
     config = parse(raw, Path(code), dict(os.environ))
-    fn = config.functions[0]
     isolation = Isolation(config, BOOTSTRAP)
     isolation.open(config.functions)
-    interpreter = probe(fn.runtime, os.environ.get("PATH"))
-    sandbox = isolation.sandbox(fn, interpreter)
-    env = worker_env(fn, config, dict(os.environ), interpreter if sandbox else None)
-    return WorkerSpec(python=interpreter.executable, env=env, cwd=code, fork=fork,
-                      sandbox=sandbox, memory_mb=fn.memory_mb), isolation
+    return worker_spec(config.functions[0], config, dict(os.environ), isolation), isolation
 
 
 async def cold_starts(server: ForkServer, n: int) -> list[float]:

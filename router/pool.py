@@ -95,6 +95,21 @@ def worker_env(fn: FunctionConfig, config: Config, environ: dict[str, str],
     return {"PATH": path} | fn.env | reserved
 
 
+def worker_spec(fn: FunctionConfig, config: Config, environ: dict[str, str],
+                isolation: Isolation) -> WorkerSpec:
+    """How the function's fork server and workers are started: interpreter, environment,
+    sandbox and limits."""
+    try:
+        interpreter = probe(fn.runtime, environ.get("PATH", os.defpath))
+    except BadRuntime:  # gone since the config was checked: each start reports it
+        interpreter = Interpreter(fn.runtime, "", "", "")
+    sandbox = isolation.sandbox(fn, interpreter)
+    env = worker_env(fn, config, environ, interpreter if sandbox is not None else None)
+    return WorkerSpec(python=interpreter.executable, env=env, cwd=fn.code, fork=fn.fork_server,
+                      sandbox=sandbox, memory_mb=fn.memory_mb, pids_max=config.sandbox.pids_max,
+                      nofile=config.sandbox.nofile)
+
+
 def error_dict(error_type: str, message: str) -> dict[str, object]:
     return {"errorMessage": message, "errorType": error_type}
 
@@ -146,16 +161,7 @@ class FunctionPool:
     def _configure(self, fn: FunctionConfig) -> None:
         config, environ, logs = self._daemon
         self.config = fn
-        limits = config.sandbox
-        try:
-            interpreter = probe(fn.runtime, environ.get("PATH", os.defpath))
-        except BadRuntime:  # gone since the config was checked: each start reports it
-            interpreter = Interpreter(fn.runtime, "", "", "")
-        sandbox = self.isolation.sandbox(fn, interpreter)
-        env = worker_env(fn, config, environ, interpreter if sandbox is not None else None)
-        self.spec = WorkerSpec(python=interpreter.executable, env=env, cwd=fn.code,
-                               fork=fn.fork_server, sandbox=sandbox, memory_mb=fn.memory_mb,
-                               pids_max=limits.pids_max, nofile=limits.nofile)
+        self.spec = worker_spec(fn, config, environ, self.isolation)
         self.log = FunctionLog(logs, fn.name, fn.memory_mb)
 
     def reconfigure(self, fn: FunctionConfig) -> None:

@@ -253,6 +253,8 @@ def test_a_fork_server_that_lies_on_its_control_socket_is_stopped(daemon: Daemon
     assert r.headers.get("X-Amz-Function-Error") == "Unhandled", r
     assert time.monotonic() - t0 < 10
     daemon.wait_for_line("liar: the fork server sent a malformed message")
-    assert not any("Traceback" in line for line in daemon.lines)
+    # No traceback of the daemon's (the fork server's own, as function output "[liar] -", may come:
+    # it dies at its next send on the closed socket).
+    assert not any("Traceback" in line for line in daemon.lines if not line.startswith("[liar]"))
     assert healthz_ms(daemon) < 100
     assert daemon.invoke("victim", {}, headers=auth()).status == 200

@@ -53,6 +53,9 @@ class Isolation:
         if self.tree is not None:
             self.memory_limit = why
             log.info("memory and process limits: %s (exact, per worker)", why)
+            if self.config.favor_dynmods and self.as_root:
+                log.info("%s (cgroup moves skip an RCU grace period; forks and exits machine-wide "
+                         "cost slightly more)", cgroups.favor_dynmods())
         else:
             self.memory_limit = "rss-poll"
             log.warning("memory limits: resident memory polled every 20 ms (no cgroup: %s)", why)

@@ -8,7 +8,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from workers.cgroups import locate
+from workers.cgroups import dynmods_remount, locate
 from workers.sandbox import Network, Sandbox, argv, has_default_route, pasta_argv
 
 ROOT_SANDBOX = Sandbox(uid=200001, code="/srv/fn", bootstrap="/opt/hw/workers/bootstrap.py",
@@ -125,3 +125,17 @@ def test_locate_finds_the_daemons_own_cgroups(cgroup: str, mounts: str, expected
 ])
 def test_pasta_is_ready_once_the_namespace_has_a_default_route(table: str, ready: bool) -> None:
     assert has_default_route(table) is ready
+
+
+@pytest.mark.parametrize(("mounts", "expected"), [
+    (V1_MOUNTS, ("/sys/fs/cgroup/unified", "remount,rw,relatime,favordynmods")),
+    (V2_MOUNTS, ("/sys/fs/cgroup", "remount,rw,nosuid,nsdelegate,favordynmods")),
+    ("30 23 0:26 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime - cgroup2 cgroup2 "
+     "rw,nsdelegate,memory_recursiveprot\n",
+     ("/sys/fs/cgroup", "remount,rw,nosuid,nodev,noexec,relatime,nsdelegate,memory_recursiveprot,"
+                        "favordynmods")),
+    ("30 23 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,favordynmods\n", ("/sys/fs/cgroup", None)),
+    (V1_MOUNTS.replace("cgroup2 cgroup2", "tmpfs tmpfs"), None),
+])
+def test_favordynmods_remount_keeps_every_flag(mounts: str, expected: object) -> None:
+    assert dynmods_remount(mounts) == expected

@@ -17,6 +17,8 @@ import pytest
 from conftest import RUNTIME, Daemon, function_toml
 from test_limits import _cmdline, _environ, processes
 
+from workers.cgroups import dynmods_remount
+
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="per-function uids need a root daemon")
 
 SECRET_TOKEN = "s3cr3t-token-only-in-config"
@@ -205,6 +207,13 @@ def test_memory_limit_covers_a_child_process(daemon: Daemon) -> None:
         assert daemon.record(r.headers["x-amzn-RequestId"])["outcome"] == "oom"
     else:
         assert r.json()["child_returncode"] == -9, r
+
+
+def test_a_root_daemon_turns_on_favordynmods(daemon: Daemon) -> None:
+    """Cold starts depend on it: without it, each new worker's cgroup move waits out an RCU grace
+    period (the README's cold-start table)."""
+    found = dynmods_remount(Path("/proc/self/mountinfo").read_text())
+    assert found is None or found[1] is None, found  # no cgroup2 at all, or set on it
 
 
 def test_health_stays_fast_while_functions_attack(daemon: Daemon) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import subprocess
 import threading
 from pathlib import Path
 
@@ -59,6 +60,47 @@ def locate(proc_cgroup: str, mountinfo: str) -> tuple[int, dict[str, Path]] | No
         folder = Path(mount_v2 + own_v2.rstrip("/"))
         return 2, dict.fromkeys(CONTROLLERS, folder)
     return None
+
+
+def dynmods_remount(mountinfo: str) -> tuple[str, str | None] | None:
+    """The cgroup2 mount point and the ``mount -o`` options that keep its flags and add
+    ``favordynmods`` (None: it has it already); None when there is no cgroup2 mount.
+
+    Pure: given the text of /proc/self/mountinfo. The option is the kernel's (Linux 6.0+): with it,
+    moving a process between cgroups no longer waits for an RCU grace period (6–20 ms on a quiet
+    machine), at the price of slightly dearer forks and exits. The lock it concerns is one for the
+    whole machine, so one hierarchy having it is enough for every controller, v1 ones included.
+    """
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        if "-" not in fields:
+            continue
+        dash = fields.index("-")
+        if fields[dash + 1] != "cgroup2" or len(fields) < dash + 4:
+            continue
+        per_mount, per_super = fields[5].split(","), fields[dash + 3].split(",")
+        if "favordynmods" in per_super:
+            return fields[4], None
+        # A remount sets every flag anew: leaving one out (nosuid, nsdelegate, …) would clear it.
+        return fields[4], ",".join(dict.fromkeys(["remount", *per_mount, *per_super, "favordynmods"]))
+    return None
+
+
+def favor_dynmods() -> str:
+    """Turn ``favordynmods`` on for the machine (needs root); says what it found or did."""
+    try:
+        found = dynmods_remount(Path("/proc/self/mountinfo").read_text())
+    except OSError as e:
+        return f"cannot read /proc/self/mountinfo: {e.strerror}"
+    if found is None:
+        return "favordynmods: no cgroup2 hierarchy to set it on"
+    point, options = found
+    if options is None:
+        return f"favordynmods: already set on {point}"
+    done = subprocess.run(["mount", "-o", options, "cgroup2", point], capture_output=True, text=True)
+    if done.returncode != 0:
+        return f"favordynmods: cannot remount {point}: {done.stderr.strip() or done.returncode}"
+    return f"favordynmods: set on {point}"
 
 
 class Cgroup:

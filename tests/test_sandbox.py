@@ -17,7 +17,7 @@ import pytest
 from conftest import RUNTIME, Daemon, function_toml
 from test_limits import _cmdline, _environ, processes
 
-from workers.cgroups import dynmods_remount
+from workers.cgroups import dynmods_remount, open_tree
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="per-function uids need a root daemon")
 
@@ -60,9 +60,10 @@ def daemon(make_daemon, granted: int) -> Daemon:  # type: ignore[no-untyped-def]
         function_toml("hungry", "escape.child_allocates", memory_mb=128, timeout_s=20),
         function_toml("fresh", "escape.probe", fork_server=False),
         function_toml("liar", "liar.handler"),
+        function_toml("mute", "mute.handler", timeout_s=30),
     ])
     server = f'tokens = ["{SECRET_TOKEN}"]\n[sandbox]\npids_max = 64\n'
-    return make_daemon(functions, {"functions/liar.py": LIAR}, server=server)
+    return make_daemon(functions, {"functions/liar.py": LIAR, "functions/mute.py": MUTE}, server=server)
 
 
 # A module that, at import (in its fork server), speaks on the fork server's control socket itself.
@@ -79,6 +80,17 @@ for name in os.listdir("/proc/self/fd"):
 
 def handler(event, context):
     return "unreachable"
+"""
+
+# A module that, at import (in its fork server), stops the fork server reporting its workers' exits.
+MUTE = """
+import os, sys
+sys.modules["__main__"].reap = lambda ctrl, children: None
+
+def handler(event, context):
+    if event.get("exit"):
+        os._exit(3)
+    return os.getpid()
 """
 
 
@@ -267,3 +279,36 @@ def test_a_fork_server_that_lies_on_its_control_socket_is_stopped(daemon: Daemon
     assert not any("Traceback" in line for line in daemon.lines if not line.startswith("[liar]"))
     assert healthz_ms(daemon) < 100
     assert daemon.invoke("victim", {}, headers=auth()).status == 200
+
+
+def test_an_exit_the_fork_server_keeps_quiet_about_is_seen_all_the_same(daemon: Daemon) -> None:
+    """The router watches each worker through a pidfd: a fork server that never reports an exit
+    cannot wedge the function's slots (the invocation would otherwise wait for its 30 s timeout)."""
+    for _ in range(3):
+        t0 = time.monotonic()
+        r = daemon.invoke("mute", {"exit": True}, headers=auth())
+        assert r.headers.get("X-Amz-Function-Error") == "Unhandled", r
+        assert r.json()["errorType"] == "Runtime.ExitError", r.json()
+        assert time.monotonic() - t0 < 5
+    assert daemon.invoke("mute", {}, headers=auth()).status == 200
+    daemon.wait_for_line("its fork server did not say so")
+
+
+def test_a_cgroup_kill_ends_every_process_in_it_and_nothing_else() -> None:
+    tree, why = open_tree(os.getpid())
+    assert tree is not None, why
+    cgroup = tree.make("kill-test", 64, 16)
+    inside = [subprocess.Popen(["sleep", "30"]) for _ in range(3)]
+    outside = subprocess.Popen(["sleep", "30"])
+    try:
+        for proc in inside:
+            cgroup.add(proc.pid)
+        cgroup.kill()
+        assert [proc.wait(timeout=5) for proc in inside] == [-9, -9, -9]
+        assert outside.poll() is None
+    finally:
+        outside.kill()
+        outside.wait()
+        cgroup.remove()
+        tree.close()
+    assert not any(folder.exists() for folder in cgroup.folders)

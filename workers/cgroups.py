@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import subprocess
 import threading
 from pathlib import Path
@@ -126,6 +127,34 @@ class Cgroup:
             if key == "oom_kill":
                 return int(value)
         return 0
+
+    def kill(self) -> None:
+        """SIGKILL every process in it, by pidfds, so that a pid reused meanwhile is spared."""
+        if self.tree.version == 2:
+            with contextlib.suppress(OSError):  # Linux 5.14+: the kernel does it, races and all
+                (self.folders[0] / "cgroup.kill").write_text("1")
+                return
+        for _ in range(3):  # what was forked while the first pass read the list
+            pidfds = []
+            for pid in self._pids():
+                with contextlib.suppress(OSError):
+                    pidfds.append((pid, os.pidfd_open(pid)))
+            # A pid still listed now is the process its pidfd holds, or a newer one made inside
+            # this cgroup (by one of its own): either way it belongs here.
+            listed = set(self._pids())
+            for pid, pidfd in pidfds:
+                if pid in listed:
+                    with contextlib.suppress(OSError):
+                        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+                os.close(pidfd)
+            if not pidfds:
+                return
+
+    def _pids(self) -> list[int]:
+        try:
+            return [int(p) for p in (self.folders[0] / "cgroup.procs").read_text().split()]
+        except (OSError, ValueError):
+            return []
 
     def remove(self) -> None:
         """Delete it once its processes are gone; one not yet empty is retried by ``sweep``."""

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from workers.cgroups import Cgroup, Tree
-from workers.process import BOOTSTRAP, Worker, WorkerSpec, kill_group, python_argv, read_output
+from workers.process import BOOTSTRAP, Worker, WorkerSpec, kill_group, pidfd_kill, python_argv, read_output
 from workers.sandbox import Sandbox, bootstrap_path, has_default_route, pasta_argv
 from workers.sandbox import argv as sandbox_argv
 
@@ -61,8 +61,8 @@ class SandboxFailed(Exception):
     """The function's sandbox could not be set up; the message says which part failed."""
 
 
-# A forked worker: its pid in the fork server's namespace and on the host, its cgroup, its pipes.
-Forked = tuple[int, int, tuple[int, int, int]]
+# A forked worker: its pid in the fork server's namespace and on the host, its pipes, its pidfd.
+Forked = tuple[int, int, tuple[int, int, int], int]
 
 
 async def _read_all(fd: int) -> bytes:
@@ -258,13 +258,15 @@ class ForkServer:
         self._outbox.append(json.dumps({"type": "fork", "id": request_id, "env": env}).encode())
         self._send()
         try:
-            pid, host_pid, fds = await asyncio.wait_for(
+            pid, host_pid, fds, pidfd = await asyncio.wait_for(
                 answer, max(0.0, init_deadline - time.monotonic()))
         finally:
             self._forks.pop(request_id, None)  # a late reply is then cleaned up, not attached
             self._close_if_drained()
         self._workers[pid] = worker
-        worker.attach(host_pid, fds, init_deadline)
+        # However its exit is learnt (reported, or seen on its pidfd), it is no longer ours.
+        worker.gone.add_done_callback(lambda _: self._forget(pid, worker))
+        worker.attach(pidfd, host_pid, fds, init_deadline)
         if self.tree is not None:
             # Moving a process between cgroups waits for an RCU grace period (milliseconds): in a
             # thread, while the worker starts, and it is not ready until it is done.
@@ -281,6 +283,11 @@ class ForkServer:
             worker.cgroup = done.result()
             if worker.state == "dead":  # it exited while it was moved
                 worker.cgroup.remove()
+
+    def _forget(self, pid: int, worker: Worker) -> None:
+        if self._workers.get(pid) is worker:
+            del self._workers[pid]
+        self._close_if_drained()
 
     def _send(self) -> None:
         assert self._sock is not None
@@ -382,24 +389,20 @@ class ForkServer:
                 host_pid = _pidfd_pid(fds[3])  # the fork server's pid namespace is not ours
             except OSError:
                 host_pid = 0
-            finally:
-                os.close(fds[3])
             if answer is None or answer.done() or host_pid <= 0:  # nobody will use it (or gone)
-                for fd in fds[:3]:
+                pidfd_kill(fds[3])
+                for fd in fds:
                     os.close(fd)
-                if host_pid > 0:
-                    kill_group(host_pid)
                 return
-            answer.set_result((message["pid"], host_pid, (fds[0], fds[1], fds[2])))
+            answer.set_result((message["pid"], host_pid, (fds[0], fds[1], fds[2]), fds[3]))
         elif kind == "fork_failed":
             answer = self._forks.get(message["id"])
             if answer is not None and not answer.done():
                 answer.set_exception(ForkFailed(str(message.get("message"))))
         elif kind == "exited":
-            worker = self._workers.pop(message["pid"], None)
+            worker = self._workers.get(message["pid"])
             if worker is not None:
                 worker.exited(message["returncode"])
-            self._close_if_drained()
         elif kind == "ready" and not self.ready.done():
             self.ready.set_result(None)
         elif kind == "init_error" and not self.ready.done():
@@ -425,6 +428,6 @@ class ForkServer:
         self._forks.clear()
         # Its workers were reparented and will be reaped elsewhere: end them (exited kills each
         # one's group) and say so here.
-        for worker in self._workers.values():
+        for worker in list(self._workers.values()):
             worker.exited(-signal.SIGKILL)
         self._workers.clear()

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import math
 import os
+import select
 import signal
 import time
 from collections.abc import Callable
@@ -41,12 +42,29 @@ def python_argv(python: str, bootstrap: str = BOOTSTRAP) -> list[str]:
     return [python, "-I", "-u", bootstrap]
 
 
+EXIT_REPORT_S = 1.0  # how long a fork server may take to report the exit of its worker
+
+
 def kill_group(pid: int) -> None:
-    """SIGKILL a process and everything it started (each worker leads its own process group)."""
+    """SIGKILL a process and everything it started (each worker leads its own process group).
+
+    Only for a process whose pid cannot have been reused: one not yet reaped, or whose group still
+    has members (a pid number stays taken while it names a live group)."""
     if pid <= 0:  # never a broadcast: a pid a fork server gave may be anything
         return
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
+
+
+def pidfd_kill(pidfd: int) -> None:
+    """SIGKILL exactly the process a pidfd refers to: never another that took its pid."""
+    with contextlib.suppress(ProcessLookupError, OSError):
+        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+
+
+def pidfd_exited(pidfd: int) -> bool:
+    """Whether the process has exited (a pidfd polls readable from then on)."""
+    return bool(select.select([pidfd], [], [], 0)[0])
 
 
 def read_output(fd: int, deliver: Callable[[bytes], None]) -> bool:
@@ -86,7 +104,7 @@ class Listener(Protocol):
 class Worker:
     __slots__ = ("pid", "listener", "tag", "state", "job", "deadline", "killed", "rss_mb", "cgroup", "limits",
                  "spawned", "init_duration_ms", "idle_since", "invocations", "gone", "_in_fd",
-                 "_out_fd", "_log_fd", "_statm_fd", "_reader", "_pending", "_loop")
+                 "_out_fd", "_log_fd", "_statm_fd", "_pidfd", "_reader", "_pending", "_loop")
 
     def __init__(self, listener: Listener, tag: object = None) -> None:
         self.listener = listener
@@ -105,26 +123,34 @@ class Worker:
         self.invocations = 0
         self._loop = asyncio.get_running_loop()
         self.gone: asyncio.Future[int] = self._loop.create_future()  # the exit status, once reaped
-        self._in_fd = self._out_fd = self._log_fd = self._statm_fd = -1
+        self._in_fd = self._out_fd = self._log_fd = self._statm_fd = self._pidfd = -1
         self._pending = b""
         self._reader = protocol.FrameReader()
 
-    def attach(self, pid: int, fds: tuple[int, int, int], init_deadline: float) -> None:
-        """Take over a started worker (``pid`` as the host sees it) and its pipe ends: to it,
-        from it, its output."""
+    def attach(self, pidfd: int, pid: int, fds: tuple[int, int, int], init_deadline: float) -> None:
+        """Take over a started worker: a pidfd for it, its pid as the host sees it, and its pipe
+        ends (to it, from it, its output).
+
+        The pidfd is what the router signals and watches: the worker's parent is its fork server,
+        which runs the function's code, so the pid alone may be reaped and reused (by another
+        function's worker) without the router hearing of it, and an exit the fork server does not
+        report is still seen here."""
         self.pid = pid
+        self._pidfd = pidfd
         self.deadline = init_deadline
         self._in_fd, self._out_fd, self._log_fd = fds
         for fd in fds:
             os.set_blocking(fd, False)
         self._loop.add_reader(self._out_fd, self._on_frames)
         self._loop.add_reader(self._log_fd, self._on_output)
+        self._loop.add_reader(pidfd, self._on_pidfd)
 
     def exited(self, returncode: int) -> None:
         """The process is reaped (by the router, or by the fork server that is its parent)."""
         if self.state == "dead":
             return
         self.drain_output()
+        self._kill_all()  # what it started may outlive it (a handler that forked and left)
         self.state = "dead"
         if self.cgroup is not None:
             if self.killed is None and self.cgroup.oom_kills():
@@ -132,12 +158,12 @@ class Worker:
             self.cgroup.remove()
         self._loop.remove_reader(self._out_fd)
         self._loop.remove_reader(self._log_fd)
+        self._loop.remove_reader(self._pidfd)
         self._close_input()
-        for fd in (self._out_fd, self._log_fd, self._statm_fd):
+        for fd in (self._out_fd, self._log_fd, self._statm_fd, self._pidfd):
             if fd >= 0:
                 os.close(fd)
-        self._statm_fd = -1
-        kill_group(self.pid)  # the group may outlive its leader (a handler that forked and left)
+        self._statm_fd = self._pidfd = -1
         self.gone.set_result(returncode)
         self.listener.worker_exited(self, returncode)
 
@@ -162,8 +188,29 @@ class Worker:
         """SIGKILL the worker and everything it started; ``reason`` is kept in ``killed``."""
         if reason is not None:
             self.killed = reason
-        if self.state != "dead" and self.pid:
-            kill_group(self.pid)
+        if self.state != "dead":
+            self._kill_all()
+
+    def _kill_all(self) -> None:
+        """SIGKILL the worker and what it started, by identities that cannot have been reused."""
+        if self._pidfd < 0:
+            return
+        if not pidfd_exited(self._pidfd):
+            kill_group(self.pid)  # its leader lives: the group is its own
+        pidfd_kill(self._pidfd)
+        if self.cgroup is not None:  # a group whose leader is gone: found by its cgroup instead
+            self.cgroup.kill()
+
+    def _on_pidfd(self) -> None:
+        """The process exited; its fork server, its parent, reports how (or is given a moment)."""
+        self._loop.remove_reader(self._pidfd)
+        if self.state != "dead":
+            self._loop.call_later(EXIT_REPORT_S, self._unreported)
+
+    def _unreported(self) -> None:
+        if self.state != "dead":
+            log.warning("worker %d exited and its fork server did not say so: taken as killed", self.pid)
+            self.exited(-signal.SIGKILL)
 
     def rss(self) -> int:
         """The worker's resident memory now, in MB (0 if it is gone)."""

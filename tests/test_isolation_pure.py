@@ -8,7 +8,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from workers.cgroups import dynmods_remount, locate
+from workers.cgroups import dynmods_remount, locate, stale
 from workers.sandbox import Network, Sandbox, argv, has_default_route, pasta_argv
 
 ROOT_SANDBOX = Sandbox(uid=200001, code="/srv/fn", bootstrap="/opt/hw/workers/bootstrap.py",
@@ -139,3 +139,10 @@ def test_pasta_is_ready_once_the_namespace_has_a_default_route(table: str, ready
 ])
 def test_favordynmods_remount_keeps_every_flag(mounts: str, expected: object) -> None:
     assert dynmods_remount(mounts) == expected
+
+
+def test_stale_cgroups_are_those_of_daemons_no_longer_running() -> None:
+    names = ["headwater-10", "headwater-11", "headwater-12-fn.3", "headwater-12.daemon",
+             "headwater-13-fn.1", "headwater-1x", "headwaterish-12", "system.slice", "headwater-"]
+    assert stale(names, lambda pid: pid in (11, 13)) == [
+        "headwater-10", "headwater-12-fn.3", "headwater-12.daemon"]

@@ -312,3 +312,18 @@ def test_a_cgroup_kill_ends_every_process_in_it_and_nothing_else() -> None:
         cgroup.remove()
         tree.close()
     assert not any(folder.exists() for folder in cgroup.folders)
+
+
+def test_a_daemon_removes_the_cgroups_a_killed_daemon_left() -> None:
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    tree, why = open_tree(os.getpid())
+    assert tree is not None, why
+    leftovers = [base.parent / f"headwater-{gone.pid}" / "fn.1" for base in tree.bases.values()]
+    tree.close()
+    for folder in leftovers:
+        folder.mkdir(parents=True)
+    tree, _ = open_tree(os.getpid())
+    assert tree is not None
+    tree.close()
+    assert not any(folder.parent.exists() for folder in leftovers)

@@ -16,9 +16,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import signal
 import subprocess
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 log = logging.getLogger("headwater.cgroups")
@@ -220,6 +222,40 @@ class Tree:
                     base.rmdir()
 
 
+STALE = re.compile(r"^headwater-(\d+)(?:$|[-.])")
+
+
+def stale(names: list[str], alive: Callable[[int], bool]) -> list[str]:
+    """Which of a cgroup folder's entries are cgroups of daemons no longer running (killed before
+    they could remove them). Pure: ``alive`` says whether a pid runs."""
+    found = []
+    for name in names:
+        match = STALE.match(name)
+        if match and not alive(int(match.group(1))):
+            found.append(name)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    return os.path.exists(f"/proc/{pid}")
+
+
+def _remove_stale(folder: Path) -> None:
+    """Remove dead daemons' cgroups below ``folder``, deepest first; one with processes stays."""
+    try:
+        names = [entry.name for entry in os.scandir(folder) if entry.is_dir()]
+    except OSError:
+        return
+    for name in stale(names, _alive):
+        top = folder / name
+        for root, dirs, _ in os.walk(top, topdown=False):
+            for d in dirs:
+                with contextlib.suppress(OSError):
+                    (Path(root) / d).rmdir()
+        with contextlib.suppress(OSError):
+            top.rmdir()
+
+
 def open_tree(daemon_pid: int) -> tuple[Tree | None, str]:
     """This daemon's cgroup tree, or None and the reason none can be had."""
     try:
@@ -229,6 +265,8 @@ def open_tree(daemon_pid: int) -> tuple[Tree | None, str]:
     if found is None:
         return None, "no memory and pids cgroup controllers are mounted"
     version, own = found
+    for folder in set(own.values()):
+        _remove_stale(folder)
     try:
         if version == 1:
             bases = {c: own[c] / f"headwater-{daemon_pid}" for c in CONTROLLERS}

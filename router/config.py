@@ -13,6 +13,7 @@ import ipaddress
 import json
 import os
 import re
+import stat
 import sys
 import tomllib
 import typing
@@ -342,6 +343,8 @@ def check(config: Config, path: str | None) -> None:
                               f"{json.dumps(server.metrics_listen)}") from None
     seen: set[str] = set()
     routes: list[Route] = []
+    # A root daemon runs each sandboxed function as a uid of its own, to whom only "other" applies.
+    sandboxed_uid = config.sandbox.mode == "bubblewrap" and os.geteuid() == 0
     for i, f in enumerate(config.functions):
         at = f"functions[{i}]"
         for j, trigger in enumerate(f.triggers):
@@ -368,6 +371,9 @@ def check(config: Config, path: str | None) -> None:
             raise ConfigError(f"{at}.runtime: {e}") from None
         if not Path(f.code).is_dir():
             raise ConfigError(f"{at}.code: {json.dumps(f.code)} is not a directory")
+        if sandboxed_uid and (closed := closed_to_others(Path(f.code), f.handler)):
+            raise ConfigError(f"{at}.code: {closed} cannot be read by the function, which runs as a "
+                              "uid of its own: make it world-readable (chmod -R o+rX)")
         if f.min_workers > f.max_workers:
             raise ConfigError(f"{at}.min_workers: expected at most max_workers ({f.max_workers}), "
                               f"got {f.min_workers}")
@@ -379,6 +385,20 @@ def check(config: Config, path: str | None) -> None:
     for first, second in RouteTable(routes).conflicts():
         raise ConfigError(f"functions: route {second.key!r} of {second.target!r} conflicts with "
                           f"{first.key!r} of {first.target!r}")
+
+
+def closed_to_others(code: Path, handler: str) -> str | None:
+    """The code folder, or its handler's module, if a uid other than its owner cannot read it."""
+    module = handler.rpartition(".")[0].replace(".", "/")
+    for path, need in ((code, stat.S_IROTH | stat.S_IXOTH), (code / f"{module}.py", stat.S_IROTH),
+                       (code / module, stat.S_IROTH | stat.S_IXOTH)):
+        try:
+            mode = path.stat().st_mode
+        except OSError:
+            continue  # a module found elsewhere (a layer, PYTHONPATH), or missing: import says so
+        if mode & need != need:
+            return f"{json.dumps(str(path))} (mode {stat.S_IMODE(mode):04o})"
+    return None
 
 
 # --- error messages --------------------------------------------------------------------------

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import logging
 import os
 import signal
@@ -19,6 +21,17 @@ from router.registry import Registry
 log = logging.getLogger("headwater")
 
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+
+
+def fix_mmap_threshold(size: int = 128 * 1024) -> None:
+    """Serve every allocation of ``size`` or more from its own mapping, returned at free.
+
+    glibc raises its threshold each time such a block is freed, after which the event loop's
+    256 KiB read buffers come from the heap, which fragments and does not shrink: 16 anonymous
+    clients pushing bodies the daemon refuses left it 50-200 MB larger, and this keeps it to a few."""
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: its own allocator's business
+        ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, size)
 
 
 class Lifecycle:
@@ -36,6 +49,7 @@ class Lifecycle:
 
 
 async def serve(config: Config, environ: Mapping[str, str]) -> int:
+    fix_mmap_threshold()
     loop = asyncio.get_running_loop()
     life = Lifecycle()
     for signum in HANDLED_SIGNALS:

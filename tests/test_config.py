@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from router.config import (
     FunctionConfig,
     MeteringConfig,
     ServerConfig,
+    closed_to_others,
     describe,
     explain,
     load,
@@ -500,3 +502,25 @@ def test_warm_floors_may_not_fill_the_daemon(tmp_path: Path) -> None:
     assert str(caught.value) == ("server.max_workers: the functions' min_workers add up to 6, "
                                  "more than max_workers (5)")
     parse({"server": {"max_workers": 6}, "functions": functions}, tmp_path, {})
+
+
+@pytest.mark.parametrize(("folder_mode", "module_mode", "closed"), [
+    (0o755, 0o644, None),
+    (0o700, 0o644, "code"),
+    (0o751, 0o644, "code"),  # traversable but not listable: still closed (Python lists it)
+    (0o755, 0o600, "code/app.py"),
+])
+def test_a_root_daemon_refuses_code_its_functions_cannot_read(
+        tmp_path: Path, folder_mode: int, module_mode: int, closed: str | None) -> None:
+    base = folder(tmp_path)
+    (base / "code" / "app.py").write_text("def handler(e, c): pass\n")
+    (base / "code" / "app.py").chmod(module_mode)
+    (base / "code").chmod(folder_mode)
+    found = closed_to_others(base / "code", "app.handler")
+    if closed is None:
+        assert found is None
+    else:
+        assert found == f'"{base / closed}" (mode {(folder_mode if closed == "code" else module_mode):04o})'
+        if os.geteuid() == 0:  # only a root daemon gives functions uids of their own
+            with pytest.raises(ConfigError, match=r"functions\[0\]\.code: .*\(chmod -R o\+rX\)$"):
+                parse({"functions": [function()]}, base, {})

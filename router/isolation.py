@@ -22,6 +22,18 @@ class SandboxUnavailable(Exception):
     """The configured sandbox cannot be used on this machine; the message says what to do."""
 
 
+def running_uids() -> set[int]:
+    """The uids that processes on this machine run as (procfs shows each one's as its owner)."""
+    uids = set()
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                uids.add(entry.stat().st_uid)
+            except OSError:  # exited meanwhile
+                pass
+    return uids
+
+
 class Isolation:
     def __init__(self, config: Config, bootstrap: str) -> None:
         self.config = config.sandbox
@@ -72,7 +84,9 @@ class Isolation:
         """A uid of the function's own, kept while it is deployed."""
         uid = self._uids.get(name)
         if uid is None:
-            taken = set(self._uids.values())
+            # A deleted function's uid is free again only once none of its processes is left (a
+            # worker that outlived its kill): the next function must not be able to signal it.
+            taken = set(self._uids.values()) | running_uids()
             free = (u for u in range(self.config.uid_min, self.config.uid_min + self.config.uid_count)
                     if u not in taken)
             uid = next(free, None)

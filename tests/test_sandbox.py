@@ -17,6 +17,8 @@ import pytest
 from conftest import RUNTIME, Daemon, function_toml
 from test_limits import _cmdline, _environ, processes
 
+from router.config import parse
+from router.isolation import Isolation
 from workers.cgroups import dynmods_remount, open_tree
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="per-function uids need a root daemon")
@@ -327,3 +329,18 @@ def test_a_daemon_removes_the_cgroups_a_killed_daemon_left() -> None:
     assert tree is not None
     tree.close()
     assert not any(folder.parent.exists() for folder in leftovers)
+
+
+def test_a_uid_still_running_processes_is_not_handed_to_a_new_function(tmp_path: Path) -> None:
+    config = parse({"sandbox": {"uid_min": 300000, "uid_count": 4}}, tmp_path, {})
+    isolation = Isolation(config, "/b")
+    leftover = subprocess.Popen(["sleep", "30"], user=300000)  # a deleted function's, outliving it
+    try:
+        assert isolation._uid("new") == 300001
+        isolation.release("new")
+        leftover.kill()
+        leftover.wait()
+        assert isolation._uid("newer") == 300000
+    finally:
+        leftover.kill()
+        leftover.wait()

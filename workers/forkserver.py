@@ -28,12 +28,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from workers import seccomp
 from workers.cgroups import Cgroup, Tree
 from workers.process import BOOTSTRAP, Worker, WorkerSpec, kill_group, pidfd_kill, python_argv, read_output
 from workers.sandbox import Sandbox, bootstrap_path, has_default_route, pasta_argv
 from workers.sandbox import argv as sandbox_argv
 
 log = logging.getLogger("headwater.forkserver")
+
+SECCOMP = seccomp.program()  # None on a machine whose system calls it does not know
 
 
 class InitFailed(Exception):
@@ -154,8 +157,14 @@ class ForkServer:
             info_r, info_w = os.pipe()
             block_r, block_w = os.pipe()
             handshake = (info_r, block_w)
-            command = sandbox_argv(sandbox, command, info_w, block_r)
             passed: tuple[int, ...] = (theirs.fileno(), info_w, block_r)
+            filter_fd = None
+            if SECCOMP is not None:
+                filter_fd = os.memfd_create("seccomp", os.MFD_CLOEXEC)
+                os.write(filter_fd, SECCOMP)
+                os.lseek(filter_fd, 0, os.SEEK_SET)
+                passed += (filter_fd,)
+            command = sandbox_argv(sandbox, command, info_w, block_r, seccomp_fd=filter_fd)
         else:
             passed = (theirs.fileno(),)
         try:

@@ -12,7 +12,7 @@ import os
 
 from router.config import Config, FunctionConfig
 from workers import cgroups
-from workers.runtime import Interpreter
+from workers.runtimes import Launcher
 from workers.sandbox import Network, Sandbox, missing_tools
 
 log = logging.getLogger("headwater.sandbox")
@@ -72,12 +72,12 @@ class Isolation:
             self.memory_limit = "rss-poll"
             log.warning("memory limits: resident memory polled every 20 ms (no cgroup: %s)", why)
 
-    def sandbox(self, fn: FunctionConfig, interpreter: Interpreter) -> Sandbox | None:
+    def sandbox(self, fn: FunctionConfig, launcher: Launcher) -> Sandbox | None:
         if not self.enabled:
             return None
         ports = tuple(sorted({int(endpoint.rpartition(":")[2]) for endpoint in fn.allow}))
         return Sandbox(uid=self._uid(fn.name) if self.as_root else None, code=fn.code,
-                       bootstrap=self.bootstrap, runtime=interpreter.folders,
+                       bootstrap=self.bootstrap, runtime=launcher.folders,
                        tmp_mb=fn.ephemeral_storage_mb, network=Network(fn.network, ports))
 
     def _uid(self, name: str) -> int:

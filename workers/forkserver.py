@@ -64,8 +64,9 @@ class SandboxFailed(Exception):
     """The function's sandbox could not be set up; the message says which part failed."""
 
 
-# A forked worker: its pid in the fork server's namespace and on the host, its pipes, its pidfd.
-Forked = tuple[int, int, tuple[int, int, int], int]
+# A forked worker: its pid in the fork server's namespace and on the host, its pipes (and, for a
+# Runtime API worker, the socket it is served on), its pidfd.
+Forked = tuple[int, int, tuple[int, ...], int]
 
 
 async def _read_all(fd: int) -> bytes:
@@ -150,8 +151,9 @@ class ForkServer:
         log_r, log_w = os.pipe()
         sandbox = spec.sandbox
         bootstrap = BOOTSTRAP if sandbox is None else bootstrap_path(sandbox)
-        command = [*python_argv(spec.python, bootstrap), "forkserver", str(theirs.fileno()),
-                   "fork" if spec.fork else "exec"]
+        mode = "api" if spec.command else "fork" if spec.fork else "exec"
+        command = [*python_argv(spec.python, bootstrap), "forkserver", str(theirs.fileno()), mode,
+                   *spec.command]
         handshake: tuple[int, int] | None = None
         if sandbox is not None:
             info_r, info_w = os.pipe()
@@ -388,7 +390,8 @@ class ForkServer:
         """Act on one message; ``fds`` are closed here on every path that does not keep them."""
         kind = message.get("type")
         ids = [message.get(key) for key in ("id", "pid", "returncode") if key in message]
-        if not all(type(v) is int for v in ids) or (kind == "forked") != (len(fds) == 4):
+        if not all(type(v) is int for v in ids) or \
+                len(fds) != (4 + bool(self.spec.command) if kind == "forked" else 0):
             for fd in fds:
                 os.close(fd)
             raise ValueError(f"{kind!r} with {len(fds)} descriptors")
@@ -403,7 +406,7 @@ class ForkServer:
                 for fd in fds:
                     os.close(fd)
                 return
-            answer.set_result((message["pid"], host_pid, (fds[0], fds[1], fds[2]), fds[3]))
+            answer.set_result((message["pid"], host_pid, (*fds[:3], *fds[4:]), fds[3]))
         elif kind == "fork_failed":
             answer = self._forks.get(message["id"])
             if answer is not None and not answer.done():

@@ -16,6 +16,7 @@ import signal
 import time
 from collections import deque
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import cast
 
 import msgspec
@@ -112,6 +113,24 @@ def worker_spec(fn: FunctionConfig, config: Config, environ: dict[str, str],
                       command=tuple(arg.replace("{task}", task) for arg in launcher.worker),
                       sandbox=sandbox, memory_mb=fn.memory_mb, pids_max=config.sandbox.pids_max,
                       nofile=config.sandbox.nofile)
+
+
+class BadEntrypoint(Exception):
+    """The runtime's entry point (a custom runtime's ``bootstrap``) cannot be run."""
+
+
+def entrypoint_problem(spec: WorkerSpec, code: str) -> str | None:
+    """Why the file a Runtime API worker execs cannot run, if it cannot (Lambda's message)."""
+    root = TASK_ROOT if spec.sandbox is not None else code
+    inside = spec.command[0] if spec.command else ""
+    if not inside.startswith(f"{root}/"):  # not in the package: the runtime's own, checked by probe
+        return None
+    host = Path(code, inside[len(root) + 1:])
+    if not host.is_file():
+        return f"Couldn't find valid bootstrap(s): [{inside}]"
+    if not host.stat().st_mode & 0o001:  # the function's uid is "other" to its files
+        return f"fork/exec {inside}: permission denied (make it executable by all: chmod 755)"
+    return None
 
 
 def error_dict(error_type: str, message: str) -> dict[str, object]:
@@ -389,8 +408,12 @@ class FunctionPool:
         """Start a worker: forked warm from the function's fork server, or a fresh process."""
         server = self._fork_server()
         try:
+            if problem := entrypoint_problem(self.spec, self.config.code):
+                raise BadEntrypoint(problem)
             await server.fork(worker, env, deadline)
             return
+        except BadEntrypoint as e:
+            failure = start_crash(str(e), "Runtime.InvalidEntrypoint")
         except InitFailed as e:
             failure: StartFailure | None = init_error(e.error_type, e.error)
         except TimeoutError:

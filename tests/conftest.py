@@ -138,9 +138,8 @@ class Daemon:
 
 
 def function_toml(name: str, handler: str, code: str = "functions", **options: object) -> str:
-    lines = [f'name = "{name}"', f'handler = "{handler}"', f'code = "{code}"',
-             f'runtime = "{RUNTIME}"']
-    for key, value in options.items():
+    lines = [f'name = "{name}"', f'handler = "{handler}"', f'code = "{code}"']
+    for key, value in {"runtime": RUNTIME, **options}.items():
         if isinstance(value, dict):
             inner = ", ".join(f"{k} = {json.dumps(v)}" for k, v in value.items())
             lines.append(f"{key} = {{ {inner} }}")

@@ -363,7 +363,7 @@ class ForkServer:
         try:
             # Close-on-exec as they arrive: a process the router starts later must not inherit
             # another function's pipes.
-            data, fds, _, _ = socket.recv_fds(self._sock, 1 << 20, 4, socket.MSG_CMSG_CLOEXEC)
+            data, fds, _, _ = socket.recv_fds(self._sock, 1 << 20, 5, socket.MSG_CMSG_CLOEXEC)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:

@@ -4,8 +4,15 @@ and bootstraps that break the protocol. All sandboxed, on the real daemon."""
 
 from __future__ import annotations
 
+import io
+import json
+import os
+import shutil
+import subprocess
 import sys
 import time
+import zipfile
+from pathlib import Path
 
 import pytest
 from conftest import Daemon, function_toml
@@ -174,3 +181,49 @@ def test_a_bootstrap_that_cannot_run_is_an_invalid_entrypoint(daemon: Daemon, na
     assert status == 200 and headers["X-Amz-Function-Error"] == "Unhandled"
     assert isinstance(body, dict) and body["errorType"] == "Runtime.InvalidEntrypoint", body
     assert message in body["errorMessage"]
+
+
+def zip_of(files: dict[str, tuple[str, int]]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as z:
+        for name, (text, mode) in files.items():
+            info = zipfile.ZipInfo(name)
+            info.external_attr = mode << 16  # the bootstrap's execute bits travel in the zip
+            z.writestr(info, text)
+    return buffer.getvalue()
+
+
+def aws(daemon: Daemon, *args: str) -> dict:
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "x",
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_CONFIG_FILE": "/dev/null",
+           "AWS_SHARED_CREDENTIALS_FILE": "/dev/null"}
+    done = subprocess.run(["aws", "lambda", *args, "--endpoint-url", daemon.url, "--output", "json"],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout or "{}")
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="no Node.js on this machine")
+@pytest.mark.parametrize(("runtime", "handler", "files"), [
+    ("provided.al2023", "function.handler", {"bootstrap": (TUTORIAL, 0o755)}),
+    ("nodejs{major}.x", "index.handler",
+     {"index.mjs": ("export const handler = async (e) => ({ echo: e });\n", 0o644)}),
+])
+def test_the_aws_cli_deploys_and_invokes_each_runtime(daemon: Daemon, tmp_path: Path, runtime: str,
+                                                      handler: str, files: dict) -> None:
+    if "{major}" in runtime:
+        version = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout
+        runtime = runtime.format(major=version.lstrip("v").split(".")[0])
+    name = f"cli-{runtime.replace('.', '-')}"
+    package = tmp_path / "package.zip"
+    package.write_bytes(zip_of(files))
+    created = aws(daemon, "create-function", "--function-name", name, "--runtime", runtime,
+                  "--handler", handler, "--role", "arn:aws:iam::123456789012:role/x",
+                  "--zip-file", f"fileb://{package}")
+    assert created["Runtime"] == runtime
+    out = tmp_path / "out.json"
+    v2 = ["--cli-binary-format", "raw-in-base64-out"] if "aws-cli/2" in subprocess.run(
+        ["aws", "--version"], capture_output=True, text=True).stdout else []
+    result = aws(daemon, "invoke", "--function-name", name, *v2, "--payload", '{"k": 1}', str(out))
+    assert result["StatusCode"] == 200 and "FunctionError" not in result, result
+    assert json.loads(out.read_text())["echo"] == {"k": 1}

@@ -1,14 +1,18 @@
 """Schedule expressions as tables: fire times (daylight-saving changes, month ends, leap years),
-refusals with their reasons, catch-up after downtime, and sweeps against a brute-force oracle."""
+refusals with their reasons, catch-up after downtime, sweeps against a brute-force oracle; and
+the Scheduled Event a tick sends."""
 
 from __future__ import annotations
 
+import json
+import uuid
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from sources.cron import EPOCH, Cron, ScheduleError, latest_fire, next_fire, parse
+from sources.schedule import encode, rule_arn, scheduled_event
 
 
 def utc(text: str) -> datetime:
@@ -253,3 +257,31 @@ def test_sweep_over_a_change_of_clocks(expression: str, minutes: set[int], hours
     while (t := next_fire(schedule, t)) is not None and t < end:  # type: ignore[assignment]
         chain.append(t)
     assert chain == brute_force(minutes, hours, weekdays, zone, begin, end)
+
+
+# --- sources.schedule: the Scheduled Event of a tick ------------------------------------------------
+
+
+def test_scheduled_event_shape() -> None:
+    arn = rule_arn("eu-west-3", "123456789012", "nightly")
+    event = json.loads(encode(scheduled_event(arn, utc("2027-01-01 09:00:00.250"),
+                                              account="123456789012", region="eu-west-3")))
+    assert list(event) == ["version", "id", "detail-type", "source", "account", "time", "region",
+                           "resources", "detail"]
+    assert event | {"id": "-"} == {
+        "version": "0", "id": "-", "detail-type": "Scheduled Event", "source": "aws.events",
+        "account": "123456789012", "time": "2027-01-01T09:00:00Z", "region": "eu-west-3",
+        "resources": ["arn:aws:events:eu-west-3:123456789012:rule/nightly"], "detail": {}}
+    assert uuid.UUID(event["id"]).version == 5
+
+
+@pytest.mark.parametrize(("a", "b", "same"), [
+    (("r1", "2027-01-01 09:00:00"), ("r1", "2027-01-01 09:00:00.900"), True),  # one tick, one id
+    (("r1", "2027-01-01 09:00:00"), ("r1", "2027-01-01 09:00:01"), False),
+    (("r1", "2027-01-01 09:00:00"), ("r2", "2027-01-01 09:00:00"), False),
+])
+def test_a_tick_has_one_identity(a: tuple[str, str], b: tuple[str, str], same: bool) -> None:
+    def build(rule: str, at: str) -> bytes:
+        return encode(scheduled_event(rule_arn("us-east-1", "000000000000", rule), utc(at),
+                                      account="000000000000", region="us-east-1"))
+    assert (build(*a) == build(*b)) is same

@@ -123,6 +123,18 @@ async def test_a_lease_hides_an_event_until_it_expires(store: EventStore) -> Non
     assert await store.complete(taken)
 
 
+async def test_completes_at_once_each_check_their_own_lease(store: EventStore) -> None:
+    for _ in range(3):
+        await store.accept(event())
+    stale = sorted(await store.claim(now=T0, limit=10, lease_s=30), key=lambda c: c.request_id)
+    fresh = sorted(await store.claim(now=T0 + 31, limit=10, lease_s=30), key=lambda c: c.request_id)
+    done = await asyncio.gather(store.complete(stale[0]), store.complete(fresh[1]),
+                                store.complete(fresh[2]))
+    assert done == [False, True, True]
+    assert [c.request_id for c in await store.claim(now=T0 + 62, limit=10, lease_s=30)] == [
+        stale[0].request_id]  # the stale complete removed nothing
+
+
 async def test_retries_keep_the_request_and_count_its_attempts(store: EventStore) -> None:
     e = event()
     await store.accept(e)

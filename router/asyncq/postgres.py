@@ -14,9 +14,9 @@ import itertools
 import os
 import secrets
 import socket
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -27,10 +27,16 @@ from router.asyncq.retry import Condition
 from router.asyncq.store import Backlog, Claim, DeadLetter, EventStore, NewEvent, StoreError
 from router.invocation import new_request_id
 
+T = TypeVar("T")
+R = TypeVar("R")
+
 _CLAIM = sql.claim(by_function=False, lock="FOR UPDATE SKIP LOCKED")
 _CLAIM_FUNCTION = sql.claim(by_function=True, lock="FOR UPDATE SKIP LOCKED")
 _INSERT_EVENTS = """INSERT INTO headwater_events (request_id, function, payload, source, received_at, due_at)
     SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], $5::float8[], $6::float8[])"""
+# The leased events of a batch of completes, each under its own lease.
+_DELETE_CLAIMED = """DELETE FROM headwater_events WHERE (request_id, lease) IN
+    (SELECT * FROM unnest($1::text[], $2::text[])) RETURNING request_id"""
 # Nodes that start together must not race to create the tables.
 _SCHEMA_LOCK = "SELECT pg_advisory_xact_lock(hashtext('headwater_schema'))"
 _ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
@@ -45,16 +51,61 @@ def redacted(dsn: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
+class Batched(Generic[T, R]):
+    """Calls that arrive while a batch is in flight wait for the next one, which ``run`` does in
+    one statement and one commit. If a batch fails, its calls run one by one, so that a bad one
+    fails alone."""
+
+    def __init__(self, run: Callable[[list[T]], Awaitable[list[R]]]) -> None:
+        self._run = run
+        self._pending: list[tuple[T, asyncio.Future[R]]] = []
+        self._flushing: asyncio.Task[None] | None = None
+        self.commits = 0
+
+    async def __call__(self, item: T) -> R:
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._pending.append((item, future))
+        if self._flushing is None:
+            self._flushing = asyncio.create_task(self._flush())
+        return await future
+
+    async def wait(self) -> None:
+        if self._flushing is not None:
+            await self._flushing
+
+    async def _flush(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                await self._settle(batch)
+        finally:
+            self._flushing = None
+
+    async def _settle(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
+        try:
+            results = await self._run([item for item, _ in batch])
+        except Exception as e:  # every waiter hears of it; none is left hanging
+            if len(batch) > 1:
+                for one in batch:
+                    await self._settle([one])
+            elif not batch[0][1].done():
+                batch[0][1].set_exception(e)
+            return
+        self.commits += 1
+        for (_, future), result in zip(batch, results, strict=True):
+            if not future.done():
+                future.set_result(result)
+
+
 class PostgresStore(EventStore):
     def __init__(self, dsn: str, *, pool_size: int = 4, connect_timeout_s: float = 5.0) -> None:
         self.dsn = dsn
         self.name = redacted(dsn)
         self.pool_size = pool_size
         self.connect_timeout_s = connect_timeout_s
-        self.commits = 0  # accept transactions committed
         self._pool: asyncpg.Pool | None = None
-        self._pending: list[tuple[NewEvent, asyncio.Future[None]]] = []
-        self._flushing: asyncio.Task[None] | None = None
+        self._accepts = Batched(self._insert)
+        self._completes = Batched(self._delete)
         self._node = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
         self._claims = itertools.count()
 
@@ -83,48 +134,35 @@ class PostgresStore(EventStore):
             for statement in sql.schema("BYTEA", "DOUBLE PRECISION"):
                 await conn.execute(statement)
 
+    @property
+    def commits(self) -> int:
+        """Batched transactions committed (accepts and completes)."""
+        return self._accepts.commits + self._completes.commits
+
     async def close(self) -> None:
-        if self._flushing is not None:
-            await self._flushing
+        await self._accepts.wait()
+        await self._completes.wait()
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
 
-    # --- accepts, in batches -------------------------------------------------------------------
+    # --- accepts and completes, in batches -----------------------------------------------------
 
     async def accept(self, event: NewEvent) -> None:
-        future = asyncio.get_running_loop().create_future()
-        self._pending.append((event, future))
-        if self._flushing is None:
-            self._flushing = asyncio.create_task(self._flush())
-        await future
+        await self._accepts(event)
 
-    async def _flush(self) -> None:
-        try:
-            while self._pending:
-                batch, self._pending = self._pending, []
-                await self._insert(batch)
-        finally:
-            self._flushing = None
+    async def _insert(self, events: list[NewEvent]) -> list[None]:
+        columns = list(zip(*(sql.event_row(event) for event in events), strict=True))
+        async with self._connection() as conn:
+            await conn.execute(_INSERT_EVENTS, *columns)
+        return [None] * len(events)
 
-    async def _insert(self, batch: list[tuple[NewEvent, asyncio.Future[None]]]) -> None:
-        """One multi-row insert; if it fails, one insert each, so that a bad row fails alone."""
-        columns = list(zip(*(sql.event_row(event) for event, _ in batch), strict=True))
-        try:
-            async with self._connection() as conn:
-                await conn.execute(_INSERT_EVENTS, *columns)
-        except Exception as e:  # every waiter hears of it; none is left hanging
-            if len(batch) > 1:
-                for one in batch:
-                    await self._insert([one])
-                return
-            if not batch[0][1].done():
-                batch[0][1].set_exception(e)
-            return
-        self.commits += 1
-        for _, future in batch:
-            if not future.done():
-                future.set_result(None)
+    async def _delete(self, claims: list[Claim]) -> list[bool]:
+        async with self._connection(transaction=False) as conn:
+            rows = await conn.fetch(_DELETE_CLAIMED, [c.request_id for c in claims],
+                                    [c.lease for c in claims])
+        deleted = {row[0] for row in rows}
+        return [c.request_id in deleted for c in claims]
 
     # --- the rest ------------------------------------------------------------------------------
 
@@ -142,6 +180,8 @@ class PostgresStore(EventStore):
         return await conn.execute(sql.DELETE_LEASED, claim.request_id, claim.lease) == "DELETE 1"
 
     async def complete(self, claim: Claim, *, then: NewEvent | None = None) -> bool:
+        if then is None:
+            return await self._completes(claim)
         async with self._connection() as conn:
             if not await self._delete_leased(conn, claim):
                 return False

@@ -74,9 +74,9 @@ class SqliteStore(EventStore):
     async def close(self) -> None:
         if self._thread is None or self._closed is None:
             return
+        self._thread = None  # from now on calls are refused rather than queued behind the stop
         self._queue.put(_STOP)
         await self._closed
-        self._thread = None
 
     def _connect(self) -> sqlite3.Connection:
         try:

@@ -25,7 +25,8 @@ import msgspec
 from msgspec import Meta, Struct
 
 from router.routes import Route, RouteError, RouteTable, parse_route
-from workers.runtime import BadRuntime, probe
+from workers import runtimes
+from workers.runtimes import BadRuntime, probe
 
 
 class ConfigError(Exception):
@@ -44,7 +45,7 @@ def _number(lo: float) -> Any:
 # checks (router.management), which must refuse what a config file may not hold either.
 NAME_PATTERN = r"[A-Za-z0-9_-]{1,64}"
 HANDLER_PATTERN = r"[^\s]{1,128}"
-RUNTIME_PATTERN = r"python3\.\d+"
+RUNTIME_PATTERN = runtimes.PATTERN
 MEMORY_MB = (128, 10240)
 TIMEOUT_S = (1, 900)
 
@@ -56,7 +57,7 @@ def _matching(pattern: str, description: str) -> Any:
 
 
 FunctionName = _matching(NAME_PATTERN, "a name of 1 to 64 letters, digits, '-' or '_'")
-Runtime = _matching(RUNTIME_PATTERN, 'a runtime such as "python3.11"')
+Runtime = _matching(RUNTIME_PATTERN, f"a runtime such as {runtimes.EXAMPLES}")
 Handler = _matching(HANDLER_PATTERN, 'a handler such as "app.handler" (module.function)')
 
 

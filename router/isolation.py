@@ -12,7 +12,7 @@ import os
 
 from router.config import Config, FunctionConfig
 from workers import cgroups
-from workers.runtime import Interpreter
+from workers.runtimes import Launcher
 from workers.sandbox import Network, Sandbox, missing_tools
 
 log = logging.getLogger("headwater.sandbox")
@@ -20,6 +20,18 @@ log = logging.getLogger("headwater.sandbox")
 
 class SandboxUnavailable(Exception):
     """The configured sandbox cannot be used on this machine; the message says what to do."""
+
+
+def running_uids() -> set[int]:
+    """The uids that processes on this machine run as (procfs shows each one's as its owner)."""
+    uids = set()
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                uids.add(entry.stat().st_uid)
+            except OSError:  # exited meanwhile
+                pass
+    return uids
 
 
 class Isolation:
@@ -60,19 +72,21 @@ class Isolation:
             self.memory_limit = "rss-poll"
             log.warning("memory limits: resident memory polled every 20 ms (no cgroup: %s)", why)
 
-    def sandbox(self, fn: FunctionConfig, interpreter: Interpreter) -> Sandbox | None:
+    def sandbox(self, fn: FunctionConfig, launcher: Launcher) -> Sandbox | None:
         if not self.enabled:
             return None
         ports = tuple(sorted({int(endpoint.rpartition(":")[2]) for endpoint in fn.allow}))
         return Sandbox(uid=self._uid(fn.name) if self.as_root else None, code=fn.code,
-                       bootstrap=self.bootstrap, runtime=interpreter.folders,
+                       bootstrap=self.bootstrap, runtime=launcher.folders,
                        tmp_mb=fn.ephemeral_storage_mb, network=Network(fn.network, ports))
 
     def _uid(self, name: str) -> int:
         """A uid of the function's own, kept while it is deployed."""
         uid = self._uids.get(name)
         if uid is None:
-            taken = set(self._uids.values())
+            # A deleted function's uid is free again only once none of its processes is left (a
+            # worker that outlived its kill): the next function must not be able to signal it.
+            taken = set(self._uids.values()) | running_uids()
             free = (u for u in range(self.config.uid_min, self.config.uid_min + self.config.uid_count)
                     if u not in taken)
             uid = next(free, None)

@@ -37,7 +37,7 @@ from router.config import (
 )
 from router.registry import Handler, Registry, parse_function_name
 from router.store import Deployed, stamp
-from workers.runtime import BadRuntime, probe
+from workers.runtimes import EXAMPLES, BadRuntime, probe
 
 # Each operation's largest body, refused from Content-Length before it is read: a base64 zip of
 # Lambda's 50 MB limit in a JSON body for the code operations; settings (4 KB of environment, 50
@@ -172,8 +172,8 @@ def apply_settings(fn: FunctionConfig, body: dict[str, Any]) -> FunctionConfig:
     if "Runtime" in body:
         runtime = body["Runtime"]
         if not isinstance(runtime, str) or not re.fullmatch(RUNTIME_PATTERN, runtime):
-            raise Invalid(f"Runtime: {json.dumps(runtime)} is not supported here: expected a "
-                          "pythonX.Y found on the daemon's PATH")
+            raise Invalid(f"Runtime: {json.dumps(runtime)} is not supported here: expected one "
+                          f"such as {EXAMPLES}, found on the daemon's PATH")
         try:
             probe(runtime)
         except BadRuntime as e:

@@ -40,7 +40,8 @@ from workers.forkserver import (
 )
 from workers.process import Worker, WorkerSpec
 from workers.protocol import Invoke, Result
-from workers.runtime import BadRuntime, Interpreter, probe
+from workers.runtime_api import ApiWorker
+from workers.runtimes import BadRuntime, Launcher, probe
 from workers.sandbox import TASK_ROOT
 
 log = logging.getLogger("headwater.pool")
@@ -66,14 +67,15 @@ class InitFailure(msgspec.Struct):
 
 
 def worker_env(fn: FunctionConfig, config: Config, environ: dict[str, str],
-               interpreter: Interpreter | None = None) -> dict[str, str]:
+               launcher: Launcher | None = None) -> dict[str, str]:
     """The worker's whole environment: Lambda's variables and the function's own, nothing else.
 
-    The daemon's environment (which may hold secrets) is not inherited. Unsandboxed, its PATH is
-    passed on, so that the function's subprocesses find what the machine has; in the sandbox,
-    PATH is the runtime's and the system's folders, as on Lambda, and the code is at /var/task.
+    The daemon's environment (which may hold secrets) is not inherited. Unsandboxed (no
+    ``launcher``), its PATH is passed on, so that the function's subprocesses find what the
+    machine has; in the sandbox, PATH is the runtime's and the system's folders, as on Lambda,
+    and the code is at /var/task.
     """
-    sandboxed = interpreter is not None
+    sandboxed = launcher is not None
     reserved = {
         "_HANDLER": fn.handler,
         "AWS_REGION": config.server.region,
@@ -88,8 +90,8 @@ def worker_env(fn: FunctionConfig, config: Config, environ: dict[str, str],
         "LANG": "C.UTF-8",
         "TZ": "UTC",
     }
-    if interpreter is not None:
-        path = f"{Path(interpreter.executable).parent}:/usr/local/bin:/usr/bin:/bin"
+    if launcher is not None:
+        path = ":".join([*launcher.path, "/usr/local/bin", "/usr/bin", "/bin"])
     else:
         path = environ.get("PATH", os.defpath)
     return {"PATH": path} | fn.env | reserved
@@ -97,17 +99,38 @@ def worker_env(fn: FunctionConfig, config: Config, environ: dict[str, str],
 
 def worker_spec(fn: FunctionConfig, config: Config, environ: dict[str, str],
                 isolation: Isolation) -> WorkerSpec:
-    """How the function's fork server and workers are started: interpreter, environment,
-    sandbox and limits."""
+    """How the function's fork server and workers are started: runtime, environment, sandbox
+    and limits."""
     try:
-        interpreter = probe(fn.runtime, environ.get("PATH", os.defpath))
+        launcher = probe(fn.runtime, environ.get("PATH", os.defpath))
     except BadRuntime:  # gone since the config was checked: each start reports it
-        interpreter = Interpreter(fn.runtime, "", "", "")
-    sandbox = isolation.sandbox(fn, interpreter)
-    env = worker_env(fn, config, environ, interpreter if sandbox is not None else None)
-    return WorkerSpec(python=interpreter.executable, env=env, cwd=fn.code, fork=fn.fork_server,
+        launcher = Launcher(fn.runtime, fn.runtime, ())
+    sandbox = isolation.sandbox(fn, launcher)
+    env = worker_env(fn, config, environ, launcher if sandbox is not None else None)
+    task = TASK_ROOT if sandbox is not None else fn.code
+    return WorkerSpec(python=launcher.executable, env=env, cwd=fn.code,
+                      fork=fn.fork_server and not launcher.worker,
+                      command=tuple(arg.replace("{task}", task) for arg in launcher.worker),
                       sandbox=sandbox, memory_mb=fn.memory_mb, pids_max=config.sandbox.pids_max,
                       nofile=config.sandbox.nofile)
+
+
+class BadEntrypoint(Exception):
+    """The runtime's entry point (a custom runtime's ``bootstrap``) cannot be run."""
+
+
+def entrypoint_problem(spec: WorkerSpec, code: str) -> str | None:
+    """Why the file a Runtime API worker execs cannot run, if it cannot (Lambda's message)."""
+    root = TASK_ROOT if spec.sandbox is not None else code
+    inside = spec.command[0] if spec.command else ""
+    if not inside.startswith(f"{root}/"):  # not in the package: the runtime's own, checked by probe
+        return None
+    host = Path(code, inside[len(root) + 1:])
+    if not host.is_file():
+        return f"Couldn't find valid bootstrap(s): [{inside}]"
+    if not host.stat().st_mode & 0o001:  # the function's uid is "other" to its files
+        return f"fork/exec {inside}: permission denied (make it executable by all: chmod 755)"
+    return None
 
 
 def error_dict(error_type: str, message: str) -> dict[str, object]:
@@ -371,7 +394,7 @@ class FunctionPool:
         return min(self.config.max_workers, wanted)
 
     def _spawn(self, now: float) -> None:
-        worker = Worker(self, tag=self.config)
+        worker = (ApiWorker if self.spec.command else Worker)(self, tag=self.config)
         self.capacity.started()
         self.workers.add(worker)
         self.starting.add(worker)
@@ -385,8 +408,12 @@ class FunctionPool:
         """Start a worker: forked warm from the function's fork server, or a fresh process."""
         server = self._fork_server()
         try:
+            if problem := entrypoint_problem(self.spec, self.config.code):
+                raise BadEntrypoint(problem)
             await server.fork(worker, env, deadline)
             return
+        except BadEntrypoint as e:
+            failure = start_crash(str(e), "Runtime.InvalidEntrypoint")
         except InitFailed as e:
             failure: StartFailure | None = init_error(e.error_type, e.error)
         except TimeoutError:

@@ -46,7 +46,11 @@ class Daemon:
     """``headwater serve`` in a subprocess; its stderr is collected line by line in ``lines``
     (clear ``reading`` to stop reading it, so that the daemon's stderr fills; set it to go on)."""
 
-    def __init__(self, folder: Path, config: str) -> None:
+    def __init__(self, folder: Path, config: str, command: list[str] | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        # ``command`` runs the daemon some other way than this interpreter (as another user).
+        self.command = command or [sys.executable]
+        self.env = env
         self.folder = folder
         self.config_path = folder / "config.toml"
         self.config_path.write_text(config)
@@ -58,9 +62,9 @@ class Daemon:
 
     def start(self, timeout: float = 20.0) -> Daemon:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "router", "serve", "--config", str(self.config_path),
+            [*self.command, "-m", "router", "serve", "--config", str(self.config_path),
              "--listen", "127.0.0.1:0"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=self.folder)
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=self.folder, env=self.env)
         listening = threading.Event()
 
         def read() -> None:
@@ -139,9 +143,8 @@ class Daemon:
 
 
 def function_toml(name: str, handler: str, code: str = "functions", **options: object) -> str:
-    lines = [f'name = "{name}"', f'handler = "{handler}"', f'code = "{code}"',
-             f'runtime = "{RUNTIME}"']
-    for key, value in options.items():
+    lines = [f'name = "{name}"', f'handler = "{handler}"', f'code = "{code}"']
+    for key, value in {"runtime": RUNTIME, **options}.items():
         if isinstance(value, dict):
             inner = ", ".join(f"{k} = {json.dumps(v)}" for k, v in value.items())
             lines.append(f"{key} = {{ {inner} }}")

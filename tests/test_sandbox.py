@@ -4,7 +4,9 @@ reports what it got; each must fail while the daemon and other functions go on u
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import platform
 import socket
 import subprocess
 import sys
@@ -17,6 +19,8 @@ import pytest
 from conftest import RUNTIME, Daemon, function_toml
 from test_limits import _cmdline, _environ, processes
 
+from router.config import parse
+from router.isolation import Isolation
 from workers.cgroups import dynmods_remount, open_tree
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="per-function uids need a root daemon")
@@ -150,6 +154,9 @@ def test_it_runs_as_an_unprivileged_uid_of_its_own(daemon: Daemon) -> None:
     assert first["cap_eff"] == "0000000000000000"
     assert "NoNewPrivs:\t1" in first["status"]
     assert not first["setuid 0"]["ok"]
+    if platform.machine() == "x86_64":  # the probe's system call numbers are x86_64's
+        for call in ("unshare user", "bpf", "io_uring"):
+            assert first[call]["errno"] == errno.EPERM, (call, first[call])
     # As the host sees it, too (inside there is no user namespace that could remap it).
     r = daemon.invoke("attacker", {}, headers=auth())
     host_pid = daemon.record(r.headers["x-amzn-RequestId"])["worker_pid"]
@@ -327,3 +334,18 @@ def test_a_daemon_removes_the_cgroups_a_killed_daemon_left() -> None:
     assert tree is not None
     tree.close()
     assert not any(folder.parent.exists() for folder in leftovers)
+
+
+def test_a_uid_still_running_processes_is_not_handed_to_a_new_function(tmp_path: Path) -> None:
+    config = parse({"sandbox": {"uid_min": 300000, "uid_count": 4}}, tmp_path, {})
+    isolation = Isolation(config, "/b")
+    leftover = subprocess.Popen(["sleep", "30"], user=300000)  # a deleted function's, outliving it
+    try:
+        assert isolation._uid("new") == 300001
+        isolation.release("new")
+        leftover.kill()
+        leftover.wait()
+        assert isolation._uid("newer") == 300000
+    finally:
+        leftover.kill()
+        leftover.wait()

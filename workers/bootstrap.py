@@ -380,9 +380,10 @@ def serve_main(in_fd: int, out_fd: int) -> int:
 # --- the fork server ---------------------------------------------------------------------------
 
 
-def forkserver_main(ctrl_fd: int, fork: bool) -> int:
-    """Import the handler once, then fork a ready worker each time the router asks; or, with
-    ``fork`` false, import nothing and start each worker as a fresh interpreter (fork and exec).
+def forkserver_main(ctrl_fd: int, mode: str, command: list) -> int:
+    """Import the handler once, then fork a ready worker each time the router asks (``mode``
+    "fork"); or import nothing and start each worker as a fresh interpreter ("exec") or as
+    ``command``, a Runtime API client ("api"), by fork and exec.
 
     Runs single-threaded (the router never forks; this process exists to), inside the function's
     sandbox, so its workers are in the sandbox too. It reaps its workers and reports their exit
@@ -395,7 +396,7 @@ def forkserver_main(ctrl_fd: int, fork: bool) -> int:
     ctrl.set_inheritable(False)
     handler = None
     environ, request_ids = dict(os.environ), RequestIdFilter()
-    if fork:
+    if mode == "fork":
         try:
             environ, request_ids, handler = init()
         except Fault as f:
@@ -424,7 +425,7 @@ def forkserver_main(ctrl_fd: int, fork: bool) -> int:
                 return 0
             request = json.loads(message)
             try:
-                pid = fork_worker(ctrl, (wake_r, wake_w), request, handler, environ, request_ids)
+                pid = fork_worker(ctrl, request, handler, command, environ, request_ids)
             except OSError as e:  # out of processes or descriptors: this worker only fails
                 ctrl.send(json.dumps({"type": "fork_failed", "id": request["id"],
                                       "message": str(e)}).encode())
@@ -458,16 +459,31 @@ def reap(ctrl: socket.socket, children: set[int]) -> None:
             ctrl.send(json.dumps({"type": "exited", "pid": pid, "returncode": code}).encode())
 
 
-def fork_worker(ctrl: socket.socket, wake: tuple[int, int], request: dict, handler,
-                environ: dict, request_ids: RequestIdFilter) -> int:
+def runtime_api_listener() -> socket.socket:
+    """The socket a Runtime API worker's router serves it on: in the sandbox's network, where
+    only this function's processes can reach it."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    return listener
+
+
+def fork_worker(ctrl: socket.socket, request: dict, handler, command: list, environ: dict,
+                request_ids: RequestIdFilter) -> int:
     opened = []
+    listener = None
     try:
         for _ in range(3):
             opened += os.pipe()
+        if command:
+            listener = runtime_api_listener()
+            request["env"]["AWS_LAMBDA_RUNTIME_API"] = "127.0.0.1:%d" % listener.getsockname()[1]
         pid = os.fork()
     except OSError:
         for fd in opened:
             os.close(fd)
+        if listener is not None:
+            listener.close()
         raise
     to_r, to_w, from_r, from_w, log_r, log_w = opened
     if pid == 0:
@@ -478,6 +494,14 @@ def fork_worker(ctrl: socket.socket, wake: tuple[int, int], request: dict, handl
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             os.dup2(log_w, 1)
             os.dup2(log_w, 2)
+            if command:  # a Runtime API client: its output is all it keeps
+                close_other_fds(set())
+                os.environ.update(request["env"])
+                try:
+                    os.execv(command[0], command)
+                except OSError as e:
+                    os.write(2, ("cannot run %s: %s\n" % (command[0], e.strerror)).encode())
+                    os._exit(127)
             close_other_fds({to_r, from_w})
             os.environ.update(request["env"])
             if handler is None:  # a fresh interpreter, with only these descriptors
@@ -496,20 +520,24 @@ def fork_worker(ctrl: socket.socket, wake: tuple[int, int], request: dict, handl
     sent = [to_w, from_r, log_r]
     try:
         sent.append(os.pidfd_open(pid))
+        if listener is not None:
+            sent.append(listener.fileno())
         socket.send_fds(ctrl, [json.dumps({"type": "forked", "id": request["id"],
                                            "pid": pid}).encode()], sent)
     except OSError:
         os.kill(pid, signal.SIGKILL)  # the router cannot know it: it must not live on
         raise
     finally:
-        for fd in sent:
+        for fd in sent[:4]:
             os.close(fd)
+        if listener is not None:
+            listener.close()
     return pid
 
 
 def main(argv: list[str]) -> int:
     if argv[1] == "forkserver":
-        return forkserver_main(int(argv[2]), argv[3] == "fork")
+        return forkserver_main(int(argv[2]), argv[3], argv[4:])
     return serve_main(int(argv[1]), int(argv[2]))
 
 

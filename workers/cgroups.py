@@ -130,6 +130,14 @@ class Cgroup:
                 return int(value)
         return 0
 
+    def peak_mb(self) -> int:
+        """The most memory its processes have held together, in MB."""
+        name = "memory.max_usage_in_bytes" if self.tree.version == 1 else "memory.peak"
+        try:
+            return int((self.folders[0] / name).read_text()) >> 20
+        except (OSError, ValueError):
+            return 0
+
     def kill(self) -> None:
         """SIGKILL every process in it, by pidfds, so that a pid reused meanwhile is spared."""
         if self.tree.version == 2:

@@ -28,12 +28,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from workers import seccomp
 from workers.cgroups import Cgroup, Tree
 from workers.process import BOOTSTRAP, Worker, WorkerSpec, kill_group, pidfd_kill, python_argv, read_output
 from workers.sandbox import Sandbox, bootstrap_path, has_default_route, pasta_argv
 from workers.sandbox import argv as sandbox_argv
 
 log = logging.getLogger("headwater.forkserver")
+
+SECCOMP = seccomp.program()  # None on a machine whose system calls it does not know
 
 
 class InitFailed(Exception):
@@ -61,8 +64,9 @@ class SandboxFailed(Exception):
     """The function's sandbox could not be set up; the message says which part failed."""
 
 
-# A forked worker: its pid in the fork server's namespace and on the host, its pipes, its pidfd.
-Forked = tuple[int, int, tuple[int, int, int], int]
+# A forked worker: its pid in the fork server's namespace and on the host, its pipes (and, for a
+# Runtime API worker, the socket it is served on), its pidfd.
+Forked = tuple[int, int, tuple[int, ...], int]
 
 
 async def _read_all(fd: int) -> bytes:
@@ -147,15 +151,22 @@ class ForkServer:
         log_r, log_w = os.pipe()
         sandbox = spec.sandbox
         bootstrap = BOOTSTRAP if sandbox is None else bootstrap_path(sandbox)
-        command = [*python_argv(spec.python, bootstrap), "forkserver", str(theirs.fileno()),
-                   "fork" if spec.fork else "exec"]
+        mode = "api" if spec.command else "fork" if spec.fork else "exec"
+        command = [*python_argv(spec.python, bootstrap), "forkserver", str(theirs.fileno()), mode,
+                   *spec.command]
         handshake: tuple[int, int] | None = None
         if sandbox is not None:
             info_r, info_w = os.pipe()
             block_r, block_w = os.pipe()
             handshake = (info_r, block_w)
-            command = sandbox_argv(sandbox, command, info_w, block_r)
             passed: tuple[int, ...] = (theirs.fileno(), info_w, block_r)
+            filter_fd = None
+            if SECCOMP is not None:
+                filter_fd = os.memfd_create("seccomp", os.MFD_CLOEXEC)
+                os.write(filter_fd, SECCOMP)
+                os.lseek(filter_fd, 0, os.SEEK_SET)
+                passed += (filter_fd,)
+            command = sandbox_argv(sandbox, command, info_w, block_r, seccomp_fd=filter_fd)
         else:
             passed = (theirs.fileno(),)
         try:
@@ -352,7 +363,7 @@ class ForkServer:
         try:
             # Close-on-exec as they arrive: a process the router starts later must not inherit
             # another function's pipes.
-            data, fds, _, _ = socket.recv_fds(self._sock, 1 << 20, 4, socket.MSG_CMSG_CLOEXEC)
+            data, fds, _, _ = socket.recv_fds(self._sock, 1 << 20, 5, socket.MSG_CMSG_CLOEXEC)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -379,7 +390,8 @@ class ForkServer:
         """Act on one message; ``fds`` are closed here on every path that does not keep them."""
         kind = message.get("type")
         ids = [message.get(key) for key in ("id", "pid", "returncode") if key in message]
-        if not all(type(v) is int for v in ids) or (kind == "forked") != (len(fds) == 4):
+        if not all(type(v) is int for v in ids) or \
+                len(fds) != (4 + bool(self.spec.command) if kind == "forked" else 0):
             for fd in fds:
                 os.close(fd)
             raise ValueError(f"{kind!r} with {len(fds)} descriptors")
@@ -394,7 +406,7 @@ class ForkServer:
                 for fd in fds:
                     os.close(fd)
                 return
-            answer.set_result((message["pid"], host_pid, (fds[0], fds[1], fds[2]), fds[3]))
+            answer.set_result((message["pid"], host_pid, (*fds[:3], *fds[4:]), fds[3]))
         elif kind == "fork_failed":
             answer = self._forks.get(message["id"])
             if answer is not None and not answer.done():

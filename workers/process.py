@@ -86,6 +86,8 @@ class WorkerSpec(msgspec.Struct, frozen=True):
     env: dict[str, str]
     cwd: str
     fork: bool = True  # fork warm workers from an imported module; else exec a fresh interpreter
+    # What each worker execs instead of the Python bootstrap: a Runtime API client (ApiWorker).
+    command: tuple[str, ...] = ()
     sandbox: Sandbox | None = None
     memory_mb: int = 128  # the cgroup limit of each worker and of the fork server
     pids_max: int = 1024
@@ -127,7 +129,7 @@ class Worker:
         self._pending = b""
         self._reader = protocol.FrameReader()
 
-    def attach(self, pidfd: int, pid: int, fds: tuple[int, int, int], init_deadline: float) -> None:
+    def attach(self, pidfd: int, pid: int, fds: tuple[int, ...], init_deadline: float) -> None:
         """Take over a started worker: a pidfd for it, its pid as the host sees it, and its pipe
         ends (to it, from it, its output).
 
@@ -135,14 +137,20 @@ class Worker:
         which runs the function's code, so the pid alone may be reaped and reused (by another
         function's worker) without the router hearing of it, and an exit the fork server does not
         report is still seen here."""
+        self._in_fd, self._out_fd, log_fd = fds
+        for fd in (self._in_fd, self._out_fd):
+            os.set_blocking(fd, False)
+        self._loop.add_reader(self._out_fd, self._on_frames)
+        self._take(pidfd, pid, log_fd, init_deadline)
+
+    def _take(self, pidfd: int, pid: int, log_fd: int, init_deadline: float) -> None:
+        """What every kind of worker has: its identity, its output, its deadline."""
         self.pid = pid
         self._pidfd = pidfd
         self.deadline = init_deadline
-        self._in_fd, self._out_fd, self._log_fd = fds
-        for fd in fds:
-            os.set_blocking(fd, False)
-        self._loop.add_reader(self._out_fd, self._on_frames)
-        self._loop.add_reader(self._log_fd, self._on_output)
+        self._log_fd = log_fd
+        os.set_blocking(log_fd, False)
+        self._loop.add_reader(log_fd, self._on_output)
         self._loop.add_reader(pidfd, self._on_pidfd)
 
     def exited(self, returncode: int) -> None:
@@ -156,9 +164,9 @@ class Worker:
             if self.killed is None and self.cgroup.oom_kills():
                 self.killed = "oom"  # the kernel, not the router, stopped it at memory_mb
             self.cgroup.remove()
-        self._loop.remove_reader(self._out_fd)
-        self._loop.remove_reader(self._log_fd)
-        self._loop.remove_reader(self._pidfd)
+        for fd in (self._out_fd, self._log_fd, self._pidfd):
+            if fd >= 0:
+                self._loop.remove_reader(fd)
         self._close_input()
         for fd in (self._out_fd, self._log_fd, self._statm_fd, self._pidfd):
             if fd >= 0:
@@ -225,6 +233,16 @@ class Worker:
             return 0
         self.rss_mb = pages * PAGE_SIZE // (1024 * 1024)
         return self.rss_mb
+
+    def peak_mb(self) -> int:
+        """The most memory it has held (with what it started, where a cgroup counts it), in MB."""
+        if self.cgroup is not None:
+            return self.cgroup.peak_mb()
+        try:
+            status = Path(f"/proc/{self.pid}/status").read_text()
+            return int(status.split("VmHWM:")[1].split()[0]) // 1024
+        except (OSError, IndexError, ValueError):
+            return 0
 
     def drain_output(self) -> None:
         """Read what the worker wrote to stdout/stderr that has not been read yet."""

@@ -73,9 +73,10 @@ def _parents(path: str, made: set[str]) -> list[str]:
 
 
 def argv(sandbox: Sandbox, command: list[str], info_fd: int, block_fd: int | None,
-         root: str = "/") -> list[str]:
+         root: str = "/", seccomp_fd: int | None = None) -> list[str]:
     """bubblewrap's command line around ``command``. ``root`` is where the host's /usr and /etc
-    are looked for (tests give another)."""
+    are looked for (tests give another); ``seccomp_fd`` holds the filter to load
+    (``workers.seccomp``)."""
     net = sandbox.network.mode
     args = ["bwrap", "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-ipc",
             "--unshare-uts", "--unshare-cgroup-try", "--hostname", sandbox.hostname]
@@ -111,6 +112,8 @@ def argv(sandbox: Sandbox, command: list[str], info_fd: int, block_fd: int | Non
              "--proc", "/proc", "--dev", "/dev", "--chdir", TASK_ROOT, "--info-fd", str(info_fd)]
     if block_fd is not None:
         args += ["--block-fd", str(block_fd)]
+    if seccomp_fd is not None:
+        args += ["--seccomp", str(seccomp_fd)]
     args.append("--")
     if sandbox.uid is not None:
         args += ["setpriv", f"--reuid={sandbox.uid}", f"--regid={sandbox.uid}", "--clear-groups",

@@ -1,4 +1,5 @@
-"""Which interpreter a ``pythonX.Y`` runtime is, found by running it once.
+"""``python3.N``: which interpreter it is, found by running it once. Its workers are forked from a
+fork server that imported the function's module, and speak the bootstrap's frames.
 
 A lookup on PATH is not enough: a version manager's shim (pyenv's) or a broken link passes it, and
 then every worker fails to start. Running the interpreter answers with its real executable and the
@@ -12,31 +13,16 @@ import json
 import os
 import shutil
 import subprocess
-from functools import cache
 
-import msgspec
+from workers.runtimes.base import BadRuntime, Launcher
+
+PATTERN = r"python3\.\d+"
 
 _PROBE = ("import json, sys; print(json.dumps([sys.executable, sys.prefix, sys.base_prefix, "
           "'%d.%d' % sys.version_info[:2]]))")
 
 
-class BadRuntime(Exception):
-    """The runtime cannot run; the message says why, in one line."""
-
-
-class Interpreter(msgspec.Struct, frozen=True):
-    executable: str
-    prefix: str  # sys.prefix: a virtualenv's own folder, or the same as base_prefix
-    base_prefix: str
-    version: str  # "3.11"
-
-    @property
-    def folders(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys((self.base_prefix, self.prefix)))
-
-
-@cache
-def probe(runtime: str, path: str | None = None) -> Interpreter:
+def probe(runtime: str, path: str | None = None) -> Launcher:
     """Run ``runtime`` (e.g. ``python3.11``, looked up on ``path``) once and describe it."""
     found = shutil.which(runtime, path=path)
     if found is None:
@@ -55,4 +41,5 @@ def probe(runtime: str, path: str | None = None) -> Interpreter:
                          f"{' '.join(detail[0].split())}") from None
     if f"python{version}" != runtime:
         raise BadRuntime(f"{json.dumps(runtime)} ({found}) is Python {version}")
-    return Interpreter(executable, prefix, base, version)
+    return Launcher(runtime, executable, tuple(dict.fromkeys((base, prefix))),
+                    path=(os.path.dirname(executable),))

@@ -1,0 +1,245 @@
+"""A worker that speaks the Lambda Runtime API, served by the router to that worker alone.
+
+A custom runtime (``provided*``: the package's ``bootstrap``, awslambdaric, a shell loop around
+curl) or the Node.js client asks for work with ``GET /2018-06-01/runtime/invocation/next`` and
+answers on ``…/invocation/{id}/response`` or ``…/error``; an import that fails is reported on
+``/runtime/init/error``. Its fork server makes the listening socket inside the sandbox's network
+namespace before it execs the worker, names it in ``AWS_LAMBDA_RUNTIME_API``, and hands it to the
+router with the worker's pipes, so the endpoint is one the worker can reach and the host's other
+processes cannot (another worker of the same function could: the function is the sandbox's unit).
+
+To the pool this is a ``Worker`` like any other: ``invoke`` hands over an invocation, and the
+result, the init error, readiness (its first ``/next``) and its exit reach the same ``Listener``.
+Like the frames, what the worker sends is checked against its state: a response for an id not in
+flight is refused (400), a second one for the same id too (403), one over the response limit is
+refused (413) and ends the invocation as Lambda's ``Function.ResponseSizeTooLarge``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import time
+
+import msgspec
+from aiohttp import web
+
+from workers import protocol
+from workers.process import Listener, Worker
+from workers.protocol import Invoke, Result
+
+log = logging.getLogger("headwater.runtime_api")
+
+PREFIX = "/2018-06-01/runtime"
+STOP_GRACE_S = 2.0  # Lambda's shutdown phase gives a runtime 2 s after SIGTERM
+
+
+def api_error(status: int, error_type: str, message: str) -> web.Response:
+    return web.json_response({"errorMessage": message, "errorType": error_type}, status=status)
+
+
+def invocation_headers(message: Invoke) -> dict[str, str]:
+    """The headers of a ``/next`` answer, as Lambda sends them (empty ones left out)."""
+    headers = {"Lambda-Runtime-Aws-Request-Id": message.request_id,
+               "Lambda-Runtime-Deadline-Ms": str(message.deadline_ms),
+               "Lambda-Runtime-Invoked-Function-Arn": message.arn}
+    if message.trace_id:
+        headers["Lambda-Runtime-Trace-Id"] = message.trace_id
+    if message.client_context is not None:
+        headers["Lambda-Runtime-Client-Context"] = bytes(message.client_context).decode()
+    return headers
+
+
+def error_type_of(header: str | None, body: bytes) -> str:
+    """The error's type: the runtime's header, else the body's ``errorType``, else Lambda's
+    default for a runtime that says nothing."""
+    if header:
+        return header
+    with contextlib.suppress(ValueError, AttributeError):
+        found = json.loads(body).get("errorType")
+        if isinstance(found, str) and found:
+            return found
+    return "Runtime.Unknown"
+
+
+def error_payload(error_type: str, body: bytes) -> bytes:
+    """The error object a caller gets: the runtime's own if it is one, else one made for it."""
+    with contextlib.suppress(ValueError):
+        if isinstance(json.loads(body), dict):
+            return body
+    return json.dumps({"errorMessage": body.decode(errors="replace")[:4096],
+                       "errorType": error_type}).encode()
+
+
+class ApiWorker(Worker):
+    __slots__ = ("_server", "_waiter", "_queued", "_current", "_answered")
+
+    def __init__(self, listener: Listener, tag: object = None) -> None:
+        super().__init__(listener, tag)
+        self._server: asyncio.Server | None = None
+        self._waiter: asyncio.Future[None] | None = None  # a /next waiting for an invocation
+        self._queued: Invoke | None = None  # handed over, not fetched yet
+        self._current: Invoke | None = None  # fetched, not answered yet
+        self._answered = ""  # the last id answered: a second answer is refused as such
+
+    def attach(self, pidfd: int, pid: int, fds: tuple[int, ...], init_deadline: float) -> None:
+        to_worker, from_worker, log_fd, listening = fds
+        os.close(to_worker)  # a Runtime API worker is talked to over HTTP, not frames
+        os.close(from_worker)
+        self._take(pidfd, pid, log_fd, init_deadline)
+        sock = socket.socket(fileno=listening)
+        # Its fork server runs in the function's sandbox: what it handed over is checked.
+        if sock.family != socket.AF_INET or sock.type != socket.SOCK_STREAM or \
+                not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+            sock.close()
+            log.warning("worker %d: its fork server sent no listening socket: killed", pid)
+            self.kill("protocol")
+            return
+        sock.setblocking(False)
+        task = asyncio.ensure_future(self._loop.create_server(
+            web.Server(self._handle, access_log=None), sock=sock))
+        task.add_done_callback(self._serving)
+
+    def _serving(self, task: asyncio.Future[asyncio.Server]) -> None:
+        if task.cancelled() or task.exception() is not None:
+            self.kill("protocol")
+            return
+        self._server = task.result()
+        if self.state == "dead":
+            self._server.close()
+
+    # --- the router's side -----------------------------------------------------------------
+
+    def invoke(self, job: object, message: Invoke, deadline: float) -> None:
+        self.state = "busy"
+        self.job = job
+        self.deadline = deadline
+        self.invocations += 1
+        self._queued = message
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def stop(self) -> None:
+        """SIGTERM, as Lambda ends a runtime, then SIGKILL after the shutdown phase."""
+        if self.state in ("stopping", "dead"):
+            return
+        self.state = "stopping"
+        self._close_server()
+        if self._pidfd >= 0:
+            with contextlib.suppress(OSError):
+                signal.pidfd_send_signal(self._pidfd, signal.SIGTERM)
+        self._loop.call_later(STOP_GRACE_S, self.kill)
+
+    def exited(self, returncode: int) -> None:
+        self._close_server()
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.cancel()
+        super().exited(returncode)
+
+    def _close_server(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+    # --- the worker's side -----------------------------------------------------------------
+
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        path, method = request.path, request.method
+        if not path.startswith(PREFIX):
+            return api_error(404, "InvalidRequest", f"no such path: {path}")
+        route = path[len(PREFIX):].split("/")
+        if method == "GET" and route == ["", "invocation", "next"]:
+            return await self._next()
+        if method == "POST" and route == ["", "init", "error"]:
+            return await self._init_error(request)
+        if method == "POST" and len(route) == 4 and route[1] == "invocation" and \
+                route[3] in ("response", "error"):
+            return await self._answer(request, route[2], route[3] == "response")
+        return api_error(404, "InvalidRequest", f"no such operation: {method} {path}")
+
+    async def _next(self) -> web.StreamResponse:
+        if self.state == "starting":  # its init is done once it asks for work
+            if self.limits is None or self.limits.done():
+                self._ready()
+            else:
+                self.limits.add_done_callback(lambda _: self._ready())
+        if self._current is not None:
+            # Asking again without answering: Lambda ends such an invocation as the runtime's error.
+            self._fail_current("Runtime.InvalidStateTransition",
+                               "the runtime asked for the next invocation without answering")
+        while self._queued is None:
+            if self.state in ("stopping", "dead"):
+                return api_error(500, "Runtime.Stopping", "the worker is stopping")
+            self._waiter = self._loop.create_future()
+            await self._waiter
+        message, self._queued = self._queued, None
+        self._current = message
+        return web.Response(body=bytes(message.payload), headers=invocation_headers(message),
+                            content_type="application/json")
+
+    async def _read(self, request: web.BaseRequest) -> bytes | None:
+        """The body, or None if it is over the response limit (read no further than that)."""
+        if (request.content_length or 0) > protocol.MAX_RESPONSE:
+            return None
+        chunks, size = [], 0
+        while chunk := await request.content.readany():
+            size += len(chunk)
+            if size > protocol.MAX_RESPONSE:
+                return None
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def _answer(self, request: web.BaseRequest, request_id: str, ok: bool) -> web.Response:
+        current = self._current
+        if current is None or current.request_id != request_id:
+            if request_id == self._answered:
+                return api_error(403, "InvalidStateTransition",
+                                 f"invocation {request_id} has been answered already")
+            return api_error(400, "InvalidRequestID", f"no invocation {request_id} is in flight")
+        body = await self._read(request)
+        if self._current is not current:  # ended (timeout, a second answer) while it was read
+            return api_error(403, "InvalidStateTransition",
+                             f"invocation {request_id} has ended already")
+        if body is None:
+            self._fail_current("Function.ResponseSizeTooLarge",
+                               f"Response payload size exceeded maximum allowed payload size "
+                               f"({protocol.MAX_RESPONSE} bytes).")
+            return api_error(413, "RequestEntityTooLarge",
+                             f"a response may be at most {protocol.MAX_RESPONSE} bytes")
+        if ok:
+            self._finish(Result(ok=True, error_type=None, max_memory_mb=self.peak_mb(),
+                                output_pending=False, payload=msgspec.Raw(body)))
+        else:
+            error_type = error_type_of(request.headers.get("Lambda-Runtime-Function-Error-Type"), body)
+            self._finish(Result(ok=False, error_type=error_type, max_memory_mb=self.peak_mb(),
+                                output_pending=False, payload=msgspec.Raw(error_payload(error_type, body))))
+        return web.json_response({"status": "OK"}, status=202)
+
+    def _fail_current(self, error_type: str, message: str) -> None:
+        body = json.dumps({"errorMessage": message, "errorType": error_type}).encode()
+        self._finish(Result(ok=False, error_type=error_type, max_memory_mb=self.peak_mb(),
+                            output_pending=False, payload=msgspec.Raw(body)))
+
+    def _finish(self, result: Result) -> None:
+        assert self._current is not None
+        self._answered = self._current.request_id
+        self._current = None
+        if self.state == "busy":
+            self.drain_output()  # its log lines before the invocation's END
+            self.state = "idle"
+            self.listener.worker_result(self, result)
+
+    async def _init_error(self, request: web.BaseRequest) -> web.Response:
+        if self.state != "starting":
+            return api_error(403, "InvalidStateTransition", "init has ended already")
+        body = await self._read(request) or b""
+        error_type = error_type_of(request.headers.get("Lambda-Runtime-Function-Error-Type"), body)
+        self.drain_output()
+        self.init_duration_ms = (time.monotonic() - self.spawned) * 1000
+        self.state = "stopping"
+        self.listener.worker_init_failed(self, error_type, error_payload(error_type, body))
+        return web.json_response({"status": "OK"}, status=202)

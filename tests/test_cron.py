@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from sources.cron import EPOCH, Cron, ScheduleError, latest_fire, next_fire, parse
-from sources.schedule import encode, rule_arn, scheduled_event
+from sources.schedule import CatchUp, encode, resume, rule_arn, scheduled_event
 
 
 def utc(text: str) -> datetime:
@@ -285,3 +285,16 @@ def test_a_tick_has_one_identity(a: tuple[str, str], b: tuple[str, str], same: b
         return encode(scheduled_event(rule_arn("us-east-1", "000000000000", rule), utc(at),
                                       account="000000000000", region="us-east-1"))
     assert (build(*a) == build(*b)) is same
+
+
+@pytest.mark.parametrize(("expression", "last", "now", "catch_up", "want"), [
+    ("rate(1 hour)", "2027-01-01 00:00", "2027-01-01 05:30", "latest", "2027-01-01 05:00"),  # once
+    ("rate(1 hour)", "2027-01-01 00:00", "2027-01-01 05:30", "none", None),
+    ("rate(1 hour)", None, "2027-01-01 05:30", "latest", None),  # a new trigger missed nothing
+    ("rate(1 hour)", "2027-01-01 05:00", "2027-01-01 05:30", "latest", None),  # fired by another node
+    ("cron(0 9 * * ? *)", "2027-01-01 09:00", "2027-01-03 08:00", "latest", "2027-01-02 09:00"),
+    ("at(2027-01-01T09:00:00)", "2026-12-01 00:00", "2027-01-05 00:00", "latest", "2027-01-01 09:00"),
+])
+def test_resume(expression: str, last: str | None, now: str, catch_up: CatchUp, want: str | None) -> None:
+    got = resume(parse(expression), utc(last) if last else None, utc(now), catch_up)
+    assert got == (utc(want) if want else None)

@@ -287,6 +287,28 @@ async def test_nodes_firing_at_once_fire_each_tick_once(pg_nodes: list[PostgresS
     assert len(await pg_nodes[0].claim(now=T0 + 100, limit=100, lease_s=30)) == 20
 
 
+async def test_connections_dropped_by_the_server_lose_no_accept(pg_nodes: list[PostgresStore],
+                                                                 postgres_dsn: str) -> None:
+    """Each accept in flight when the server drops the connections is either stored or fails
+    with StoreError (never told "stored" otherwise); the store reconnects by itself."""
+    node = pg_nodes[0]
+    await node.accept(event())  # the pool holds a live connection
+    admin = await asyncpg.connect(postgres_dsn)
+    try:
+        await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                            "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+    finally:
+        await admin.close()
+    during = [event() for _ in range(10)]
+    results = await asyncio.gather(*(node.accept(e) for e in during), return_exceptions=True)
+    assert all(r is None or isinstance(r, StoreError) for r in results), results
+    after = [event() for _ in range(10)]
+    await asyncio.gather(*(node.accept(e) for e in after))
+    stored = {c.request_id for c in await node.claim(now=T0, limit=100, lease_s=30)}
+    assert {e.request_id for e, r in zip(during, results, strict=True) if r is None} <= stored
+    assert {e.request_id for e in after} <= stored
+
+
 DEAD_NODE = """
 import asyncio, sys, time
 from router.asyncq.postgres import PostgresStore

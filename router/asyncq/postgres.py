@@ -3,8 +3,9 @@
 Any node accepts an event and any node runs it. A claim is one statement that leases due events
 with ``FOR UPDATE SKIP LOCKED``, so nodes claiming at once take disjoint events without waiting on
 each other; a node that dies leaves its leases to expire, and the next claim after that takes the
-events over. Accepts are batched: while one multi-row insert is in flight, the accepts that arrive
-wait for the next, so a burst shares one commit (PostgreSQL flushes its WAL at each commit).
+events over. Accepts and plain completes are batched: while one multi-row statement is in flight,
+the calls that arrive wait for the next, so a burst shares one round trip and one commit
+(PostgreSQL flushes its WAL at each commit).
 """
 
 from __future__ import annotations
@@ -39,7 +40,9 @@ _DELETE_CLAIMED = """DELETE FROM headwater_events WHERE (request_id, lease) IN
     (SELECT * FROM unnest($1::text[], $2::text[])) RETURNING request_id"""
 # Nodes that start together must not race to create the tables.
 _SCHEMA_LOCK = "SELECT pg_advisory_xact_lock(hashtext('headwater_schema'))"
-_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
+# InternalClientError: a connection the server dropped in the middle of an operation.
+_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError,
+           asyncio.TimeoutError)
 
 
 def redacted(dsn: str) -> str:
@@ -51,10 +54,16 @@ def redacted(dsn: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
+def row_error(error: BaseException) -> bool:
+    """Whether a failed statement failed for what one of its rows holds (a duplicate id, a value
+    out of range), rather than for the connection or the server."""
+    return isinstance(error.__cause__, asyncpg.IntegrityConstraintViolationError | asyncpg.DataError)
+
+
 class Batched(Generic[T, R]):
     """Calls that arrive while a batch is in flight wait for the next one, which ``run`` does in
-    one statement and one commit. If a batch fails, its calls run one by one, so that a bad one
-    fails alone."""
+    one statement and one commit. A batch that fails for one of its rows (``row_error``) is run
+    again one call at a time, so that the bad one fails alone; any other failure fails the batch."""
 
     def __init__(self, run: Callable[[list[T]], Awaitable[list[R]]]) -> None:
         self._run = run
@@ -85,11 +94,13 @@ class Batched(Generic[T, R]):
         try:
             results = await self._run([item for item, _ in batch])
         except Exception as e:  # every waiter hears of it; none is left hanging
-            if len(batch) > 1:
+            if len(batch) > 1 and row_error(e):
                 for one in batch:
                     await self._settle([one])
-            elif not batch[0][1].done():
-                batch[0][1].set_exception(e)
+                return
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(e)
             return
         self.commits += 1
         for (_, future), result in zip(batch, results, strict=True):
@@ -121,7 +132,7 @@ class PostgresStore(EventStore):
                 else:
                     yield conn
         except _ERRORS as e:
-            raise StoreError(f"{self.name}: {e}") from None
+            raise StoreError(f"{self.name}: {e}") from e  # the cause tells a row's fault from an outage
 
     async def open(self) -> None:
         try:

@@ -77,7 +77,7 @@ class Isolation:
             return None
         ports = tuple(sorted({int(endpoint.rpartition(":")[2]) for endpoint in fn.allow}))
         return Sandbox(uid=self._uid(fn.name) if self.as_root else None, code=fn.code,
-                       bootstrap=self.bootstrap, runtime=launcher.folders,
+                       bootstrap=self.bootstrap, runtime=launcher.folders, files=launcher.files,
                        tmp_mb=fn.ephemeral_storage_mb, network=Network(fn.network, ports))
 
     def _uid(self, name: str) -> int:

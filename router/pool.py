@@ -42,7 +42,7 @@ from workers.process import Worker, WorkerSpec
 from workers.protocol import Invoke, Result
 from workers.runtime_api import ApiWorker
 from workers.runtimes import BadRuntime, Launcher, probe
-from workers.sandbox import TASK_ROOT
+from workers.sandbox import RUNTIME_DIR, TASK_ROOT
 
 log = logging.getLogger("headwater.pool")
 
@@ -107,10 +107,12 @@ def worker_spec(fn: FunctionConfig, config: Config, environ: dict[str, str],
         launcher = Launcher(fn.runtime, fn.runtime, ())
     sandbox = isolation.sandbox(fn, launcher)
     env = worker_env(fn, config, environ, launcher if sandbox is not None else None)
-    task = TASK_ROOT if sandbox is not None else fn.code
+    # The worker's command as it sees it: the code, and the runtime's files, where the sandbox has them.
+    task, runtime = ((TASK_ROOT, RUNTIME_DIR) if sandbox is not None else
+                     (fn.code, os.path.dirname(launcher.files[0]) if launcher.files else ""))
+    command = tuple(arg.replace("{task}", task).replace("{runtime}", runtime) for arg in launcher.worker)
     return WorkerSpec(python=launcher.executable, env=env, cwd=fn.code,
-                      fork=fn.fork_server and not launcher.worker,
-                      command=tuple(arg.replace("{task}", task) for arg in launcher.worker),
+                      fork=fn.fork_server and not launcher.worker, command=command,
                       sandbox=sandbox, memory_mb=fn.memory_mb, pids_max=config.sandbox.pids_max,
                       nofile=config.sandbox.nofile)
 

@@ -220,7 +220,8 @@ def test_listen_override_is_validated(tmp_path: Path) -> None:
         id="name-trailing-newline"),
     pytest.param(
         {"functions": [function(runtime="node18")]},
-        'functions[0].runtime: expected a runtime such as "python3.11", "provided.al2023", got "node18"',
+        'functions[0].runtime: expected a runtime such as "python3.11", "nodejs20.x", '
+        '"provided.al2023", got "node18"',
         id="runtime-pattern"),
     pytest.param(
         {"functions": [function(handler="app handler")]},

@@ -146,6 +146,16 @@ def test_it_sees_only_its_own_processes_and_can_signal_or_trace_nothing_else(dae
     assert daemon.invoke("victim", {}, headers=auth()).status == 200
 
 
+def test_what_the_system_shares_is_readable_by_the_function(daemon: Daemon) -> None:
+    """Name resolution and TLS need /etc's shared files, below folders the function must enter
+    (bubblewrap would make them 0700 root, which broke OpenSSL in every Node.js worker)."""
+    shared = ["/etc/resolv.conf", "/etc/hosts", "/etc/ssl/openssl.cnf", "/etc/ssl/certs/ca-certificates.crt"]
+    present = [path for path in shared if Path(path).exists()]
+    report = attack(daemon, read=present)
+    for path in present:
+        assert report[f"read {path}"]["ok"], (path, report[f"read {path}"])
+
+
 def test_it_runs_as_an_unprivileged_uid_of_its_own(daemon: Daemon) -> None:
     first = attack(daemon)
     other = attack(daemon, "granted")

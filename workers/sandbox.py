@@ -54,10 +54,16 @@ class Sandbox(msgspec.Struct, frozen=True):
     tmp_mb: int
     network: Network
     hostname: str = "sandbox"
+    files: tuple[str, ...] = ()  # host files of the runtime's own, read-only in /var/runtime
+
+
+def runtime_path(host: str) -> str:
+    """Where a file of the runtime's own is in the sandbox."""
+    return f"{RUNTIME_DIR}/{PurePosixPath(host).name}"
 
 
 def bootstrap_path(sandbox: Sandbox) -> str:
-    return f"{RUNTIME_DIR}/{PurePosixPath(sandbox.bootstrap).name}"
+    return runtime_path(sandbox.bootstrap)
 
 
 def _parents(path: str, made: set[str]) -> list[str]:
@@ -96,19 +102,23 @@ def argv(sandbox: Sandbox, command: list[str], info_fd: int, block_fd: int | Non
             args += ["--symlink", os.readlink(host), f"/{name}"]
         elif host.is_dir():
             args += ["--ro-bind", f"/{name}", f"/{name}"]
+    made: set[str] = set()
     for path in ETC_FILES:
         if Path(root, path.lstrip("/")).exists():
-            args += ["--ro-bind", path, path]
+            args += [*_parents(path, made), "--ro-bind", path, path]
     # /tmp first: a runtime that lives under /tmp (a virtualenv made there) is bound over it, not
     # hidden by it.
     args += ["--perms", "1777", "--size", str(sandbox.tmp_mb * 1024 * 1024), "--tmpfs", "/tmp"]
-    made: set[str] = {"/tmp"}
+    made.add("/tmp")
     for folder in sandbox.runtime:
         if not folder.startswith("/usr/"):
             args += [*_parents(folder, made), "--ro-bind", folder, folder]
     args += [*_parents(TASK_ROOT, made), "--ro-bind", sandbox.code, TASK_ROOT,
              *_parents(bootstrap_path(sandbox), made), "--ro-bind", sandbox.bootstrap,
-             bootstrap_path(sandbox),
+             bootstrap_path(sandbox)]
+    for file in sandbox.files:
+        args += ["--ro-bind", file, runtime_path(file)]
+    args += [
              "--proc", "/proc", "--dev", "/dev", "--chdir", TASK_ROOT, "--info-fd", str(info_fd)]
     if block_fd is not None:
         args += ["--block-fd", str(block_fd)]

@@ -12,12 +12,12 @@ from __future__ import annotations
 import re
 from functools import cache
 
-from workers.runtimes import provided, python
+from workers.runtimes import nodejs, provided, python
 from workers.runtimes.base import BadRuntime, Launcher
 
-MODULES = (python, provided)
+MODULES = (python, nodejs, provided)
 PATTERN = "|".join(f"(?:{module.PATTERN})" for module in MODULES)
-EXAMPLES = '"python3.11", "provided.al2023"'
+EXAMPLES = '"python3.11", "nodejs20.x", "provided.al2023"'
 
 __all__ = ["EXAMPLES", "PATTERN", "BadRuntime", "Launcher", "probe"]
 

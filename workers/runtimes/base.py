@@ -16,6 +16,8 @@ class Launcher(msgspec.Struct, frozen=True):
     executable: str  # the Python that runs the fork server (for python3.N, the function's own)
     folders: tuple[str, ...]  # host folders the sandbox binds read-only at their own paths
     path: tuple[str, ...] = ()  # folders the worker's PATH has ahead of the system's
-    # What each worker execs, "{task}" standing for the code's folder; () for the Python bootstrap,
-    # which is forked from its fork server. Such a worker speaks the Lambda Runtime API.
+    # What each worker execs, "{task}" standing for the code's folder and "{runtime}" for the folder
+    # of ``files``; () for the Python bootstrap, which is forked from its fork server. A worker
+    # that execs a command speaks the Lambda Runtime API.
     worker: tuple[str, ...] = ()
+    files: tuple[str, ...] = ()  # host files of ours the worker runs, bound in /var/runtime

@@ -450,8 +450,15 @@ async def test_accepted_events_survive_kill_9(kind: str, tmp_path: Path,
 def test_a_file_that_is_not_a_store_is_reported(tmp_path: Path) -> None:
     path = tmp_path / "async.sqlite3"
     path.write_bytes(b"this is not a database, " * 100)
-    with pytest.raises(StoreError, match=rf"^{path}: file is not a database$"):
-        asyncio.run(SqliteStore(path).open())
+    store = SqliteStore(path)
+
+    async def use() -> None:
+        with pytest.raises(StoreError, match=rf"^{path}: file is not a database$"):
+            await store.open()
+        with pytest.raises(StoreError, match="the store is not open"):  # refused, not left waiting
+            await asyncio.wait_for(store.accept(event()), 5)
+
+    asyncio.run(use())
 
 
 def test_a_corrupt_store_is_reported(tmp_path: Path) -> None:

@@ -69,7 +69,11 @@ class SqliteStore(EventStore):
         self._thread = threading.Thread(target=self._run, args=(loop, opened),
                                         name="headwater-sqlite", daemon=True)
         self._thread.start()
-        await opened
+        try:
+            await opened
+        except StoreError:
+            self._thread = None  # it has ended: calls are refused, never queued to nobody
+            raise
 
     async def close(self) -> None:
         if self._thread is None or self._closed is None:

@@ -127,14 +127,16 @@ def raw_server(wrap: tuple[str, ...] = ()) -> Iterator[Server]:
 
 @contextlib.contextmanager
 def headwater(functions: str, files: dict[str, str], server: str = "",
-              wrap: tuple[str, ...] = ()) -> Iterator[Server]:
-    """A daemon on a free port; ``functions`` is TOML whose code paths are folders of ``files``."""
+              wrap: tuple[str, ...] = (), executable: tuple[str, ...] = ()) -> Iterator[Server]:
+    """A daemon on a free port; ``functions`` is TOML whose code paths are folders of ``files``
+    (those named in ``executable`` made executable: a custom runtime's bootstrap)."""
     with tempfile.TemporaryDirectory(prefix="hw-bench-") as tmp:
         Path(tmp).chmod(0o755)  # sandboxed functions run as uids of their own and read their code
         for name, source in files.items():
             path = Path(tmp) / name
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(textwrap.dedent(source))
+            path.chmod(0o755 if name in executable else 0o644)
         port = free_port()
         config = Path(tmp) / "config.toml"
         config.write_text(textwrap.dedent(f"""

@@ -27,9 +27,9 @@ import socket
 import time
 
 import msgspec
-from aiohttp import web
 
 from workers import protocol
+from workers.http1 import Connection, Request
 from workers.process import Listener, Worker
 from workers.protocol import Invoke, Result
 
@@ -39,8 +39,11 @@ PREFIX = "/2018-06-01/runtime"
 STOP_GRACE_S = 2.0  # Lambda's shutdown phase gives a runtime 2 s after SIGTERM
 
 
-def api_error(status: int, error_type: str, message: str) -> web.Response:
-    return web.json_response({"errorMessage": message, "errorType": error_type}, status=status)
+OK = b'{"status":"OK"}'
+
+
+def api_error(connection: Connection, status: int, error_type: str, message: str) -> None:
+    connection.respond(status, json.dumps({"errorMessage": message, "errorType": error_type}).encode())
 
 
 def invocation_headers(message: Invoke) -> dict[str, str]:
@@ -77,12 +80,12 @@ def error_payload(error_type: str, body: bytes) -> bytes:
 
 
 class ApiWorker(Worker):
-    __slots__ = ("_server", "_waiter", "_queued", "_current", "_answered")
+    __slots__ = ("_server", "_waiting", "_queued", "_current", "_answered")
 
     def __init__(self, listener: Listener, tag: object = None) -> None:
         super().__init__(listener, tag)
         self._server: asyncio.Server | None = None
-        self._waiter: asyncio.Future[None] | None = None  # a /next waiting for an invocation
+        self._waiting: Connection | None = None  # a /next waiting for an invocation
         self._queued: Invoke | None = None  # handed over, not fetched yet
         self._current: Invoke | None = None  # fetched, not answered yet
         self._answered = ""  # the last id answered: a second answer is refused as such
@@ -102,7 +105,7 @@ class ApiWorker(Worker):
             return
         sock.setblocking(False)
         task = asyncio.ensure_future(self._loop.create_server(
-            web.Server(self._handle, access_log=None), sock=sock))
+            lambda: Connection(self._handle, protocol.MAX_RESPONSE), sock=sock))
         task.add_done_callback(self._serving)
 
     def _serving(self, task: asyncio.Future[asyncio.Server]) -> None:
@@ -121,8 +124,9 @@ class ApiWorker(Worker):
         self.deadline = deadline
         self.invocations += 1
         self._queued = message
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
+        waiting, self._waiting = self._waiting, None
+        if waiting is not None and waiting.open:
+            self._deliver(waiting)
 
     def stop(self) -> None:
         """SIGTERM, as Lambda ends a runtime, then SIGKILL after the shutdown phase."""
@@ -137,8 +141,7 @@ class ApiWorker(Worker):
 
     def exited(self, returncode: int) -> None:
         self._close_server()
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.cancel()
+        self._waiting = None
         super().exited(returncode)
 
     def _close_server(self) -> None:
@@ -147,21 +150,20 @@ class ApiWorker(Worker):
 
     # --- the worker's side -----------------------------------------------------------------
 
-    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        path, method = request.path, request.method
-        if not path.startswith(PREFIX):
-            return api_error(404, "InvalidRequest", f"no such path: {path}")
-        route = path[len(PREFIX):].split("/")
+    def _handle(self, connection: Connection, request: Request) -> None:
+        method, path = request.method, request.path
+        route = path[len(PREFIX):].split("/") if path.startswith(PREFIX) else []
         if method == "GET" and route == ["", "invocation", "next"]:
-            return await self._next()
-        if method == "POST" and route == ["", "init", "error"]:
-            return await self._init_error(request)
-        if method == "POST" and len(route) == 4 and route[1] == "invocation" and \
+            self._next(connection)
+        elif method == "POST" and route == ["", "init", "error"]:
+            self._init_error(connection, request)
+        elif method == "POST" and len(route) == 4 and route[1] == "invocation" and \
                 route[3] in ("response", "error"):
-            return await self._answer(request, route[2], route[3] == "response")
-        return api_error(404, "InvalidRequest", f"no such operation: {method} {path}")
+            self._answer(connection, request, route[2], route[3] == "response")
+        else:
+            api_error(connection, 404, "InvalidRequest", f"no such operation: {method} {path}")
 
-    async def _next(self) -> web.StreamResponse:
+    def _next(self, connection: Connection) -> None:
         if self.state == "starting":  # its init is done once it asks for work
             if self.limits is None or self.limits.done():
                 self._ready()
@@ -171,53 +173,45 @@ class ApiWorker(Worker):
             # Asking again without answering: Lambda ends such an invocation as the runtime's error.
             self._fail_current("Runtime.InvalidStateTransition",
                                "the runtime asked for the next invocation without answering")
-        while self._queued is None:
-            if self.state in ("stopping", "dead"):
-                return api_error(500, "Runtime.Stopping", "the worker is stopping")
-            self._waiter = self._loop.create_future()
-            await self._waiter
+        if self.state in ("stopping", "dead"):
+            api_error(connection, 500, "Runtime.Stopping", "the worker is stopping")
+        elif self._queued is not None:
+            self._deliver(connection)
+        else:
+            self._waiting = connection  # answered when an invocation comes (long poll)
+
+    def _deliver(self, connection: Connection) -> None:
         message, self._queued = self._queued, None
+        assert message is not None
         self._current = message
-        return web.Response(body=bytes(message.payload), headers=invocation_headers(message),
-                            content_type="application/json")
+        connection.respond(200, bytes(message.payload), invocation_headers(message))
 
-    async def _read(self, request: web.BaseRequest) -> bytes | None:
-        """The body, or None if it is over the response limit (read no further than that)."""
-        if (request.content_length or 0) > protocol.MAX_RESPONSE:
-            return None
-        chunks, size = [], 0
-        while chunk := await request.content.readany():
-            size += len(chunk)
-            if size > protocol.MAX_RESPONSE:
-                return None
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    async def _answer(self, request: web.BaseRequest, request_id: str, ok: bool) -> web.Response:
+    def _answer(self, connection: Connection, request: Request, request_id: str, ok: bool) -> None:
         current = self._current
         if current is None or current.request_id != request_id:
             if request_id == self._answered:
-                return api_error(403, "InvalidStateTransition",
-                                 f"invocation {request_id} has been answered already")
-            return api_error(400, "InvalidRequestID", f"no invocation {request_id} is in flight")
-        body = await self._read(request)
-        if self._current is not current:  # ended (timeout, a second answer) while it was read
-            return api_error(403, "InvalidStateTransition",
-                             f"invocation {request_id} has ended already")
+                api_error(connection, 403, "InvalidStateTransition",
+                          f"invocation {request_id} has been answered already")
+            else:
+                api_error(connection, 400, "InvalidRequestID", f"no invocation {request_id} is in flight")
+            return
+        body = request.body
         if body is None:
             self._fail_current("Function.ResponseSizeTooLarge",
                                f"Response payload size exceeded maximum allowed payload size "
                                f"({protocol.MAX_RESPONSE} bytes).")
-            return api_error(413, "RequestEntityTooLarge",
-                             f"a response may be at most {protocol.MAX_RESPONSE} bytes")
+            api_error(connection, 413, "RequestEntityTooLarge",
+                      f"a response may be at most {protocol.MAX_RESPONSE} bytes")
+            return
         if ok:
-            self._finish(Result(ok=True, error_type=None, max_memory_mb=self.peak_mb(),
-                                output_pending=False, payload=msgspec.Raw(body)))
+            result = Result(ok=True, error_type=None, max_memory_mb=self.peak_mb(),
+                            output_pending=False, payload=msgspec.Raw(body))
         else:
-            error_type = error_type_of(request.headers.get("Lambda-Runtime-Function-Error-Type"), body)
-            self._finish(Result(ok=False, error_type=error_type, max_memory_mb=self.peak_mb(),
-                                output_pending=False, payload=msgspec.Raw(error_payload(error_type, body))))
-        return web.json_response({"status": "OK"}, status=202)
+            error_type = error_type_of(request.headers.get("lambda-runtime-function-error-type"), body)
+            result = Result(ok=False, error_type=error_type, max_memory_mb=self.peak_mb(),
+                            output_pending=False, payload=msgspec.Raw(error_payload(error_type, body)))
+        connection.respond(202, OK)
+        self._finish(result)
 
     def _fail_current(self, error_type: str, message: str) -> None:
         body = json.dumps({"errorMessage": message, "errorType": error_type}).encode()
@@ -233,13 +227,14 @@ class ApiWorker(Worker):
             self.state = "idle"
             self.listener.worker_result(self, result)
 
-    async def _init_error(self, request: web.BaseRequest) -> web.Response:
+    def _init_error(self, connection: Connection, request: Request) -> None:
         if self.state != "starting":
-            return api_error(403, "InvalidStateTransition", "init has ended already")
-        body = await self._read(request) or b""
-        error_type = error_type_of(request.headers.get("Lambda-Runtime-Function-Error-Type"), body)
+            api_error(connection, 403, "InvalidStateTransition", "init has ended already")
+            return
+        body = request.body or b""
+        error_type = error_type_of(request.headers.get("lambda-runtime-function-error-type"), body)
+        connection.respond(202, OK)
         self.drain_output()
         self.init_duration_ms = (time.monotonic() - self.spawned) * 1000
         self.state = "stopping"
         self.listener.worker_init_failed(self, error_type, error_payload(error_type, body))
-        return web.json_response({"status": "OK"}, status=202)

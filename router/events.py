@@ -2,7 +2,9 @@
 
 The shapes follow the AWS documentation: S3 notification content structure, the Lambda
 developer guide's SQS and EventBridge (scheduled) events, and API Gateway HTTP API payload 2.0.
-Ids are fresh random values each call; times are the current UTC time unless ``now=`` is given.
+Ids are fresh random values each call (but a schedule's, which is its tick's, built by
+``sources.schedule`` from the rule and the time); times are the current UTC time unless ``now=``
+is given.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from urllib.parse import quote_plus
 import msgspec
 
 from sources import apigw
+from sources.schedule import rule_arn, scheduled_event
 
 # The placeholder account id and region the AWS documentation uses.
 ACCOUNT_ID = "123456789012"
@@ -59,13 +62,10 @@ def s3_bucket_arn(bucket: str) -> str:
     return f"arn:aws:s3:::{bucket}"
 
 
-def iso_time(now: datetime, *, millis: bool = True) -> str:
-    """``2019-09-03T19:37:27.192Z`` (S3), or ``2019-03-01T01:23:45Z`` without ``millis`` (EventBridge)."""
+def iso_time(now: datetime) -> str:
+    """``2019-09-03T19:37:27.192Z``, as S3 writes its event times."""
     now = now.astimezone(UTC)
-    text = now.strftime("%Y-%m-%dT%H:%M:%S")
-    if millis:
-        text += f".{now.microsecond // 1000:03d}"
-    return text + "Z"
+    return now.strftime("%Y-%m-%dT%H:%M:%S") + f".{now.microsecond // 1000:03d}Z"
 
 
 def epoch_ms(now: datetime) -> int:
@@ -204,17 +204,8 @@ AWS_V2_ORDER = ("version", "routeKey", "rawPath", "rawQueryString", "cookies", "
 
 
 def schedule(*, now: datetime, rule: str = "my-schedule", region: str = REGION) -> dict[str, Any]:
-    return {
-        "version": "0",
-        "id": str(uuid.uuid4()),
-        "detail-type": "Scheduled Event",
-        "source": "aws.events",
-        "account": ACCOUNT_ID,
-        "time": iso_time(now, millis=False),
-        "region": region,
-        "resources": [arn("events", region, f"rule/{rule}")],
-        "detail": {},
-    }
+    event = scheduled_event(rule_arn(region, ACCOUNT_ID, rule), now, account=ACCOUNT_ID, region=region)
+    return msgspec.to_builtins(event)
 
 
 BUILDERS: dict[str, Callable[..., dict[str, Any]]] = {

@@ -1,10 +1,14 @@
-"""Fixtures that run the real daemon as a subprocess on an ephemeral port, with real workers."""
+"""Fixtures that run the real daemon as a subprocess on an ephemeral port, with real workers, and
+a fresh database on the machine's PostgreSQL for each test run."""
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
+import os
 import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -13,6 +17,7 @@ import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -171,6 +176,36 @@ def make_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[.
     for daemon in started:
         if daemon.proc and daemon.proc.stderr and not daemon.proc.stderr.closed:
             daemon.stop(signal.SIGKILL)
+
+
+# The machine's PostgreSQL (loopback, trust authentication); HEADWATER_TEST_POSTGRES names another.
+POSTGRES = os.environ.get("HEADWATER_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn() -> Iterator[str]:
+    """The URL of a database made for this test run, dropped at its end."""
+    import asyncpg
+
+    name = f"headwater_test_{os.getpid()}_{secrets.token_hex(3)}"
+
+    async def run(statement: str) -> None:
+        conn = await asyncpg.connect(f"{POSTGRES}/postgres")
+        try:
+            await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    def admin(statement: str) -> None:
+        # In a thread of its own: the fixture may be set up from inside a test's event loop.
+        with ThreadPoolExecutor(1) as thread:
+            thread.submit(asyncio.run, run(statement)).result()
+
+    admin(f"CREATE DATABASE {name}")
+    try:
+        yield f"{POSTGRES}/{name}"
+    finally:
+        admin(f"DROP DATABASE {name} WITH (FORCE)")
 
 
 @pytest.hookimpl(wrapper=True)

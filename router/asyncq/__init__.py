@@ -1,0 +1,2 @@
+"""Asynchronous invocation: the durable store of Event invokes and schedule ticks, Lambda's retry
+policy and its destination records."""

@@ -93,12 +93,14 @@ def daemon(make_daemon) -> Daemon:  # type: ignore[no-untyped-def]
         function_toml("ric-broken", "broken.handler", code="ric", runtime=runtime, env=ric_env),
         function_toml("unexecutable", "x", code="unexecutable", runtime=runtime),
         function_toml("missing", "x", code="missing", runtime=runtime),
+        function_toml("silent", "x", code="silent", runtime=runtime),
     ])
     files = {"tutorial/bootstrap": TUTORIAL, "rude/bootstrap": RUDE, "ric/app.py": RIC_APP,
              "ric/bootstrap": RIC_BOOTSTRAP, "ric/broken.py": "import no_such_module\n",
-             "unexecutable/bootstrap": TUTORIAL, "missing/README": "no bootstrap here\n"}
+             "unexecutable/bootstrap": TUTORIAL, "missing/README": "no bootstrap here\n",
+             "silent/bootstrap": SILENT}
     d = make_daemon(functions, files)
-    for name in ("tutorial", "rude", "ric"):
+    for name in ("tutorial", "rude", "ric", "silent"):
         (d.folder / name / "bootstrap").chmod(0o755)
     return d
 
@@ -181,6 +183,14 @@ def test_a_bootstrap_that_cannot_run_is_an_invalid_entrypoint(daemon: Daemon, na
     assert status == 200 and headers["X-Amz-Function-Error"] == "Unhandled"
     assert isinstance(body, dict) and body["errorType"] == "Runtime.InvalidEntrypoint", body
     assert message in body["errorMessage"]
+
+
+def test_a_bootstrap_that_never_asks_for_work_times_out_its_init(daemon: Daemon) -> None:
+    t0 = time.monotonic()
+    status, headers, body = invoke(daemon, "silent", {})
+    assert status == 200 and headers["X-Amz-Function-Error"] == "Unhandled"
+    assert isinstance(body, dict) and body["errorType"] == "Sandbox.Timedout", body
+    assert 9 < time.monotonic() - t0 < 20  # Lambda's 10 s for the init phase
 
 
 def zip_of(files: dict[str, tuple[str, int]]) -> bytes:

@@ -237,3 +237,27 @@ def test_the_aws_cli_deploys_and_invokes_each_runtime(daemon: Daemon, tmp_path: 
     result = aws(daemon, "invoke", "--function-name", name, *v2, "--payload", '{"k": 1}', str(out))
     assert result["StatusCode"] == 200 and "FunctionError" not in result, result
     assert json.loads(out.read_text())["echo"] == {"k": 1}
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="no Node.js on this machine")
+@pytest.mark.parametrize(("example", "runtime", "handler", "message"), [
+    ("hello-shell", "provided.al2023", "function.handler", "hey from a shell"),
+    ("hello-node", "nodejs{major}.x", "index.handler", "hey, you!"),
+])
+def test_the_examples_deploy_with_the_cli(daemon: Daemon, example: str, runtime: str, handler: str,
+                                          message: str) -> None:
+    if "{major}" in runtime:
+        version = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout
+        runtime = runtime.format(major=version.lstrip("v").split(".")[0])
+    folder = Path(__file__).resolve().parent.parent / "examples" / example
+
+    def headwater(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "router", *args, "--url", daemon.url],
+                              capture_output=True, text=True, timeout=60)
+
+    deployed = headwater("deploy", str(folder), "--name", example, "--runtime", runtime,
+                         "--handler", handler, "--env", "GREETING=hey")
+    assert deployed.returncode == 0, deployed.stderr
+    invoked = headwater("invoke", example, "--payload", '{"name": "you"}')
+    assert invoked.returncode == 0, invoked.stderr
+    assert json.loads(invoked.stdout)["message"] == message

@@ -34,7 +34,7 @@ from harness import table
 from router.asyncq.postgres import PostgresStore
 from router.asyncq.sqlite import SqliteStore
 from router.asyncq.store import EventStore, NewEvent
-from router.invocation import new_request_id
+from router.intake.invocation import new_request_id
 
 PAYLOAD = b'{"order": 17, "items": [1, 2, 3], "note": "a small async event"}'
 

@@ -23,8 +23,8 @@ import uvloop
 from harness import percentile, table
 
 from router.config import parse
-from router.isolation import Isolation
-from router.pool import worker_spec
+from router.run.isolation import Isolation
+from router.run.pool import worker_spec
 from workers.forkserver import ForkServer
 from workers.process import BOOTSTRAP, Worker, WorkerSpec
 

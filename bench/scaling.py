@@ -23,8 +23,8 @@ import uvloop
 from harness import table
 
 from router.config import parse
-from router.invocation import Invocation
-from router.registry import Registry
+from router.intake.invocation import Invocation
+from router.run.registry import Registry
 
 HANDLER = "import time\n\ndef handler(event, context):\n    time.sleep(0.01)\n    return {}\n"
 WORKERS = 8

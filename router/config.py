@@ -24,7 +24,7 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta, Struct
 
-from router.routes import Route, RouteError, RouteTable, parse_route
+from router.api.routes import Route, RouteError, RouteTable, parse_route
 from workers import runtimes
 from workers.runtimes import BadRuntime, probe
 
@@ -42,7 +42,7 @@ def _number(lo: float) -> Any:
 
 
 # Lambda's rules for a function's settings, shared by config.toml's types and the Lambda API's
-# checks (router.management), which must refuse what a config file may not hold either.
+# checks (router.api.management), which must refuse what a config file may not hold either.
 NAME_PATTERN = r"[A-Za-z0-9_-]{1,64}"
 HANDLER_PATTERN = r"[^\s]{1,128}"
 RUNTIME_PATTERN = runtimes.PATTERN

@@ -13,10 +13,10 @@ from collections.abc import Mapping
 from aiohttp import web
 
 from router import daemonfile, systemd
-from router.app import build_server
+from router.api.dispatch import build_server
 from router.config import Config, split_listen
-from router.isolation import SandboxUnavailable
-from router.registry import Registry
+from router.run.isolation import SandboxUnavailable
+from router.run.registry import Registry
 
 log = logging.getLogger("headwater")
 

@@ -11,11 +11,11 @@ import msgspec
 from aiohttp import web
 from multidict import CIMultiDict
 
-from router.body import Refusal, take_body
+from router.api.body import Refusal, take_body
 from router.config import AuthMode, effective_auth
-from router.invocation import MAX_SYNC_PAYLOAD, Invocation
-from router.pool import FunctionPool
-from router.registry import Registry
+from router.intake.invocation import MAX_SYNC_PAYLOAD, Invocation
+from router.run.pool import FunctionPool
+from router.run.registry import Registry
 from sources import apigw
 
 API_ID = "headwater"

@@ -13,10 +13,10 @@ import binascii
 import msgspec
 from aiohttp import web
 
-from router.awserror import aws_error
-from router.body import Refusal, take_body
-from router.invocation import MAX_SYNC_PAYLOAD, Invocation
-from router.registry import Registry, parse_function_name
+from router.api.awserror import aws_error
+from router.api.body import Refusal, take_body
+from router.intake.invocation import MAX_SYNC_PAYLOAD, Invocation
+from router.run.registry import Registry, parse_function_name
 
 MAX_CLIENT_CONTEXT = 3583  # bytes of base64, as Lambda allows
 INVOCATION_TYPES = {"RequestResponse", "Event", "DryRun"}

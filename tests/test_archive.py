@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from router import archive
-from router.archive import ArchiveError, check, install, prune
+from router.store import archive
+from router.store.archive import ArchiveError, check, install, prune
 
 Entries = list[tuple[str | zipfile.ZipInfo, bytes]]
 

@@ -21,10 +21,10 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 from conftest import Daemon, function_toml
 
-from router import registry as registry_module
 from router.config import FunctionConfig, parse
-from router.registry import Registry
-from router.store import Deployed
+from router.run import registry as registry_module
+from router.run.registry import Registry
+from router.store.store import Deployed
 
 V1 = "import time\nVERSION = 1\n\ndef handler(event, context):\n" \
      "    time.sleep(event.get('seconds', 0))\n    return {'version': VERSION}\n"

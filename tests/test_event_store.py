@@ -21,7 +21,7 @@ from router.asyncq.postgres import PostgresStore, redacted
 from router.asyncq.record import Response
 from router.asyncq.sqlite import SqliteStore
 from router.asyncq.store import Claim, EventStore, NewEvent, StoreError, open_store
-from router.invocation import new_request_id
+from router.intake.invocation import new_request_id
 
 T0 = 1_800_000_000.0
 ROOT = Path(__file__).resolve().parent.parent
@@ -381,7 +381,7 @@ def test_redacted(dsn: str, shown: str) -> None:
 WRITER = """
 import asyncio, sys
 from router.asyncq.store import NewEvent, open_store
-from router.invocation import new_request_id
+from router.intake.invocation import new_request_id
 
 async def main():
     store = open_store(sys.argv[1], sys.argv[2])

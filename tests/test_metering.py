@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from conftest import Daemon, Response, function_toml
 
-from router import sink
+from router.metering import sink
 
 
 def metering_toml(path: str) -> str:

@@ -12,11 +12,11 @@ import msgspec
 import pytest
 
 from router.config import MeteringConfig
-from router.funclog import whole_lines
-from router.invocation import Status, new_request_id
-from router.metering import _Clock, billed_ms, cost_usd
-from router.pool import exit_text
-from router.registry import parse_function_name
+from router.intake.invocation import Status, new_request_id
+from router.metering.record import _Clock, billed_ms, cost_usd
+from router.run.funclog import whole_lines
+from router.run.pool import exit_text
+from router.run.registry import parse_function_name
 from sources.invoke_api import MAX_CLIENT_CONTEXT, client_context, is_json
 from workers.protocol import (
     HEADER,
@@ -31,7 +31,7 @@ from workers.protocol import (
     encode_invoke,
 )
 
-# --- router.registry.parse_function_name -------------------------------------------------------
+# --- router.run.registry.parse_function_name -------------------------------------------------------
 
 
 @pytest.mark.parametrize(("text", "want"), [
@@ -77,7 +77,7 @@ def test_parse_function_name_rejects(text: str) -> None:
     assert parse_function_name(text) is None
 
 
-# --- router.invocation.new_request_id -------------------------------------------------------------
+# --- router.intake.invocation.new_request_id -------------------------------------------------------------
 
 
 def test_request_id_is_a_version_4_uuid() -> None:
@@ -108,7 +108,7 @@ def test_request_id_random_bits_vary() -> None:
             assert chars == hex_digits, i
 
 
-# --- router.metering ---------------------------------------------------------------------------
+# --- router.metering.record ---------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(("duration_ms", "billed"), [
@@ -185,7 +185,7 @@ def test_clock_iso_reuses_second_correctly() -> None:
                        "2023-11-14T22:13:20.750000Z", "2023-11-14T22:13:21.000000Z"]
 
 
-# --- router.pool.exit_text ---------------------------------------------------------------------
+# --- router.run.pool.exit_text ---------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(("returncode", "text"), [
@@ -390,7 +390,7 @@ def test_decode_worker_frames_rejects(body: bytes) -> None:
         decode_from_worker(body)
 
 
-# --- router.funclog.whole_lines -----------------------------------------------------------------
+# --- router.run.funclog.whole_lines -----------------------------------------------------------------
 
 
 @pytest.mark.parametrize(("partial", "chunks", "lines", "left"), [

@@ -1,5 +1,5 @@
-"""Table tests of router.routes (parsing route keys, matching requests, specificity, conflicts) and
-of router.app.resolve (which handler serves a request)."""
+"""Table tests of router.api.routes (parsing route keys, matching requests, specificity, conflicts) and
+of router.api.dispatch.resolve (which handler serves a request)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import re
 
 import pytest
 
-from router import app, management
-from router.routes import Route, RouteError, RouteTable, Segment, parse_route, specificity
+from router.api import dispatch as app
+from router.api import management
+from router.api.routes import Route, RouteError, RouteTable, Segment, parse_route, specificity
 from sources import http_trigger, invoke_api
 
 
@@ -281,7 +282,7 @@ def test_conflicts(keys: list[str], pairs: list[set[str]]) -> None:
         assert a is not b
 
 
-# --- router.app.resolve: which handler serves a request ------------------------------------------
+# --- router.api.dispatch.resolve: which handler serves a request ------------------------------------------
 
 F = "/2015-03-31/functions"
 

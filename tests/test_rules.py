@@ -13,9 +13,11 @@ from pathlib import Path
 import pytest
 from conftest import Daemon, function_toml
 
-from router import cli, daemonfile, management
+from router import daemonfile
+from router.api import management
+from router.api.httplog import RateLimit, short
+from router.cli import main as cli
 from router.config import ConfigError, ServerConfig, effective_auth, parse
-from router.httplog import RateLimit, short
 
 RUNTIME = f"python3.{sys.version_info.minor}"
 KEYS = {"access_keys": {"AKID": "s"}}

@@ -20,7 +20,7 @@ from conftest import RUNTIME, Daemon, function_toml
 from test_limits import _cmdline, _environ, processes
 
 from router.config import parse
-from router.isolation import Isolation
+from router.run.isolation import Isolation
 from workers.cgroups import dynmods_remount, open_tree
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="per-function uids need a root daemon")

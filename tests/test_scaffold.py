@@ -1,4 +1,4 @@
-"""Sample events (router.events), function folders from blueprints (router.scaffold), and each
+"""Sample events (sources.samples), function folders from blueprints (router.cli.scaffold), and each
 blueprint's handler run on its own event.json; the image resizer against a real S3 (moto server)."""
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from urllib.parse import unquote_plus
 
 import pytest
 
-from router.events import KINDS, sample_event
-from router.scaffold import BLUEPRINTS, ScaffoldError, create, handler_of
+from router.cli.scaffold import BLUEPRINTS, ScaffoldError, create, handler_of
+from sources.samples import KINDS, sample_event
 
 NOW = datetime(2020, 3, 12, 19, 3, 58, 390000, tzinfo=UTC)
 ISO_MS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
@@ -36,7 +36,7 @@ def get(event: dict[str, Any], path: str) -> Any:
     return value
 
 
-# --- router.events ---------------------------------------------------------------------------
+# --- sources.samples ---------------------------------------------------------------------------
 
 Want = type | str | bool | re.Pattern[str]
 
@@ -244,7 +244,7 @@ def test_times_default_to_now() -> None:
     assert before - 1 <= epoch <= datetime.now(UTC).timestamp() * 1000 + 1
 
 
-# --- router.scaffold -------------------------------------------------------------------------
+# --- router.cli.scaffold -------------------------------------------------------------------------
 
 
 def test_blueprints_are_discovered() -> None:

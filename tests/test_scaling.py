@@ -1,10 +1,10 @@
-"""Table tests of the scaling policy ``router.scaling.plan`` with a fake clock."""
+"""Table tests of the scaling policy ``router.run.scaling.plan`` with a fake clock."""
 
 from __future__ import annotations
 
 import pytest
 
-from router.scaling import Decision, Snapshot, fair_shares, plan
+from router.run.scaling import Decision, Snapshot, fair_shares, plan
 
 NOW = 10_000.0  # the fake clock: ``Snapshot.now``, in monotonic seconds
 

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 import msgspec
 
 from router.asyncq.retry import Condition
-from router.events import iso_time
+from sources.samples import iso_time
 
 
 class RequestContext(msgspec.Struct, frozen=True, rename="camel"):

@@ -26,7 +26,7 @@ from router.asyncq import sql
 from router.asyncq.record import Response
 from router.asyncq.retry import Condition
 from router.asyncq.store import Backlog, Claim, DeadLetter, EventStore, NewEvent, StoreError
-from router.invocation import new_request_id
+from router.intake.invocation import new_request_id
 
 Op = Callable[[sqlite3.Connection], Any]
 _STOP = object()

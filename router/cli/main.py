@@ -91,7 +91,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     if args.command == "init":
         return cmd_init(args)
     if args.command == "event":
-        from router.events import sample_event
+        from sources.samples import sample_event
 
         print(json.dumps(sample_event(args.kind), indent=2))
         return 0
@@ -122,7 +122,7 @@ def cmd_serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from router.scaffold import ScaffoldError, create, handler_of
+    from router.cli.scaffold import ScaffoldError, create, handler_of
 
     try:
         folder = create(args.name, args.blueprint, Path(args.dir))

@@ -1,7 +1,7 @@
 """Create a function folder from a blueprint: ``app.py`` with ``handler``, a sample ``event.json``,
 and ``requirements.txt`` where the function needs packages.
 
-Blueprints are package data under ``router/blueprints/<name>/``, read through importlib.resources
+Blueprints are package data under ``router/cli/blueprints/<name>/``, read through importlib.resources
 so they are found the same way from a checkout and from an installed wheel.
 """
 
@@ -22,7 +22,7 @@ class ScaffoldError(Exception):
 
 
 def blueprints_root() -> Traversable:
-    return files("router") / "blueprints"
+    return files("router.cli") / "blueprints"
 
 
 def _discover() -> tuple[str, ...]:

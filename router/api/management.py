@@ -1,7 +1,7 @@
 """The Lambda management API, enough for boto3 and the AWS CLI with ``--endpoint-url``:
 CreateFunction, UpdateFunctionCode, UpdateFunctionConfiguration, GetFunction,
 GetFunctionConfiguration, ListFunctions, DeleteFunction and the tag operations, with Lambda's
-status codes and error shapes (function URL configs are in ``router.urls``). Functions from
+status codes and error shapes (function URL configs are in ``router.api.urls``). Functions from
 config.toml are listed too, read-only. A parameter Headwater does not implement is refused by name
 rather than ignored.
 """
@@ -20,9 +20,8 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from router import archive
-from router.awserror import aws_error
-from router.body import HASH_IN_THREAD, Refusal, take_body
+from router.api.awserror import aws_error
+from router.api.body import HASH_IN_THREAD, Refusal, take_body
 from router.config import (
     EPHEMERAL_MB,
     HANDLER_PATTERN,
@@ -35,8 +34,9 @@ from router.config import (
     function_arn,
     reserved_names,
 )
-from router.registry import Handler, Registry, parse_function_name
-from router.store import Deployed, stamp
+from router.run.registry import Handler, Registry, parse_function_name
+from router.store import archive
+from router.store.store import Deployed, stamp
 from workers.runtimes import EXAMPLES, BadRuntime, probe
 
 # Each operation's largest body, refused from Content-Length before it is read: a base64 zip of

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from router.pool import FunctionPool
-from router.registry import Registry
+from router.run.pool import FunctionPool
+from router.run.registry import Registry
 
 # name, type, help, and how to read it from a FunctionPool.
 FUNCTION_METRICS: list[tuple[str, str, str, Callable[[FunctionPool], int]]] = [

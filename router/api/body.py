@@ -17,8 +17,8 @@ import time
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
-from router import auth
-from router.awserror import aws_error
+from router.api import auth
+from router.api.awserror import aws_error
 from router.config import AuthMode, ServerConfig
 
 HASH_IN_THREAD = 1024 * 1024  # bytes; hashing a smaller body costs less than a thread hop

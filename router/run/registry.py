@@ -13,14 +13,14 @@ from pathlib import Path
 import msgspec
 from aiohttp import web
 
-from router.capacity import Capacity
+from router.api.routes import RouteTable, parse_route
 from router.config import NAME_PATTERN, AuthMode, Config, FunctionUrl, api_auth_required, effective_auth
-from router.isolation import Isolation
-from router.metering import Meter
-from router.pool import FunctionPool
-from router.routes import RouteTable, parse_route
-from router.sink import LogWriter
-from router.store import Deployed, Store, stamp
+from router.metering.record import Meter
+from router.metering.sink import LogWriter
+from router.run.capacity import Capacity
+from router.run.isolation import Isolation
+from router.run.pool import FunctionPool
+from router.store.store import Deployed, Store, stamp
 from workers.process import BOOTSTRAP
 
 log = logging.getLogger("headwater.registry")
@@ -198,5 +198,5 @@ class Registry:
 
 
 # What serves a request, given the registry and the function name its path carries ("" when it
-# carries none); router/app.py picks one for each request.
+# carries none); router/api/dispatch.py picks one for each request.
 Handler = Callable[[web.BaseRequest, Registry, str], Awaitable[web.StreamResponse]]

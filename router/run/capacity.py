@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from router.scaling import fair_shares
+from router.run.scaling import fair_shares
 
 if TYPE_CHECKING:
-    from router.pool import FunctionPool
+    from router.run.pool import FunctionPool
 
 
 class Capacity:

@@ -15,12 +15,12 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
-from router import management, urls
-from router.awserror import aws_error
-from router.body import Refusal, take_body
-from router.httplog import RequestErrors
-from router.metrics import render
-from router.registry import Handler, Registry
+from router.api import management, urls
+from router.api.awserror import aws_error
+from router.api.body import Refusal, take_body
+from router.api.httplog import RequestErrors
+from router.api.metrics import render
+from router.run.registry import Handler, Registry
 from sources import http_trigger, invoke_api
 
 

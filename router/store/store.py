@@ -1,7 +1,7 @@
 """Functions deployed through the API, kept under ``data_dir/functions/NAME/`` across restarts.
 
 Each function has ``function.json`` (its settings, written atomically: a temporary file renamed
-over the old one) and ``code/v-…/`` folders, one per uploaded version (see ``router.archive``).
+over the old one) and ``code/v-…/`` folders, one per uploaded version (see ``router.store.archive``).
 A function's workers run in the version folder they started with, so an update never changes a
 tree under a running invocation; it prunes the versions no worker runs any more, but for the two
 newest (the other may come from a concurrent update, installed but not yet in effect).
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import msgspec
 
-from router import archive
 from router.config import FunctionConfig
+from router.store import archive
 
 KEEP_VERSIONS = 2
 

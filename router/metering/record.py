@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 import msgspec
 
 from router.config import MeteringConfig
-from router.invocation import Invocation, Outcome, Status
-from router.sink import RotatingFile
+from router.intake.invocation import Invocation, Outcome, Status
+from router.metering.sink import RotatingFile
 
 
 class Record(msgspec.Struct):

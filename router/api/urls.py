@@ -15,9 +15,8 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from router.awserror import aws_error
-from router.config import Cors, FunctionUrl, effective_auth, function_arn
-from router.management import (
+from router.api.awserror import aws_error
+from router.api.management import (
     MAX_SETTINGS_BODY,
     NO_BODY,
     Invalid,
@@ -30,8 +29,9 @@ from router.management import (
     read_json,
     writable,
 )
-from router.registry import Registry
-from router.store import Deployed, now_text
+from router.config import Cors, FunctionUrl, effective_auth, function_arn
+from router.run.registry import Registry
+from router.store.store import Deployed, now_text
 
 AUTH_TYPES = {"NONE": "none", "AWS_IAM": "aws_iam"}
 # How a URL's auth is reported: "token" (a bearer token) is Headwater's own, from config.toml, and

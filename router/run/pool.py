@@ -21,14 +21,14 @@ from typing import cast
 
 import msgspec
 
-from router.capacity import Capacity
 from router.config import Config, FunctionConfig, function_arn
-from router.funclog import FunctionLog
-from router.invocation import Invocation, Outcome, Status
-from router.isolation import Isolation
-from router.metering import Meter, billed_ms
-from router.scaling import Snapshot, plan
-from router.sink import LogWriter
+from router.intake.invocation import Invocation, Outcome, Status
+from router.metering.record import Meter, billed_ms
+from router.metering.sink import LogWriter
+from router.run.capacity import Capacity
+from router.run.funclog import FunctionLog
+from router.run.isolation import Isolation
+from router.run.scaling import Snapshot, plan
 from workers.bootstrap import INIT_FAILED
 from workers.forkserver import (
     ForkFailed,

@@ -11,8 +11,8 @@ a line of its own, so 32 MB without a newline cost one copy per byte, not one pe
 
 from __future__ import annotations
 
-from router.invocation import Invocation, Outcome
-from router.sink import LogWriter
+from router.intake.invocation import Invocation, Outcome
+from router.metering.sink import LogWriter
 
 TAIL_BYTES = 4096
 LINE_BYTES = 256 * 1024

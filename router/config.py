@@ -126,6 +126,89 @@ class HttpTrigger(Struct, frozen=True, forbid_unknown_fields=True, tag="http", t
     auth: Auth = "auto"
 
 
+# What a queue poller shares between SQS and S3 triggers: Lambda's event source mapping settings.
+BATCH_SIZE = (1, 10000)
+BATCH_WINDOW_S = (0, 300)
+MAXIMUM_CONCURRENCY = (2, 1000)
+QUEUE_NAME = r"[A-Za-z0-9_-]{1,80}(\.fifo)?"
+QueueArn = Annotated[str, Meta(pattern=rf"^(arn:aws[a-z-]*:sqs:[a-z0-9-]+:\d{{12}}:{QUEUE_NAME})?\Z",
+                               description='an SQS queue ARN such as "arn:aws:sqs:us-east-1:'
+                                           '000000000000:jobs"')]
+QueueUrl = Annotated[str, Meta(pattern=r"^(https?://[^/\s]+/\d{12}/[A-Za-z0-9_.-]{1,85})?\Z",
+                               description='an SQS queue URL such as '
+                                           '"http://127.0.0.1:5000/000000000000/jobs"')]
+Url = Annotated[str, Meta(pattern=r"^(https?://\S+)?\Z", description='an http(s) URL or ""')]
+Region = Annotated[str, Meta(pattern=r"^([a-z]{2}(-[a-z]+)+-\d)?\Z",
+                             description='an AWS region name such as "us-east-1"')]
+
+
+class SqsTrigger(Struct, frozen=True, forbid_unknown_fields=True, tag="sqs", tag_field="type"):
+    """An SQS event source mapping declared in the config file (one of queue_url, queue_arn)."""
+
+    queue_url: QueueUrl = ""
+    queue_arn: QueueArn = ""
+    batch_size: _int(*BATCH_SIZE) = 10
+    batch_window_s: _int(*BATCH_WINDOW_S) = 0  # MaximumBatchingWindowInSeconds
+    enabled: bool = True
+    maximum_concurrency: _int(*MAXIMUM_CONCURRENCY) | None = None  # default: the function's max_workers
+    report_batch_item_failures: bool = False  # FunctionResponseTypes = ["ReportBatchItemFailures"]
+    # Lambda's FilterCriteria: each a filter pattern, as a table or as its JSON text.
+    filters: list[dict[str, Any] | str] = []
+    endpoint_url: Url = ""  # "" = [aws].endpoint_url
+    region: Region = ""  # "" = [aws].region
+
+
+class S3Trigger(Struct, frozen=True, forbid_unknown_fields=True, tag="s3", tag_field="type"):
+    """Object notifications of a bucket, through the SQS queue the bucket notifies, and pushed to
+    ``POST /events/s3/{name}`` (a self-hosted store's webhook)."""
+
+    bucket: Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]\Z",
+                                description="an S3 bucket name")]
+    queue_url: QueueUrl = ""  # "" (and no queue_arn) = webhook only
+    queue_arn: QueueArn = ""
+    events: list[Annotated[str, Meta(pattern=r"^s3:[A-Za-z]+(:[A-Za-z*]+)?\Z",
+                                     description='an S3 event type such as "s3:ObjectCreated:*"')]] \
+        = msgspec.field(default_factory=lambda: ["s3:ObjectCreated:*"])
+    prefix: str = ""
+    suffix: str = ""
+    # Write the bucket's notification configuration (this trigger's queue, events and filters).
+    manage_notifications: bool = False
+    name: Annotated[str, Meta(pattern=rf"^({NAME_PATTERN})?\Z",
+                              description="a name of letters, digits, '-' or '_'")] = ""
+    batch_size: _int(*BATCH_SIZE) = 10
+    batch_window_s: _int(*BATCH_WINDOW_S) = 0
+    enabled: bool = True
+    maximum_concurrency: _int(*MAXIMUM_CONCURRENCY) | None = None
+    endpoint_url: Url = ""
+    region: Region = ""
+
+
+Trigger = HttpTrigger | SqsTrigger | S3Trigger
+
+
+class Credentials(Struct, frozen=True, forbid_unknown_fields=True):
+    """AWS credentials handed to a function, as Lambda hands it its execution role's."""
+
+    access_key_id: str
+    secret_access_key: str
+    session_token: str = ""
+
+
+class AwsConfig(Struct, frozen=True, forbid_unknown_fields=True):
+    """Where the AWS services triggers poll (and functions reach) are, and with which credentials.
+
+    The daemon's own credentials come from the standard AWS chain (environment, shared files)
+    unless given here; ``functions`` are the credentials every function gets unless it has its own.
+    """
+
+    endpoint_url: Url = ""  # "" = AWS itself
+    region: Region = ""  # "" = [server].region
+    access_key_id: str = ""
+    secret_access_key: str = ""
+    session_token: str = ""
+    functions: Credentials | None = None
+
+
 class Cors(Struct, frozen=True, forbid_unknown_fields=True):
     """A function URL's CORS settings (Lambda's Cors, in snake case), stored and reported."""
 
@@ -174,7 +257,8 @@ class FunctionConfig(Struct, frozen=True, forbid_unknown_fields=True):
     network: Network = "default"
     allow: list[Endpoint] = []  # host loopback endpoints the function may reach anyway
     env: dict[str, str] = {}
-    triggers: list[HttpTrigger] = []
+    triggers: list[Trigger] = []
+    credentials: Credentials | None = None  # its execution role's; None = [aws].functions
     url: FunctionUrl = FunctionUrl()  # the function URL: /urls/NAME/…
     # Whether the Lambda API may update or delete this config-defined function (its changes are
     # kept under data_dir and win over this file's code and settings at the next start).
@@ -185,6 +269,7 @@ class Config(Struct, frozen=True, forbid_unknown_fields=True):
     server: ServerConfig = ServerConfig()
     sandbox: SandboxConfig = SandboxConfig()
     metering: MeteringConfig = MeteringConfig()
+    aws: AwsConfig = AwsConfig()
     functions: list[FunctionConfig] = []
 
 
@@ -218,7 +303,7 @@ def parse(raw: dict[str, Any], base: Path, environ: Mapping[str, str],
         config.metering,
         path=str(base / environ.get("HEADWATER_METERING_PATH", config.metering.path)))
     functions = [msgspec.structs.replace(f, code=str(base / f.code)) for f in config.functions]
-    config = Config(server=server, sandbox=config.sandbox, metering=metering, functions=functions)
+    config = msgspec.structs.replace(config, server=server, metering=metering, functions=functions)
     check(config, environ.get("PATH", os.defpath))
     return config
 
@@ -309,10 +394,52 @@ def url_bypass(fn: FunctionConfig, server: ServerConfig) -> str | None:
     credentials, if any: an open URL beside a protected route is the same function, unprotected."""
     if not fn.url.enabled or effective_auth(fn.url.auth, server) != "none":
         return None
-    for trigger in fn.triggers:
+    for trigger in http_triggers(fn):
         if effective_auth(trigger.auth, server) != "none":
             return trigger.route
     return None
+
+
+def http_triggers(fn: FunctionConfig) -> list[HttpTrigger]:
+    return [t for t in fn.triggers if isinstance(t, HttpTrigger)]
+
+
+def queue_trigger_problem(trigger: SqsTrigger | S3Trigger) -> str | None:
+    """What Lambda would refuse in a queue trigger's settings ("key: why"), if anything."""
+    if trigger.queue_url and trigger.queue_arn:
+        return "queue_url: give queue_url or queue_arn, not both"
+    queue = trigger.queue_url or trigger.queue_arn
+    if isinstance(trigger, SqsTrigger) and not queue:
+        return "queue_url: an SQS trigger needs queue_url or queue_arn"
+    if isinstance(trigger, S3Trigger) and trigger.manage_notifications and not queue:
+        return "manage_notifications: needs the queue the bucket is to notify (queue_url or queue_arn)"
+    if problem := batching_problem(trigger.batch_size, trigger.batch_window_s, queue.endswith(".fifo")):
+        return problem
+    if isinstance(trigger, SqsTrigger) and trigger.filters:
+        from sources.filters import FilterError, compile_filters  # the daemon's, not the client's
+
+        try:
+            compile_filters(filter_patterns(trigger.filters))
+        except FilterError as e:
+            return f"filters: {e}"
+    return None
+
+
+def batching_problem(batch_size: int, window_s: int, fifo: bool) -> str | None:
+    """Lambda's rules on an SQS mapping's batching, with its words."""
+    if fifo and batch_size > 10:
+        return f"batch_size: a FIFO queue's batch size is at most 10, got {batch_size}"
+    if fifo and window_s:
+        return "batch_window_s: batching windows are not supported for FIFO queues"
+    if batch_size > 10 and window_s == 0:
+        return ("batch_window_s: Maximum batch window in seconds must be greater than 0 if maximum "
+                "batch size is greater than 10")
+    return None
+
+
+def filter_patterns(filters: list[dict[str, Any] | str]) -> list[str]:
+    """Filter patterns as the Lambda API carries them: JSON text."""
+    return [f if isinstance(f, str) else json.dumps(f) for f in filters]
 
 
 def check(config: Config, path: str | None) -> None:
@@ -349,6 +476,10 @@ def check(config: Config, path: str | None) -> None:
     for i, f in enumerate(config.functions):
         at = f"functions[{i}]"
         for j, trigger in enumerate(f.triggers):
+            if not isinstance(trigger, HttpTrigger):
+                if problem := queue_trigger_problem(trigger):
+                    raise ConfigError(f"{at}.triggers[{j}].{problem}")
+                continue
             try:
                 routes.append(parse_route(trigger.route, f.name))
             except RouteError as e:

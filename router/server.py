@@ -94,7 +94,7 @@ async def serve(config: Config, environ: Mapping[str, str]) -> int:
     await life.stop.wait()
     log.info("draining: finishing in-flight invocations (up to %.0f s)", grace)
     systemd.notify(environ, "STOPPING=1")
-    registry.draining = True
+    registry.intake.draining = True
     await site.stop()  # no new connections; those open get 503 from here on
     # Running invocations finish (or are killed at the grace), so every caller gets its answer
     # before the connections close.

@@ -13,6 +13,7 @@ from multidict import CIMultiDict
 
 from router.api.body import Refusal, take_body
 from router.config import AuthMode, effective_auth
+from router.intake.intake import Unavailable
 from router.intake.invocation import MAX_SYNC_PAYLOAD, Invocation
 from router.run.pool import FunctionPool
 from router.run.registry import Registry
@@ -70,8 +71,6 @@ async def run(request: web.BaseRequest, registry: Registry, pool: FunctionPool, 
         body = await take_body(request, registry.config.server, mode, MAX_SYNC_PAYLOAD, "Invoke")
     except Refusal as e:
         return refused(e)
-    if registry.unavailable():
-        return refuse(503, "Service Unavailable")
     req = apigw.HttpRequest(
         method=request.method, raw_path=raw_path, raw_query=raw_query,
         headers=tuple(request.headers.items()), body=body, source_ip=request.remote or "",
@@ -83,8 +82,10 @@ async def run(request: web.BaseRequest, registry: Registry, pool: FunctionPool, 
     inv.payload = msgspec.json.encode(event)
     if len(inv.payload) > MAX_SYNC_PAYLOAD:  # base64 grows a body by a third
         return refuse(413, "Request Entity Too Large")
-    pool.submit(inv)
-    outcome = await inv.future
+    try:
+        outcome = await registry.intake.submit(pool, inv)
+    except Unavailable:
+        return refuse(503, "Service Unavailable")
     if outcome.status == "success":
         response = apigw.to_response(outcome.payload)
     else:

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from router.api.awserror import aws_error
 from router.api.body import Refusal, take_body
+from router.intake.intake import Unavailable
 from router.intake.invocation import MAX_SYNC_PAYLOAD, Invocation
 from router.run.registry import Registry, parse_function_name
 
@@ -93,12 +94,12 @@ async def invoke(request: web.BaseRequest, registry: Registry, text: str) -> web
         return aws_error(400, "InvalidParameterValueException",
                          "InvocationType Event (asynchronous invocation) is not supported by this "
                          "Headwater version yet; use RequestResponse")
-    if (reason := registry.unavailable()) is not None:
-        return aws_error(503, "ServiceException", reason, headers={"Retry-After": "1"})
     inv = Invocation(body, registry.loop.create_future(), source="invoke",
                      client_context=context, want_log=log_type == "Tail")
-    pool.submit(inv)
-    outcome = await inv.future
+    try:
+        outcome = await registry.intake.submit(pool, inv)
+    except Unavailable as e:
+        return aws_error(503, "ServiceException", str(e), headers={"Retry-After": "1"})
     out_headers = {"X-Amz-Executed-Version": "$LATEST", "x-amzn-RequestId": inv.request_id}
     if outcome.status == "throttled":
         reason = ("ReservedFunctionConcurrentInvocationLimitExceeded"

@@ -407,11 +407,12 @@ def test_every_invocation_has_exactly_one_complete_record(daemon: Daemon) -> Non
     r = daemon.invoke("returns", {"value": "metered"})
     record = daemon.record(r.headers["x-amzn-RequestId"])
     assert set(record) == {
-        "request_id", "function", "version", "source", "invocation_type", "start", "end",
+        "request_id", "function", "version", "source", "source_arn", "invocation_type", "start", "end",
         "duration_ms", "billed_duration_ms", "memory_mb", "max_memory_used_mb",
         "init_duration_ms", "cold", "outcome", "error_type", "worker_pid", "cost_usd"}
     assert record["function"] == "returns" and record["version"] == "$LATEST"
     assert record["source"] == "invoke" and record["invocation_type"] == "RequestResponse"
+    assert record["source_arn"] is None
     assert record["outcome"] == "success" and record["error_type"] is None
     assert record["billed_duration_ms"] >= record["duration_ms"] > 0
     assert record["billed_duration_ms"] - record["duration_ms"] < 1

@@ -182,6 +182,7 @@ class FunctionPool:
         self.closing = False
         self.empty_since = time.monotonic()  # when its last worker went (its fork server idles)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._room: list[asyncio.Future[None]] = []  # pollers waiting for room (see has_room)
 
     def _configure(self, fn: FunctionConfig) -> None:
         config, environ, logs = self._daemon
@@ -222,6 +223,27 @@ class FunctionPool:
         # so its record is written now rather than at the end of the loop iteration.
         self.meter.file.flush()
 
+    def has_room(self) -> bool:
+        """Whether one more invocation would start at once or wait behind no more than one per
+        worker: what a poller waits for before it receives more (``Intake.room``)."""
+        if self.idle:
+            return True
+        return len(self.queue) < min(self.config.max_queue, self.config.max_workers)
+
+    def room_waiter(self) -> asyncio.Future[None]:
+        waiter = asyncio.get_running_loop().create_future()
+        if self.closing:
+            waiter.set_result(None)
+        else:
+            self._room.append(waiter)
+        return waiter
+
+    def _wake_room(self) -> None:
+        waiters, self._room = self._room, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
     def _run(self, worker: Worker, inv: Invocation) -> None:
         inv.started = time.monotonic()
         inv.cold = worker.invocations == 0
@@ -244,9 +266,13 @@ class FunctionPool:
                 worker.stop()  # over its fair share: the slot goes to a function that waits
             else:
                 self._run(worker, self.queue.popleft())
+                if self._room:
+                    self._wake_room()
         else:
             worker.idle_since = time.monotonic()
             self.idle.append(worker)
+            if self._room:
+                self._wake_room()
 
     # --- outcomes --------------------------------------------------------------------------
 
@@ -359,6 +385,7 @@ class FunctionPool:
             # Nothing can serve the queue: each waiting caller gets the init error, as on Lambda.
             while self.queue:
                 self._fail_init(self.queue.popleft(), self.failure)
+            self._wake_room()
 
     # --- scaling and deadlines -------------------------------------------------------------
 
@@ -501,6 +528,7 @@ class FunctionPool:
         while self.queue:
             inv = self.queue.popleft()
             self._finish(inv, Outcome("throttled", b"", "ServiceUnavailable"))
+        self._wake_room()
         for worker in self.idle:
             worker.stop()
         self.idle.clear()

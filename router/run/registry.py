@@ -14,13 +14,23 @@ import msgspec
 from aiohttp import web
 
 from router.api.routes import RouteTable, parse_route
-from router.config import NAME_PATTERN, AuthMode, Config, FunctionUrl, api_auth_required, effective_auth
+from router.config import (
+    NAME_PATTERN,
+    AuthMode,
+    Config,
+    FunctionUrl,
+    api_auth_required,
+    effective_auth,
+    http_triggers,
+)
+from router.intake.intake import Intake
 from router.metering.record import Meter
 from router.metering.sink import LogWriter
 from router.run.capacity import Capacity
 from router.run.isolation import Isolation
 from router.run.pool import FunctionPool
 from router.store.store import Deployed, Store, stamp
+from sources.mappings import Mappings
 from workers.process import BOOTSTRAP
 
 log = logging.getLogger("headwater.registry")
@@ -65,6 +75,7 @@ class Registry:
     def __init__(self, config: Config, environ: Mapping[str, str]) -> None:
         self.config = config
         self.meter = Meter(config.metering)
+        self.intake = Intake(self.meter)
         self.loop = asyncio.get_running_loop()
         self.logs = LogWriter(2, delay=LOG_FLUSH_S)  # function logs share the daemon's stderr
         self._environ = dict(environ)
@@ -97,9 +108,9 @@ class Registry:
                                                             url=FunctionUrl(enabled=False))
             self._add(deployed)
         self.routes = RouteTable([parse_route(t.route, f.name, t.auth)
-                                  for f in config.functions for t in f.triggers])
+                                  for f in config.functions for t in http_triggers(f)])
+        self.mappings = Mappings(config, self.intake, self.lookup)  # SQS and S3 triggers
         self.api_mode: AuthMode = "api" if api_auth_required(config.server) else "none"
-        self.draining = False
         self._ticker: asyncio.Task[None] | None = None
 
     def lookup(self, name: str) -> FunctionPool | None:
@@ -150,18 +161,14 @@ class Registry:
         url = pool.config.url
         return effective_auth(url.auth, self.config.server) if url.enabled else None
 
-    def unavailable(self) -> str | None:
-        """Why new invocations are refused (503), if they are: no invocation may start that
-        could not be metered."""
-        if self.draining:
-            return "Headwater is shutting down"
-        if self.meter.failing:
-            return "Headwater cannot write metering records at the moment"
-        return None
+    @property
+    def draining(self) -> bool:
+        return self.intake.draining
 
     def start(self) -> None:
         for pool in self.pools.values():
             pool.start()
+        self.mappings.start()
         self._ticker = asyncio.create_task(self._tick())
 
     async def _tick(self) -> None:
@@ -184,10 +191,12 @@ class Registry:
 
     async def close(self, grace_s: float) -> None:
         """Drain: refuse new work, let running invocations finish within ``grace_s``, then kill."""
-        self.draining = True
+        self.intake.draining = True
+        self.mappings.stop()  # pollers receive no more; the batches they hold run on
         # Functions being deleted too: their deletes are still draining them, and must not
         # outlive the daemon's grace.
         await _drain([*self.pools.values(), *self.deleting.values()], grace_s)
+        await self.mappings.close()  # what succeeded is deleted from its queue
         if self._ticker is not None:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -1,0 +1,213 @@
+"""Event source mappings: the SQS and S3 triggers of config.toml and those made through the Lambda
+API, their pollers, and their persistence (``data_dir/event-source-mappings.json``).
+
+A config trigger's mapping has a UUID derived from its function and place, so it is the same across
+restarts, and it is read-only through the API, as a config function is. An API mapping is kept
+across restarts, its pollers started again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from router.config import Config, S3Trigger, SqsTrigger, filter_patterns
+from router.intake.intake import Intake
+from sources.aws import Clients
+from sources.filters import compile_filters
+from sources.poller import Poller, S3Match, Target, queue_problem
+from sources.sqs_event import queue_arn_of, queue_url_of
+
+if TYPE_CHECKING:
+    from router.run.pool import FunctionPool
+
+log = logging.getLogger("headwater.sources")
+
+FILE = "event-source-mappings.json"
+CONFIG_NAMESPACE = uuid.UUID("5b7f2e0a-63c1-4c5e-9d8e-6f1f6a3c2b10")  # of config triggers' UUIDs
+STOP_S = 10.0  # how long a stopping poller may take to delete what succeeded
+
+
+class Mapping(msgspec.Struct):
+    """One event source mapping, as stored; the API's names are in ``report``."""
+
+    uuid: str
+    function: str
+    event_source_arn: str  # the queue's ARN
+    queue_url: str
+    batch_size: int = 10
+    window_s: int = 0
+    enabled: bool = True
+    filters: list[str] = []
+    report_failures: bool = False
+    concurrency: int | None = None
+    endpoint_url: str = ""
+    region: str = ""
+    s3: S3Match | None = None
+    from_config: bool = False
+    last_modified: float = 0.0
+    # Why it is not running although enabled ("" when it is): a queue refused at start.
+    refused: str = ""
+
+
+def config_mappings(config: Config, clients: Clients) -> list[Mapping]:
+    out = []
+    for fn in config.functions:
+        for i, trigger in enumerate(fn.triggers):
+            if not isinstance(trigger, SqsTrigger | S3Trigger):
+                continue
+            if not (trigger.queue_url or trigger.queue_arn):
+                continue  # an S3 trigger for the webhook only
+            endpoint, region = clients.where(trigger.endpoint_url, trigger.region)
+            if trigger.queue_arn:
+                arn, url = trigger.queue_arn, queue_url_of(trigger.queue_arn, endpoint or None)
+            else:
+                arn, url = queue_arn_of(trigger.queue_url, region), trigger.queue_url
+            s3 = None
+            filters: list[str] = []
+            report = False
+            if isinstance(trigger, S3Trigger):
+                s3 = S3Match(trigger.bucket, tuple(trigger.events), trigger.prefix, trigger.suffix)
+            else:
+                filters, report = filter_patterns(trigger.filters), trigger.report_batch_item_failures
+            out.append(Mapping(
+                uuid=str(uuid.uuid5(CONFIG_NAMESPACE, f"{fn.name}/{i}")), function=fn.name,
+                event_source_arn=arn, queue_url=url, batch_size=trigger.batch_size,
+                window_s=trigger.batch_window_s, enabled=trigger.enabled, filters=filters,
+                report_failures=report, concurrency=trigger.maximum_concurrency,
+                endpoint_url=trigger.endpoint_url, region=trigger.region, s3=s3, from_config=True,
+                last_modified=time.time()))
+    return out
+
+
+class Mappings:
+    def __init__(self, config: Config, intake: Intake,
+                 lookup: Callable[[str], FunctionPool | None]) -> None:
+        self.config = config
+        self.intake = intake
+        self.lookup = lookup
+        self.clients = Clients(config.aws, config.server.region)
+        self.path = Path(config.server.data_dir) / FILE
+        self.mappings: dict[str, Mapping] = {}
+        self.pollers: dict[str, Poller] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        for m in [*config_mappings(config, self.clients), *self._load()]:
+            self.mappings[m.uuid] = m
+
+    def _load(self) -> list[Mapping]:
+        try:
+            return msgspec.json.decode(self.path.read_bytes(), type=list[Mapping])
+        except FileNotFoundError:
+            return []
+        except (OSError, msgspec.DecodeError, msgspec.ValidationError) as e:
+            log.error("%s: cannot read (%s); API-made event source mappings are not running",
+                      self.path, e)
+            return []
+
+    def save(self) -> None:
+        stored = [m for m in self.mappings.values() if not m.from_config]
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.path.with_suffix(".tmp")
+        temporary.write_bytes(msgspec.json.encode(stored))
+        os.replace(temporary, self.path)
+
+    def target(self, m: Mapping) -> Target:
+        endpoint, region = self.clients.where(m.endpoint_url, m.region)
+        pool = self.lookup(m.function)
+        concurrency = m.concurrency or max(1, pool.config.max_workers if pool is not None else 1)
+        return Target(
+            uuid=m.uuid, function=m.function, queue_url=m.queue_url, queue_arn=m.event_source_arn,
+            region=region, endpoint_url=endpoint, batch_size=m.batch_size, window_s=m.window_s,
+            concurrency=concurrency, report_failures=m.report_failures,
+            filters=compile_filters(m.filters) if m.filters else None, s3=m.s3)
+
+    async def problem(self, m: Mapping) -> str | None:
+        """Why the mapping's queue cannot serve its function (Lambda's refusal), if it cannot."""
+        pool = self.lookup(m.function)
+        timeout = pool.config.timeout_s if pool is not None else 0
+        return await queue_problem(self.clients, self.target(m), timeout)
+
+    # --- running ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        for m in self.mappings.values():
+            if m.enabled:
+                self._begin(m)
+
+    def _begin(self, m: Mapping) -> None:
+        """Check a config mapping's queue first (Lambda refuses it at creation; config.toml can
+        only be refused here), then poll."""
+        if m.from_config:
+            task = asyncio.ensure_future(self._checked_start(m))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        else:
+            self.run(m)
+
+    async def _checked_start(self, m: Mapping) -> None:
+        try:
+            refused = await self.problem(m)
+        except Exception as e:  # an endpoint down at start: poll anyway, the poller retries
+            log.warning("%s: cannot check queue %s yet (%s)", m.function, m.event_source_arn, e)
+            refused = None
+        if refused:
+            m.refused = refused
+            log.error("%s: trigger on %s refused: %s", m.function, m.event_source_arn, refused)
+        elif self.intake.draining:
+            return
+        else:
+            self.run(m)
+
+    def run(self, m: Mapping) -> None:
+        m.refused = ""
+        poller = Poller(self.target(m), self.clients, self.intake, self.lookup)
+        self.pollers[m.uuid] = poller
+        poller.start()
+
+    async def halt(self, m: Mapping) -> None:
+        poller = self.pollers.pop(m.uuid, None)
+        if poller is not None:
+            poller.stop()
+            await poller.wait(STOP_S)
+
+    def stop(self) -> None:
+        """Receive no more (at shutdown, before the functions drain)."""
+        for task in self._tasks:
+            task.cancel()
+        for poller in self.pollers.values():
+            poller.stop()
+
+    async def close(self) -> None:
+        """Once the functions have drained: let the pollers delete what succeeded, then close."""
+        await asyncio.gather(*(p.wait(STOP_S) for p in self.pollers.values()))
+        await self.clients.close()
+
+    # --- reporting -------------------------------------------------------------------------
+
+    def state(self, m: Mapping) -> str:
+        return "Enabled" if m.enabled else "Disabled"
+
+    def health(self) -> dict[str, dict[str, str]]:
+        """The mappings that are not polling as they should, for /readyz."""
+        out = {}
+        for m in self.mappings.values():
+            poller = self.pollers.get(m.uuid)
+            problem = m.refused or (poller.problem if poller is not None else None)
+            if m.enabled and problem:
+                out[m.uuid] = {"function": m.function, "eventSourceArn": m.event_source_arn,
+                               "problem": problem}
+        return out
+
+    def last_result(self, m: Mapping) -> str:
+        if m.refused:
+            return f"PROBLEM: {m.refused}"
+        poller = self.pollers.get(m.uuid)
+        return poller.last_result if poller is not None else "No records processed"

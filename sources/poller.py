@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from botocore.exceptions import BotoCoreError, ClientError
 
-from router.intake.intake import Intake, Unavailable
+from router.intake.intake import Intake, Reservation, Unavailable
 from router.intake.invocation import MAX_SYNC_PAYLOAD, Invocation, Outcome
 from sources import s3_event, sqs_event
 from sources.aws import LONG_POLL_S, Clients, backoff_s
@@ -153,36 +153,41 @@ class Poller:
         carry: list[dict[str, Any]] = []
         while not self.stopping:
             pool = self.lookup(self.target.function)
-            if pool is None or not await self.intake.room(pool) or self.stopping:
+            reservation = await self.intake.room(pool) if pool is not None else None
+            if pool is None or reservation is None:
                 break
             try:
-                messages = await self._gather(carry)
-            except asyncio.CancelledError:
                 if self.stopping:
                     break
-                raise
-            except ENDPOINT_ERRORS as e:
-                failures += 1
-                self._failed(e)
-                await asyncio.sleep(backoff_s(failures, random.random()))
-                continue
-            if failures or self.problem:
-                failures = 0
-                self._recovered()
-            if messages is None:
-                continue
-            messages, carry = messages
-            asked = min(MAX_RECEIVE, self.target.batch_size)
-            wanted = pollers_wanted(len(self.loops), len(messages), asked, self.target.concurrency)
-            if wanted > len(self.loops) and not self.stopping:
-                self._spawn()
-            if messages:
-                await self._process(pool, messages)
-            elif wanted < len(self.loops):
-                break
+                try:
+                    gathered = await self._gather(carry)
+                except asyncio.CancelledError:
+                    if self.stopping:
+                        break
+                    raise
+                except ENDPOINT_ERRORS as e:
+                    failures += 1
+                    self._failed(e)
+                    reservation.release()
+                    await asyncio.sleep(backoff_s(failures, random.random()))
+                    continue
+                if failures or self.problem:
+                    failures = 0
+                    self._recovered()
+                messages, carry = gathered
+                asked = min(MAX_RECEIVE, self.target.batch_size)
+                wanted = pollers_wanted(len(self.loops), len(messages), asked, self.target.concurrency)
+                if wanted > len(self.loops) and not self.stopping:
+                    self._spawn()
+                if messages:
+                    await self._process(pool, messages, reservation)
+                elif wanted < len(self.loops):
+                    break
+            finally:
+                reservation.release()
 
     async def _gather(self, carry: list[dict[str, Any]]
-                      ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]] | None:
+                      ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """Receive one batch: up to batch_size messages, within the batching window from the first
         (one receive when the window is 0), and under Lambda's 6 MB payload. Returns the batch and
         the messages received beyond it, which start the next."""
@@ -227,26 +232,29 @@ class Poller:
         finally:
             self._receiving.discard(task)
 
-    async def _process(self, pool: FunctionPool, messages: list[dict[str, Any]]) -> None:
+    async def _process(self, pool: FunctionPool, messages: list[dict[str, Any]],
+                       reservation: Reservation) -> None:
         target = self.target
         records = [sqs_event.sqs_record(m, target.queue_arn, target.region) for m in messages]
         if target.s3 is not None:
-            done = await self._run_s3(pool, records)
+            done = await self._run_s3(pool, records, reservation)
         else:
-            done = await self._run_sqs(pool, records)
+            done = await self._run_sqs(pool, records, reservation)
         await self._delete([m for m, ok in zip(messages, done, strict=True) if ok])
 
-    async def _run_sqs(self, pool: FunctionPool, records: list[dict[str, Any]]) -> list[bool]:
+    async def _run_sqs(self, pool: FunctionPool, records: list[dict[str, Any]],
+                       reservation: Reservation) -> list[bool]:
         filters = self.target.filters
         matched = [r for r in records if filters is None or filters.matches(r)]
         self.stats["filtered"] += len(records) - len(matched)
         if not matched:
             return [True] * len(records)  # filtered out: deleted without an invocation, as Lambda
-        outcome = await self._invoke(pool, sqs_event.sqs_event(matched))
+        outcome = await self._invoke(pool, sqs_event.sqs_event(matched), reservation)
         kept = kept_ids(self.target, matched, outcome)
         return [r["messageId"] not in kept for r in records]
 
-    async def _run_s3(self, pool: FunctionPool, records: list[dict[str, Any]]) -> list[bool]:
+    async def _run_s3(self, pool: FunctionPool, records: list[dict[str, Any]],
+                      reservation: Reservation) -> list[bool]:
         s3 = self.target.s3
         assert s3 is not None
         invocations: list[tuple[int, asyncio.Future[Outcome | None]]] = []
@@ -262,18 +270,21 @@ class Poller:
                       and s3_event.wanted(item, s3.events, s3.prefix, s3.suffix)]
             if not chosen:
                 self.stats["filtered"] += 1  # the test event, or records it does not want
-            invocations += [(i, asyncio.ensure_future(self._invoke(pool, s3_event.s3_event([item]))))
-                            for item in chosen]
+            invocations += [
+                (i, asyncio.ensure_future(self._invoke(pool, s3_event.s3_event([item]), reservation)))
+                for item in chosen]
         for i, future in invocations:
             outcome = await future
             if outcome is None or outcome.status != "success":
                 done[i] = False
         return done
 
-    async def _invoke(self, pool: FunctionPool, event: dict[str, Any]) -> Outcome | None:
+    async def _invoke(self, pool: FunctionPool, event: dict[str, Any],
+                      reservation: Reservation) -> Outcome | None:
         inv = Invocation(msgspec.json.encode(event), asyncio.get_running_loop().create_future(),
                          source=self.target.kind, source_arn=self.target.source_arn)
         self.stats["invocations"] += 1
+        reservation.release()  # the invocation takes the room it held
         try:
             outcome = await self.intake.submit(pool, inv)
         except Unavailable:

@@ -167,7 +167,8 @@ def make_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[.
         for name, text in (files or {}).items():
             (folder / name).parent.mkdir(parents=True, exist_ok=True)
             (folder / name).write_text(textwrap.dedent(text))
-        config = f"[server]\nshutdown_grace_s = 10\n{server}\n{functions}"
+        grace = "" if "shutdown_grace_s" in server else "shutdown_grace_s = 10\n"
+        config = f"[server]\n{grace}{server}\n{functions}"
         daemon = Daemon(folder, config).start()
         started.append(daemon)
         return daemon

@@ -32,6 +32,10 @@ async def readyz(request: web.BaseRequest, registry: Registry, _: str) -> web.Re
     # Which isolation is in force, so an operator sees a daemon that fell back to polling memory.
     isolation = {"sandbox": registry.isolation.config.mode,
                  "memory_limits": registry.isolation.memory_limit}
+    # Triggers that cannot poll are shown, but the daemon stays ready: its other functions, and
+    # its HTTP triggers, still serve.
+    if problems := registry.mappings.health():
+        isolation["triggers"] = problems
     if registry.draining:
         return web.json_response({"status": "draining", **isolation}, status=503)
     if registry.meter.failing:

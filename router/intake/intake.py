@@ -50,9 +50,28 @@ class Intake:
         pool.submit(inv)
         return inv.future
 
-    async def room(self, pool: FunctionPool) -> bool:
-        """Wait until ``pool`` can take an invocation at once or behind no more than one per worker;
-        False once the daemon drains or the function goes (a poller then stops receiving)."""
+    async def room(self, pool: FunctionPool) -> Reservation | None:
+        """Wait until ``pool`` can take an invocation at once or behind no more than one per worker,
+        and hold that room until the returned reservation is released (at the poller's first
+        submit, or when it received nothing); None once the daemon drains or the function goes
+        (a poller then stops receiving)."""
         while not (self.draining or pool.closing or pool.has_room()):
             await pool.room_waiter()  # resolved when its queue shrinks, or when it closes
-        return not (self.draining or pool.closing)
+        if self.draining or pool.closing:
+            return None
+        return Reservation(pool)
+
+
+class Reservation:
+    __slots__ = ("pool",)
+
+    def __init__(self, pool: FunctionPool) -> None:
+        self.pool: FunctionPool | None = pool
+        pool.reserved += 1
+
+    def release(self) -> None:
+        if self.pool is not None:
+            self.pool.reserved -= 1
+            if self.pool.has_room():
+                self.pool.wake_room()
+            self.pool = None

@@ -183,6 +183,7 @@ class FunctionPool:
         self.empty_since = time.monotonic()  # when its last worker went (its fork server idles)
         self._tasks: set[asyncio.Task[None]] = set()
         self._room: list[asyncio.Future[None]] = []  # pollers waiting for room (see has_room)
+        self.reserved = 0  # room taken by pollers whose invocation is not submitted yet
 
     def _configure(self, fn: FunctionConfig) -> None:
         config, environ, logs = self._daemon
@@ -226,9 +227,9 @@ class FunctionPool:
     def has_room(self) -> bool:
         """Whether one more invocation would start at once or wait behind no more than one per
         worker: what a poller waits for before it receives more (``Intake.room``)."""
-        if self.idle:
-            return True
-        return len(self.queue) < min(self.config.max_queue, self.config.max_workers)
+        waiting = len(self.queue) + self.reserved
+        return len(self.idle) > self.reserved or \
+            waiting < min(self.config.max_queue, self.config.max_workers)
 
     def room_waiter(self) -> asyncio.Future[None]:
         waiter = asyncio.get_running_loop().create_future()
@@ -238,7 +239,7 @@ class FunctionPool:
             self._room.append(waiter)
         return waiter
 
-    def _wake_room(self) -> None:
+    def wake_room(self) -> None:
         waiters, self._room = self._room, []
         for waiter in waiters:
             if not waiter.done():
@@ -267,12 +268,12 @@ class FunctionPool:
             else:
                 self._run(worker, self.queue.popleft())
                 if self._room:
-                    self._wake_room()
+                    self.wake_room()
         else:
             worker.idle_since = time.monotonic()
             self.idle.append(worker)
             if self._room:
-                self._wake_room()
+                self.wake_room()
 
     # --- outcomes --------------------------------------------------------------------------
 
@@ -385,7 +386,7 @@ class FunctionPool:
             # Nothing can serve the queue: each waiting caller gets the init error, as on Lambda.
             while self.queue:
                 self._fail_init(self.queue.popleft(), self.failure)
-            self._wake_room()
+            self.wake_room()
 
     # --- scaling and deadlines -------------------------------------------------------------
 
@@ -528,7 +529,7 @@ class FunctionPool:
         while self.queue:
             inv = self.queue.popleft()
             self._finish(inv, Outcome("throttled", b"", "ServiceUnavailable"))
-        self._wake_room()
+        self.wake_room()
         for worker in self.idle:
             worker.stop()
         self.idle.clear()

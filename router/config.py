@@ -20,6 +20,7 @@ import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 import msgspec
 from msgspec import Meta, Struct
@@ -349,6 +350,30 @@ def is_loopback(host: str) -> bool:
 
 def function_arn(server: ServerConfig, name: str) -> str:
     return f"arn:aws:lambda:{server.region}:{server.account_id}:function:{name}"
+
+
+def function_aws_env(fn: FunctionConfig, aws: AwsConfig) -> dict[str, str]:
+    """What a function gets of AWS, as from its execution role on Lambda: the credentials (its
+    own, or [aws].functions') and the endpoint, which boto3 honours in AWS_ENDPOINT_URL."""
+    env = {"AWS_ENDPOINT_URL": aws.endpoint_url} if aws.endpoint_url else {}
+    credentials = fn.credentials or aws.functions
+    if credentials is not None:
+        env |= {"AWS_ACCESS_KEY_ID": credentials.access_key_id,
+                "AWS_SECRET_ACCESS_KEY": credentials.secret_access_key}
+        if credentials.session_token:
+            env["AWS_SESSION_TOKEN"] = credentials.session_token
+    return env
+
+
+def loopback_port(url: str) -> int | None:
+    """The port of an http(s) URL on the host's loopback, which a sandboxed function can reach
+    only when granted; None for any other URL."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return None
+    return port if parts.hostname and is_loopback(parts.hostname) else None
 
 
 def has_credentials(server: ServerConfig) -> bool:

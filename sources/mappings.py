@@ -75,7 +75,8 @@ def config_mappings(config: Config, clients: Clients) -> list[Mapping]:
             filters: list[str] = []
             report = False
             if isinstance(trigger, S3Trigger):
-                s3 = S3Match(trigger.bucket, tuple(trigger.events), trigger.prefix, trigger.suffix)
+                s3 = S3Match(trigger.bucket, tuple(trigger.events), trigger.prefix, trigger.suffix,
+                             trigger.manage_notifications)
             else:
                 filters, report = filter_patterns(trigger.filters), trigger.report_batch_item_failures
             out.append(Mapping(
@@ -154,6 +155,8 @@ class Mappings:
 
     async def _checked_start(self, m: Mapping) -> None:
         try:
+            if m.s3 is not None and m.s3.manage:
+                await self._notify(m)
             refused = await self.problem(m)
         except Exception as e:  # an endpoint down at start: poll anyway, the poller retries
             log.warning("%s: cannot check queue %s yet (%s)", m.function, m.event_source_arn, e)
@@ -166,8 +169,32 @@ class Mappings:
         else:
             self.run(m)
 
+    async def _notify(self, m: Mapping) -> None:
+        """Make the bucket notify the trigger's queue: this trigger's entry (by its Id) is
+        written, the bucket's other notifications kept."""
+        s3 = m.s3
+        assert s3 is not None
+        client = await self.clients.client("s3", m.endpoint_url, m.region)
+        current = await client.get_bucket_notification_configuration(Bucket=s3.bucket)
+        current.pop("ResponseMetadata", None)
+        ident = f"headwater-{m.uuid}"
+        entry: dict[str, object] = {"Id": ident, "QueueArn": m.event_source_arn,
+                                    "Events": list(s3.events)}
+        rules = [{"Name": name, "Value": value}
+                 for name, value in (("prefix", s3.prefix), ("suffix", s3.suffix)) if value]
+        if rules:
+            entry["Filter"] = {"Key": {"FilterRules": rules}}
+        queues = [q for q in current.get("QueueConfigurations", []) if q.get("Id") != ident]
+        await client.put_bucket_notification_configuration(
+            Bucket=s3.bucket, NotificationConfiguration={**current,
+                                                         "QueueConfigurations": [*queues, entry]})
+        log.info("%s: bucket %s notifies %s", m.function, s3.bucket, m.event_source_arn)
+
     def run(self, m: Mapping) -> None:
+        """Start polling (callers halt a mapping's pollers before starting new ones)."""
         m.refused = ""
+        if (old := self.pollers.get(m.uuid)) is not None:
+            old.stop()
         poller = Poller(self.target(m), self.clients, self.intake, self.lookup)
         self.pollers[m.uuid] = poller
         poller.start()

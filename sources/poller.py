@@ -50,6 +50,7 @@ class S3Match(msgspec.Struct, frozen=True):
     events: tuple[str, ...]
     prefix: str = ""
     suffix: str = ""
+    manage: bool = False  # Headwater writes the bucket's notification configuration
 
 
 class Target(msgspec.Struct, frozen=True):
@@ -145,6 +146,8 @@ class Poller:
             _, pending = await asyncio.wait(self.loops, timeout=timeout_s)
             for task in pending:
                 task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=1.0)
 
     # --- one poller ------------------------------------------------------------------------
 

@@ -160,13 +160,16 @@ def make_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[.
     at the end of the module."""
     started: list[Daemon] = []
 
-    def make(functions: str, files: dict[str, str] | None = None, server: str = "") -> Daemon:
+    def make(functions: str, files: dict[str, str] | None = None, server: str = "",
+             before_start: Callable[[Path], None] | None = None) -> Daemon:
         folder = tmp_path_factory.mktemp("daemon")
         shutil.copytree(FUNCTIONS, folder / "functions",
                         ignore=shutil.ignore_patterns("__pycache__"))
         for name, text in (files or {}).items():
             (folder / name).parent.mkdir(parents=True, exist_ok=True)
             (folder / name).write_text(textwrap.dedent(text))
+        if before_start is not None:
+            before_start(folder)
         grace = "" if "shutdown_grace_s" in server else "shutdown_grace_s = 10\n"
         config = f"[server]\n{grace}{server}\n{functions}"
         daemon = Daemon(folder, config).start()

@@ -15,7 +15,7 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
-from router.api import management, urls
+from router.api import esm, management, urls
 from router.api.awserror import aws_error
 from router.api.body import Refusal, take_body
 from router.api.httplog import RequestErrors
@@ -64,9 +64,11 @@ async def unknown_operation(request: web.BaseRequest, registry: Registry, _: str
 
 
 FUNCTIONS = "/2015-03-31/functions"
+MAPPINGS = "/2015-03-31/event-source-mappings"
 URLS = "/urls/"
 _COLLECTION: dict[str, Handler] = {"GET": management.list_functions,
                                    "POST": management.create_function}
+_MAPPINGS: dict[str, Handler] = {"GET": esm.list_mappings, "POST": esm.create_mapping}
 # The operations endpoints, with /metrics open: what [server].metrics_listen serves.
 OPERATIONS: dict[str, dict[str, Handler]] = {
     "/healthz": {"GET": healthz},
@@ -79,9 +81,12 @@ PATHS: dict[str, dict[str, Handler]] = {
     "/metrics": {"GET": metrics},
     FUNCTIONS: _COLLECTION,
     FUNCTIONS + "/": _COLLECTION,
+    MAPPINGS: _MAPPINGS,
+    MAPPINGS + "/": _MAPPINGS,
 }
 # The Lambda API on one resource, PREFIX/NAME[/OPERATION], by prefix, operation and method: the
-# function operations (Invoke first, the hot path), function URL configs, and tags (of an ARN).
+# function operations (Invoke first, the hot path), function URL configs, tags (of an ARN), and
+# event source mappings (by UUID).
 RESOURCES: dict[str, dict[str, dict[str, Handler]]] = {
     FUNCTIONS + "/": {
         "": {"GET": management.get_function, "DELETE": management.delete_function},
@@ -98,6 +103,9 @@ RESOURCES: dict[str, dict[str, dict[str, Handler]]] = {
     "/2017-03-31/tags/": {
         "": {"GET": management.list_tags, "POST": management.tag_resource,
              "DELETE": management.untag_resource},
+    },
+    MAPPINGS + "/": {
+        "": {"GET": esm.get_mapping, "PUT": esm.update_mapping, "DELETE": esm.delete_mapping},
     },
 }
 _LAMBDA_API = re.compile(r"/20\d\d-\d\d-\d\d/")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 
-from router.config import Config, FunctionConfig
+from router.config import Config, FunctionConfig, loopback_port
 from workers import cgroups
 from workers.runtimes import Launcher
 from workers.sandbox import Network, Sandbox, missing_tools
@@ -37,6 +37,7 @@ def running_uids() -> set[int]:
 class Isolation:
     def __init__(self, config: Config, bootstrap: str) -> None:
         self.config = config.sandbox
+        self.aws_port = loopback_port(config.aws.endpoint_url) if config.aws.endpoint_url else None
         self.enabled = self.config.mode == "bubblewrap"
         self.bootstrap = bootstrap
         self.as_root = os.geteuid() == 0
@@ -75,10 +76,14 @@ class Isolation:
     def sandbox(self, fn: FunctionConfig, launcher: Launcher) -> Sandbox | None:
         if not self.enabled:
             return None
-        ports = tuple(sorted({int(endpoint.rpartition(":")[2]) for endpoint in fn.allow}))
+        ports = {int(endpoint.rpartition(":")[2]) for endpoint in fn.allow}
+        # The AWS endpoint the function is given (AWS_ENDPOINT_URL) is granted with it, as a
+        # Lambda function reaches the services its role allows.
+        if (aws := self.aws_port) is not None:
+            ports.add(aws)
         return Sandbox(uid=self._uid(fn.name) if self.as_root else None, code=fn.code,
                        bootstrap=self.bootstrap, runtime=launcher.folders, files=launcher.files,
-                       tmp_mb=fn.ephemeral_storage_mb, network=Network(fn.network, ports))
+                       tmp_mb=fn.ephemeral_storage_mb, network=Network(fn.network, tuple(sorted(ports))))
 
     def _uid(self, name: str) -> int:
         """A uid of the function's own, kept while it is deployed."""

@@ -21,7 +21,7 @@ from typing import cast
 
 import msgspec
 
-from router.config import Config, FunctionConfig, function_arn
+from router.config import Config, FunctionConfig, function_arn, function_aws_env
 from router.intake.invocation import Invocation, Outcome, Status
 from router.metering.record import Meter, billed_ms
 from router.metering.sink import LogWriter
@@ -94,7 +94,7 @@ def worker_env(fn: FunctionConfig, config: Config, environ: dict[str, str],
         path = ":".join([*launcher.path, "/usr/local/bin", "/usr/bin", "/bin"])
     else:
         path = environ.get("PATH", os.defpath)
-    return {"PATH": path} | fn.env | reserved
+    return {"PATH": path} | fn.env | function_aws_env(fn, config.aws) | reserved
 
 
 def worker_spec(fn: FunctionConfig, config: Config, environ: dict[str, str],

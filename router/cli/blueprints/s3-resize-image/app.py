@@ -1,7 +1,9 @@
 """Make a thumbnail of each image uploaded to a bucket: the classic ResizeImage function.
 
-Thumbnails go to the bucket ``<source bucket>-resized``, or to THUMBNAIL_BUCKET if it is set.
-Never write them back to the source bucket: each thumbnail would trigger this function again.
+Thumbnails go to the bucket ``<source bucket>-resized``, or to THUMBNAIL_BUCKET if it is set. With
+THUMBNAIL_PREFIX (say ``out/``) they go to the source bucket instead, the key's first folder (the
+trigger's prefix, say ``in/``) replaced by it. Never write them where the trigger looks: each
+thumbnail would trigger this function again.
 """
 
 import io
@@ -32,9 +34,13 @@ def handler(event, context):
         bucket = record["s3"]["bucket"]["name"]
         # S3 form-URL-encodes the key in notifications: "my photo.jpg" arrives as "my+photo.jpg".
         key = unquote_plus(record["s3"]["object"]["key"])
-        target = os.environ.get("THUMBNAIL_BUCKET") or f"{bucket}-resized"
+        prefix = os.environ.get("THUMBNAIL_PREFIX")
+        if prefix:
+            target, out_key = bucket, prefix + key.partition("/")[2]
+        else:
+            target, out_key = os.environ.get("THUMBNAIL_BUCKET") or f"{bucket}-resized", key
         original = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
         thumbnail, content_type = resize_image(original)
-        s3.put_object(Bucket=target, Key=key, Body=thumbnail, ContentType=content_type)
-        written.append(key)
+        s3.put_object(Bucket=target, Key=out_key, Body=thumbnail, ContentType=content_type)
+        written.append(out_key)
     return written

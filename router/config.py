@@ -534,6 +534,16 @@ def check(config: Config, path: str | None) -> None:
         if f.min_workers > f.max_workers:
             raise ConfigError(f"{at}.min_workers: expected at most max_workers ({f.max_workers}), "
                               f"got {f.min_workers}")
+    webhooks: set[str] = set()
+    for i, f in enumerate(config.functions):
+        for j, trigger in enumerate(f.triggers):
+            if isinstance(trigger, S3Trigger):
+                # Its webhook, POST /events/s3/NAME, names one trigger.
+                name = trigger.name or f.name
+                if name in webhooks:
+                    raise ConfigError(f"functions[{i}].triggers[{j}].name: another S3 trigger is "
+                                      f"named {json.dumps(name)} already (give each a name)")
+                webhooks.add(name)
     floors = sum(f.min_workers for f in config.functions)
     if floors > server.max_workers:
         # Warm floors that fill the daemon's cap would leave other functions no worker at all.

@@ -60,6 +60,8 @@ def event_matches(pattern: str, event_name: str) -> bool:
     (``ObjectCreated:Put``), which S3 writes without the ``s3:`` of the type's name."""
     if not pattern.startswith(EVENT_TYPE_PREFIX):
         return False
+    # MinIO's webhook writes the name with the type's prefix: "s3:ObjectCreated:Put".
+    event_name = event_name.removeprefix(EVENT_TYPE_PREFIX)
     kind = pattern.removeprefix(EVENT_TYPE_PREFIX)
     # S3's only wildcard is a whole last part: "s3:ObjectCreated:*", never "s3:Object*".
     if kind.endswith(":*"):

@@ -131,3 +131,29 @@ def test_the_resize_image_story(make_daemon: Callable[..., Daemon], moto: MotoSe
     finally:
         s3.close()
         sqs.close()
+
+
+MINIO_EVENT = {"EventName": "s3:ObjectCreated:Put", "Key": "drop/in/a b.txt", "Records": [
+    {"eventVersion": "2.0", "eventSource": "minio:s3", "awsRegion": "", "eventName": "s3:ObjectCreated:Put",
+     "s3": {"bucket": {"name": "drop"}, "object": {"key": "in%2Fa+b.txt", "size": 3}}},
+    {"eventVersion": "2.0", "eventSource": "minio:s3", "eventName": "s3:ObjectCreated:Put",
+     "s3": {"bucket": {"name": "drop"}, "object": {"key": "elsewhere%2Fc.txt", "size": 3}}}]}
+
+
+def test_the_webhook_takes_s3_events_pushed_with_a_token(make_daemon: Callable[..., Daemon]) -> None:
+    trigger = '[[functions.triggers]]\ntype = "s3"\nbucket = "drop"\nprefix = "in/"\nname = "drops"\n'
+    daemon = make_daemon(function_toml("drop", "prints.handler") + trigger,
+                         {"functions/prints.py": PRINTS}, server='tokens = ["s3-secret"]')
+    body = json.dumps(MINIO_EVENT).encode()
+    assert daemon.request("POST", "/events/s3/drops", body).status == 403  # no token
+    wrong = daemon.request("POST", "/events/s3/drops", body, {"Authorization": "Bearer nope"})
+    assert wrong.status == 403
+    token = {"Authorization": "Bearer s3-secret"}
+    assert daemon.request("POST", "/events/s3/other", body, token).status == 404
+    assert daemon.request("POST", "/events/s3/drops", b"{not json", token).status == 400
+    r = daemon.request("POST", "/events/s3/drops", body, token)
+    assert r.status == 200 and r.json() == {"invoked": 1, "failed": 0, "ignored": 1}
+    found = until(lambda: events(daemon), what="the pushed event")  # logs are flushed in batches
+    assert [e["Records"][0]["s3"]["object"]["key"] for e in found] == ["in%2Fa+b.txt"]
+    metered = [x for x in daemon.records() if x["function"] == "drop"]
+    assert [(x["source"], x["source_arn"]) for x in metered] == [("s3", "arn:aws:s3:::drop")]

@@ -21,7 +21,7 @@ from router.api.body import Refusal, take_body
 from router.api.httplog import RequestErrors
 from router.api.metrics import render
 from router.run.registry import Handler, Registry
-from sources import http_trigger, invoke_api
+from sources import http_trigger, invoke_api, s3_webhook
 
 
 async def healthz(request: web.BaseRequest, registry: Registry, _: str) -> web.Response:
@@ -117,6 +117,10 @@ def resolve(method: str, path: str) -> tuple[Handler, str]:
     an encoded slash stays inside the segment it was sent in; the name is decoded whole. A function
     URL is /urls/NAME[/…]; any other path under a Lambda API version is an unknown operation; every
     other request is for the declared HTTP routes."""
+    if path.startswith(s3_webhook.PREFIX) and method == "POST":
+        name = path[len(s3_webhook.PREFIX):]
+        if name and "/" not in name:
+            return s3_webhook.receive, unquote(name)
     if path.startswith(URLS):
         name = path[len(URLS):].partition("/")[0]
         if name:

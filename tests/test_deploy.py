@@ -21,6 +21,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 from conftest import Daemon, function_toml
 
+from router.cli.main import pip_command
 from router.config import FunctionConfig, parse
 from router.run import registry as registry_module
 from router.run.registry import Registry
@@ -270,6 +271,34 @@ def test_init_deploy_and_curl_the_function_url(daemon: Daemon, tmp_path: Path) -
     invoked = headwater("invoke", "thumbs", "--event", str(event), "--url", daemon.url, env=auth)
     assert invoked.returncode == 0, invoked.stderr
     assert json.loads(invoked.stdout)["statusCode"] == 200
+
+
+def test_deploy_builds_requirements_into_the_package(daemon: Daemon, tmp_path: Path) -> None:
+    """requirements.txt is installed into the package (pip install --target, wheels for the
+    runtime's platform), as sam build does: the function imports what neither runtime has."""
+    folder = tmp_path / "withdeps"
+    folder.mkdir()
+    (folder / "requirements.txt").write_text("tabulate==0.9.0\n")
+    (folder / "app.py").write_text("import tabulate\n\ndef handler(event, context):\n"
+                                   "    return tabulate.__version__\n")
+    auth = {"HEADWATER_TOKEN": "tok-123"}
+    deployed = headwater("deploy", str(folder), "--name", "withdeps", "--url", daemon.url, env=auth)
+    assert deployed.returncode == 0, deployed.stderr
+    assert not (folder / "tabulate").exists()  # built aside, not into the user's folder
+    r = daemon.invoke("withdeps", {}, headers={"Authorization": "Bearer tok-123"})
+    assert r.json() == "0.9.0", r
+    (folder / "requirements.txt").write_text("no-such-package-headwater==1\n")
+    failed = headwater("deploy", str(folder), "--name", "withdeps", "--url", daemon.url, env=auth)
+    assert failed.returncode == 1 and "cannot build" in failed.stderr
+
+
+def test_pip_command_targets_the_runtime_and_lambdas_platform() -> None:
+    command = pip_command("/py", Path("r.txt"), Path("/t"), "python3.12", "aarch64")
+    assert command[:3] == ["/py", "-m", "pip"]
+    assert command[command.index("--target"):command.index("--target") + 2] == ["--target", "/t"]
+    assert "--only-binary=:all:" in command
+    assert command[command.index("--platform") + 1] == "manylinux2014_aarch64"
+    assert command[command.index("--python-version") + 1] == "3.12"
 
 
 def test_deploy_signs_with_aws_credentials(daemon: Daemon, tmp_path: Path) -> None:

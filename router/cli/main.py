@@ -9,8 +9,11 @@ import io
 import json
 import logging
 import os
+import platform
 import stat
+import subprocess
 import sys
+import tempfile
 import urllib.error
 import urllib.request
 import zipfile
@@ -69,6 +72,8 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     deploy.add_argument("--timeout", type=int, help="timeout in seconds (1-900)")
     deploy.add_argument("--env", action="append", default=[], metavar="K=V",
                         help="an environment variable (repeatable)")
+    deploy.add_argument("--no-build", action="store_true",
+                        help="package the folder as it is, without installing its requirements.txt")
     deploy.add_argument("--function-url", choices=["NONE", "AWS_IAM"], metavar="AUTH",
                         help="give the function a function URL: NONE (open to anyone) or AWS_IAM "
                              "(SigV4 with the daemon's access keys); without it, a new function "
@@ -282,11 +287,37 @@ def package(folder: Path) -> list[tuple[str, Path]]:
     return sorted(found)
 
 
-def zip_folder(folder: Path) -> bytes:
-    """The folder as a deployment package: files relative to it, links stored as links."""
+def pip_command(python: str, requirements: Path, target: Path, runtime: str,
+                machine: str) -> list[str]:
+    """``pip install --target`` of a function's requirements, as ``sam build`` does: wheels only,
+    for the runtime's Python and Lambda's platform, whatever the machine deploying has."""
+    version = runtime.removeprefix("python")
+    return [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+            "--target", str(target), "-r", str(requirements), "--only-binary=:all:",
+            "--platform", f"manylinux2014_{machine}", "--implementation", "cp",
+            "--python-version", version]
+
+
+def build_requirements(folder: Path, runtime: str, target: Path) -> str | None:
+    """Install ``folder``'s requirements.txt into ``target``; the error if pip fails."""
+    command = pip_command(sys.executable, folder / "requirements.txt", target, runtime,
+                          platform.machine())
+    done = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    if done.returncode != 0:
+        return (done.stderr.strip() or done.stdout.strip() or f"pip exited {done.returncode}")
+    return None
+
+
+def zip_folder(folder: Path, built: Path | None = None) -> bytes:
+    """The folder as a deployment package: files relative to it, links stored as links; then
+    what was ``built`` from its requirements, at the root beside them (the folder's own files win)."""
     buffer = io.BytesIO()
+    entries = package(folder)
+    if built is not None:
+        own = {name for name, _ in entries}
+        entries += [(name, path) for name, path in package(built) if name not in own]
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, path in package(folder):
+        for name, path in entries:
             if path.is_symlink():
                 info = zipfile.ZipInfo(name)
                 info.create_system = 3  # Unix, so that the mode below reads as a link
@@ -310,7 +341,16 @@ def cmd_deploy(args: argparse.Namespace, api: Api) -> int:
         settings["Timeout"] = args.timeout
     if env:
         settings["Environment"] = {"Variables": env}
-    code = base64.b64encode(zip_folder(folder)).decode()
+    with tempfile.TemporaryDirectory(prefix="headwater-build-") as build:
+        built = None
+        if (folder / "requirements.txt").is_file() and args.runtime.startswith("python") \
+                and not args.no_build:
+            built = Path(build)
+            if (error := build_requirements(folder, args.runtime, built)) is not None:
+                print(f"headwater: cannot build {folder / 'requirements.txt'}:\n{error}",
+                      file=sys.stderr)
+                return 1
+        code = base64.b64encode(zip_folder(folder, built)).decode()
     try:
         _, _, body = api.call("GET", f"/2015-03-31/functions/{args.name}")
         exists = True

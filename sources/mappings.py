@@ -99,6 +99,7 @@ class Mappings:
         self.path = Path(config.server.data_dir) / FILE
         self.mappings: dict[str, Mapping] = {}
         self.pollers: dict[str, Poller] = {}
+        self.results: dict[str, str] = {}  # LastProcessingResult of mappings whose pollers stopped
         self._tasks: set[asyncio.Task[None]] = set()
         for m in [*config_mappings(config, self.clients), *self._load()]:
             self.mappings[m.uuid] = m
@@ -196,12 +197,14 @@ class Mappings:
         if (old := self.pollers.get(m.uuid)) is not None:
             old.stop()
         poller = Poller(self.target(m), self.clients, self.intake, self.lookup)
+        poller.last_result = self.results.get(m.uuid, poller.last_result)
         self.pollers[m.uuid] = poller
         poller.start()
 
     async def halt(self, m: Mapping) -> None:
         poller = self.pollers.pop(m.uuid, None)
         if poller is not None:
+            self.results[m.uuid] = poller.last_result  # Lambda keeps it across updates
             poller.stop()
             await poller.wait(STOP_S)
 
@@ -237,4 +240,6 @@ class Mappings:
         if m.refused:
             return f"PROBLEM: {m.refused}"
         poller = self.pollers.get(m.uuid)
-        return poller.last_result if poller is not None else "No records processed"
+        if poller is not None:
+            return poller.last_result
+        return self.results.get(m.uuid, "No records processed")

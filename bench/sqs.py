@@ -139,8 +139,8 @@ def main() -> None:
         url = sqs.create_queue(QueueName="idle", Attributes={"VisibilityTimeout": "30"})["QueueUrl"]
         with tempfile.TemporaryDirectory() as tmp:
             ms = latency(moto.endpoint, sqs, url, args.latency, Path(tmp) / "metering.jsonl")
-        print(f"idle latency SendMessage → invocation start: p50 {percentile(ms, 50):.1f} ms, "
-              f"p90 {percentile(ms, 90):.1f} ms ({len(ms)} messages)")
+        print(f"idle latency SendMessage → invocation start: p50 {percentile(ms, 0.5):.1f} ms, "
+              f"p90 {percentile(ms, 0.9):.1f} ms ({len(ms)} messages)")
         sqs.close()
 
 

@@ -11,9 +11,6 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from aiobotocore.config import AioConfig
-from aiobotocore.session import get_session
-
 from router.config import AwsConfig
 
 LONG_POLL_S = 20  # SQS's longest WaitTimeSeconds
@@ -32,7 +29,7 @@ class Clients:
     def __init__(self, aws: AwsConfig, default_region: str) -> None:
         self.aws = aws
         self.default_region = default_region
-        self._session = get_session()
+        self._session: Any = None
         self._stack = contextlib.AsyncExitStack()
         self._clients: dict[tuple[str, str, str], Any] = {}
 
@@ -45,6 +42,14 @@ class Clients:
         endpoint_url, region = self.where(endpoint_url, region)
         key = (service, endpoint_url, region)
         if key not in self._clients:
+            # Imported at the first client, not with the daemon: aiobotocore (botocore's clients
+            # and models) costs about a quarter of a second of start-up a daemon with no queue
+            # trigger would pay for nothing.
+            from aiobotocore.config import AioConfig
+            from aiobotocore.session import get_session
+
+            if self._session is None:
+                self._session = get_session()
             aws = self.aws
             keys: dict[str, str] = {}
             if aws.access_key_id:

@@ -115,12 +115,9 @@ def resolve(method: str, path: str) -> tuple[Handler, str]:
     """The handler for ``method`` on ``path``, and the function name the path carries ("" if
     none). ``path`` is percent-decoded except for ``%2F`` and ``%25`` (yarl's ``path_safe``), so
     an encoded slash stays inside the segment it was sent in; the name is decoded whole. A function
-    URL is /urls/NAME[/…]; any other path under a Lambda API version is an unknown operation; every
-    other request is for the declared HTTP routes."""
-    if path.startswith(s3_webhook.PREFIX) and method == "POST":
-        name = path[len(s3_webhook.PREFIX):]
-        if name and "/" not in name:
-            return s3_webhook.receive, unquote(name)
+    URL is /urls/NAME[/…]; any other path under a Lambda API version is an unknown operation; a POST
+    to /events/s3/NAME is an S3 trigger's webhook; every other request is for the declared HTTP
+    routes."""
     if path.startswith(URLS):
         name = path[len(URLS):].partition("/")[0]
         if name:
@@ -137,6 +134,11 @@ def resolve(method: str, path: str) -> tuple[Handler, str]:
                 if name and handler is not None:
                     return handler, unquote(name)
         return unknown_operation, ""
+    # After the Invoke API and function URLs, which are the hot paths: a webhook call is rare.
+    if path.startswith(s3_webhook.PREFIX) and method == "POST":
+        name = path[len(s3_webhook.PREFIX):]
+        if name and "/" not in name:
+            return s3_webhook.receive, unquote(name)
     return http_trigger.route, ""
 
 

@@ -26,6 +26,7 @@ import msgspec
 from msgspec import Meta, Struct
 
 from router.api.routes import Route, RouteError, RouteTable, parse_route
+from sources.filters import FilterError, compile_filters
 from workers import runtimes
 from workers.runtimes import BadRuntime, probe
 
@@ -441,8 +442,6 @@ def queue_trigger_problem(trigger: SqsTrigger | S3Trigger) -> str | None:
     if problem := batching_problem(trigger.batch_size, trigger.batch_window_s, queue.endswith(".fifo")):
         return problem
     if isinstance(trigger, SqsTrigger) and trigger.filters:
-        from sources.filters import FilterError, compile_filters  # the daemon's, not the client's
-
         try:
             compile_filters(filter_patterns(trigger.filters))
         except FilterError as e:

@@ -54,8 +54,6 @@ class Mapping(msgspec.Struct):
     s3: S3Match | None = None
     from_config: bool = False
     last_modified: float = 0.0
-    # Why it is not running although enabled ("" when it is): a queue refused at start.
-    refused: str = ""
 
 
 def config_mappings(config: Config, clients: Clients) -> list[Mapping]:
@@ -75,8 +73,7 @@ def config_mappings(config: Config, clients: Clients) -> list[Mapping]:
             filters: list[str] = []
             report = False
             if isinstance(trigger, S3Trigger):
-                s3 = S3Match(trigger.bucket, tuple(trigger.events), trigger.prefix, trigger.suffix,
-                             trigger.manage_notifications)
+                s3 = S3Match.of(trigger)
             else:
                 filters, report = filter_patterns(trigger.filters), trigger.report_batch_item_failures
             out.append(Mapping(
@@ -100,6 +97,7 @@ class Mappings:
         self.mappings: dict[str, Mapping] = {}
         self.pollers: dict[str, Poller] = {}
         self.results: dict[str, str] = {}  # LastProcessingResult of mappings whose pollers stopped
+        self.refused: dict[str, str] = {}  # config mappings whose queue was refused at start: why
         self._tasks: set[asyncio.Task[None]] = set()
         for m in [*config_mappings(config, self.clients), *self._load()]:
             self.mappings[m.uuid] = m
@@ -163,7 +161,7 @@ class Mappings:
             log.warning("%s: cannot check queue %s yet (%s)", m.function, m.event_source_arn, e)
             refused = None
         if refused:
-            m.refused = refused
+            self.refused[m.uuid] = refused
             log.error("%s: trigger on %s refused: %s", m.function, m.event_source_arn, refused)
         elif self.intake.draining:
             return
@@ -193,7 +191,7 @@ class Mappings:
 
     def run(self, m: Mapping) -> None:
         """Start polling (callers halt a mapping's pollers before starting new ones)."""
-        m.refused = ""
+        self.refused.pop(m.uuid, None)
         if (old := self.pollers.get(m.uuid)) is not None:
             old.stop()
         poller = Poller(self.target(m), self.clients, self.intake, self.lookup)
@@ -230,15 +228,15 @@ class Mappings:
         out = {}
         for m in self.mappings.values():
             poller = self.pollers.get(m.uuid)
-            problem = m.refused or (poller.problem if poller is not None else None)
+            problem = self.refused.get(m.uuid) or (poller.problem if poller is not None else None)
             if m.enabled and problem:
                 out[m.uuid] = {"function": m.function, "eventSourceArn": m.event_source_arn,
                                "problem": problem}
         return out
 
     def last_result(self, m: Mapping) -> str:
-        if m.refused:
-            return f"PROBLEM: {m.refused}"
+        if m.uuid in self.refused:
+            return f"PROBLEM: {self.refused[m.uuid]}"
         poller = self.pollers.get(m.uuid)
         if poller is not None:
             return poller.last_result

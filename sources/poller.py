@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from botocore.exceptions import BotoCoreError, ClientError
 
+from router.config import S3Trigger
 from router.intake.intake import Intake, Reservation, Unavailable
 from router.intake.invocation import MAX_SYNC_PAYLOAD, Invocation, Outcome
 from sources import s3_event, sqs_event
@@ -46,11 +47,26 @@ ENDPOINT_ERRORS = (BotoCoreError, ClientError, OSError, asyncio.TimeoutError)
 
 
 class S3Match(msgspec.Struct, frozen=True):
+    """What an S3 trigger wants of a bucket's notifications, from the queue or its webhook."""
+
     bucket: str
     events: tuple[str, ...]
     prefix: str = ""
     suffix: str = ""
     manage: bool = False  # Headwater writes the bucket's notification configuration
+
+    @classmethod
+    def of(cls, trigger: S3Trigger) -> S3Match:
+        return cls(trigger.bucket, tuple(trigger.events), trigger.prefix, trigger.suffix,
+                   trigger.manage_notifications)
+
+    @property
+    def arn(self) -> str:
+        return f"arn:aws:s3:::{self.bucket}"
+
+    def wants(self, record: dict[str, Any]) -> bool:
+        return (record.get("s3", {}).get("bucket", {}).get("name") == self.bucket
+                and s3_event.wanted(record, self.events, self.prefix, self.suffix))
 
 
 class Target(msgspec.Struct, frozen=True):
@@ -79,7 +95,7 @@ class Target(msgspec.Struct, frozen=True):
 
     @property
     def source_arn(self) -> str:
-        return f"arn:aws:s3:::{self.s3.bucket}" if self.s3 is not None else self.queue_arn
+        return self.s3.arn if self.s3 is not None else self.queue_arn
 
 
 def pollers_wanted(current: int, received: int, asked: int, maximum: int) -> int:
@@ -124,7 +140,6 @@ class Poller:
         self.stopping = False
         self.problem: str | None = None  # the endpoint's last failure, until it recovers
         self.last_result = "No records processed"
-        self.stats = {"received": 0, "invocations": 0, "deleted": 0, "filtered": 0}
 
     def start(self) -> None:
         self._spawn()
@@ -220,7 +235,6 @@ class Poller:
             response = await self._receive(client, min(MAX_RECEIVE, target.batch_size - len(batch)),
                                            wait)
             got = response.get("Messages", [])
-            self.stats["received"] += len(got)
             if not got and not batch:
                 return [], []
             pending = got
@@ -249,7 +263,6 @@ class Poller:
                        reservation: Reservation) -> list[bool]:
         filters = self.target.filters
         matched = [r for r in records if filters is None or filters.matches(r)]
-        self.stats["filtered"] += len(records) - len(matched)
         if not matched:
             return [True] * len(records)  # filtered out: deleted without an invocation, as Lambda
         outcome = await self._invoke(pool, sqs_event.sqs_event(matched), reservation)
@@ -268,11 +281,7 @@ class Poller:
                 log.warning("%s: a message on %s is not an S3 notification; deleted",
                             self.target.function, self.target.queue_arn)
                 continue
-            chosen = [item for item in notified
-                      if item.get("s3", {}).get("bucket", {}).get("name") == s3.bucket
-                      and s3_event.wanted(item, s3.events, s3.prefix, s3.suffix)]
-            if not chosen:
-                self.stats["filtered"] += 1  # the test event, or records it does not want
+            chosen = [item for item in notified if s3.wants(item)]
             invocations += [
                 (i, asyncio.ensure_future(self._invoke(pool, s3_event.s3_event([item]), reservation)))
                 for item in chosen]
@@ -286,7 +295,6 @@ class Poller:
                       reservation: Reservation) -> Outcome | None:
         inv = Invocation(msgspec.json.encode(event), asyncio.get_running_loop().create_future(),
                          source=self.target.kind, source_arn=self.target.source_arn)
-        self.stats["invocations"] += 1
         reservation.release()  # the invocation takes the room it held
         try:
             outcome = await self.intake.submit(pool, inv)
@@ -316,7 +324,6 @@ class Poller:
                     await asyncio.sleep(backoff_s(attempt, random.random()))
                     continue
                 failed = {f["Id"] for f in response.get("Failed", [])}
-                self.stats["deleted"] += len(entries) - len(failed)
                 if not failed:
                     break
                 entries = [e for e in entries if e["Id"] in failed]

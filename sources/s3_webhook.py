@@ -21,6 +21,7 @@ from router.intake.intake import Unavailable
 from router.intake.invocation import MAX_SYNC_PAYLOAD, Invocation
 from router.run.registry import Registry
 from sources import s3_event
+from sources.poller import S3Match
 
 PREFIX = "/events/s3/"
 
@@ -51,22 +52,19 @@ async def receive(request: web.BaseRequest, registry: Registry, name: str) -> we
     pool = registry.lookup(found[0]) if found is not None else None
     if found is None or pool is None:
         return reply(404, message=f"no S3 trigger named {name!r}")
-    trigger = found[1]
+    match = S3Match.of(found[1])
     try:
         records = msgspec.json.decode(body).get("Records")
     except (msgspec.DecodeError, AttributeError, RecursionError):
         return reply(400, message="the body is not an S3 event (JSON with Records)")
     if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
         return reply(400, message="the body is not an S3 event (JSON with Records)")
-    chosen = [r for r in records
-              if r.get("s3", {}).get("bucket", {}).get("name") == trigger.bucket
-              and s3_event.wanted(r, trigger.events, trigger.prefix, trigger.suffix)]
-    arn = f"arn:aws:s3:::{trigger.bucket}"
+    chosen = [r for r in records if match.wants(r)]
     futures = []
     try:
         for record in chosen:
             inv = Invocation(json.dumps(s3_event.s3_event([record])).encode(),
-                             registry.loop.create_future(), source="s3", source_arn=arn)
+                             registry.loop.create_future(), source="s3", source_arn=match.arn)
             futures.append(registry.intake.submit(pool, inv))
     except Unavailable as e:
         if futures:

@@ -99,6 +99,10 @@ class Mappings:
         self.results: dict[str, str] = {}  # LastProcessingResult of mappings whose pollers stopped
         self.refused: dict[str, str] = {}  # config mappings whose queue was refused at start: why
         self._tasks: set[asyncio.Task[None]] = set()
+        # The API's Create, Update and Delete await (the queue's check, the pollers' stop) between
+        # reading the mappings and changing them; one at a time, a duplicate cannot slip in
+        # between the check and the insert, nor two updates of one mapping each start pollers.
+        self.writing = asyncio.Lock()
         for m in [*config_mappings(config, self.clients), *self._load()]:
             self.mappings[m.uuid] = m
 

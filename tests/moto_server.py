@@ -20,9 +20,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Self
+from typing import IO, Any, Self
 
 HOST = "127.0.0.1"
 READY_TIMEOUT = 20.0
@@ -152,3 +153,21 @@ class MotoServer:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def aws_section(endpoint: str) -> str:
+    """config.toml's [aws] for a daemon whose triggers poll this server."""
+    return (f'[aws]\nendpoint_url = "{endpoint}"\nregion = "us-east-1"\n'
+            'access_key_id = "testing"\nsecret_access_key = "testing"\n\n')
+
+
+def until(check: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
+    """``check()``'s first true value, polled until ``timeout``; AssertionError naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+

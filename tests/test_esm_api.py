@@ -24,7 +24,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 from conftest import Daemon, function_toml
-from moto_server import MotoServer, free_port
+from moto_server import MotoServer, aws_section, free_port, until
 
 from router.api import dispatch, esm
 from router.api.body import Refusal
@@ -314,19 +314,7 @@ def test_routes(method: str, path: str, handler: object, name: str) -> None:
 # --- end to end ----------------------------------------------------------------------------------
 
 
-def aws_section(endpoint: str) -> str:
-    return (f'[aws]\nendpoint_url = "{endpoint}"\nregion = "us-east-1"\n'
-            'access_key_id = "testing"\nsecret_access_key = "testing"\n\n')
 
-
-def until(check: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def events(daemon: Daemon) -> list[dict[str, Any]]:

@@ -15,9 +15,9 @@ import boto3
 import PIL
 import pytest
 from conftest import Daemon, function_toml
-from moto_server import MotoServer
+from moto_server import MotoServer, aws_section, until
 from PIL import Image
-from test_sqs import arn, counts, events, queue, until
+from test_sqs import arn, counts, events, queue
 
 import router.cli
 
@@ -42,9 +42,8 @@ def client(moto: MotoServer, service: str) -> Any:
 
 
 def aws(endpoint: str) -> str:
-    return (f'[aws]\nendpoint_url = "{endpoint}"\nregion = "us-east-1"\n'
-            'access_key_id = "testing"\nsecret_access_key = "testing"\n'
-            'functions = { access_key_id = "fn-key", secret_access_key = "fn-secret" }\n\n')
+    return (aws_section(endpoint).rstrip("\n")
+            + '\nfunctions = { access_key_id = "fn-key", secret_access_key = "fn-secret" }\n\n')
 
 
 def s3_trigger(bucket: str, url: str, prefix: str = "in/") -> str:

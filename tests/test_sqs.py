@@ -15,7 +15,7 @@ from typing import Any
 import boto3
 import pytest
 from conftest import Daemon, function_toml
-from moto_server import MotoServer
+from moto_server import MotoServer, aws_section, until
 
 ACCOUNT = "123456789012"
 HANDLER = """
@@ -57,10 +57,6 @@ def sqs(moto: MotoServer) -> Any:
     client.close()
 
 
-def aws_section(endpoint: str) -> str:
-    return (f'[aws]\nendpoint_url = "{endpoint}"\nregion = "us-east-1"\n'
-            'access_key_id = "testing"\nsecret_access_key = "testing"\n\n')
-
 
 def sqs_function(name: str, queue_url: str, handler: str = "sqsfn.handler", *,
                  function: dict[str, object] | None = None, **trigger: object) -> str:
@@ -96,14 +92,6 @@ def counts(sqs: Any, url: str) -> tuple[int, int]:
     return int(a["ApproximateNumberOfMessages"]), int(a["ApproximateNumberOfMessagesNotVisible"])
 
 
-def until(check: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def bodies(found: list[dict[str, Any]]) -> list[str]:

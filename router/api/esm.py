@@ -20,12 +20,10 @@ daemon: the function, the queue, the other mappings, persistence and the pollers
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import time
 import uuid
-import weakref
 from collections.abc import Callable, Iterable
 from collections.abc import Mapping as Query
 from typing import Any
@@ -34,7 +32,14 @@ import msgspec
 from aiohttp import web
 
 from router.api.body import Refusal
-from router.api.management import MAX_SETTINGS_BODY, NO_BODY, Invalid, authenticated, read_json
+from router.api.management import (
+    MAX_SETTINGS_BODY,
+    NO_BODY,
+    Invalid,
+    authenticated,
+    latest_name,
+    read_json,
+)
 from router.config import (
     BATCH_SIZE,
     BATCH_WINDOW_S,
@@ -318,10 +323,7 @@ def read_update(body: dict[str, Any], m: Mapping, now: float) -> tuple[str | Non
 def function_filter(text: str) -> str:
     """The function name a ListEventSourceMappings FunctionName selects. A qualifier other than
     $LATEST selects a version Headwater does not have: the text itself, which names nothing."""
-    parsed = parse_function_name(text)
-    if parsed is None or parsed[1] not in (None, "$LATEST"):
-        return text
-    return parsed[0]
+    return latest_name(text) or text
 
 
 def read_list_query(query: Query[str, str]) -> tuple[str | None, str | None, str, int]:
@@ -389,16 +391,6 @@ def duplicate_of(mappings: Iterable[Mapping], m: Mapping) -> Mapping | None:
 
 
 # --- the daemon's side -------------------------------------------------------------------------
-
-# Create, Update and Delete await (the queue's check, the pollers' stop) between reading the
-# mappings and changing them. One at a time per daemon, a duplicate cannot slip in between the
-# check and the insert, nor two updates of one mapping each start its pollers.
-_WRITING: weakref.WeakKeyDictionary[Mappings, asyncio.Lock] = weakref.WeakKeyDictionary()
-
-
-def writing(mappings: Mappings) -> asyncio.Lock:
-    return _WRITING.setdefault(mappings, asyncio.Lock())
-
 
 def parse_body(body: bytes) -> dict[str, Any]:
     try:
@@ -474,7 +466,7 @@ async def create_mapping(request: web.BaseRequest, registry: Registry, _: str,
         text, m = read_create(payload, mapping_uuid=str(uuid.uuid4()),
                               endpoint_url=mappings.clients.where("", "")[0], now=time.time())
         m = msgspec.structs.replace(m, function=function_named(registry, text))
-        async with writing(mappings):
+        async with mappings.writing:
             refuse_duplicate(mappings, m)
             await check_queue(mappings, m)
             function_named(registry, m.function)  # not deleted while the queue was asked
@@ -519,7 +511,7 @@ async def update_mapping(request: web.BaseRequest, registry: Registry, mapping_u
     mappings = registry.mappings
     try:
         payload = parse_body(body)
-        async with writing(mappings):
+        async with mappings.writing:
             m = existing(mappings, mapping_uuid)
             text, new = read_update(payload, m, time.time())
             if text is not None:
@@ -544,7 +536,7 @@ async def delete_mapping(request: web.BaseRequest, registry: Registry, mapping_u
                          body: bytes) -> web.Response:
     mappings = registry.mappings
     try:
-        async with writing(mappings):
+        async with mappings.writing:
             m = existing(mappings, mapping_uuid)
             del mappings.mappings[m.uuid]
             persist(mappings, lambda: mappings.mappings.__setitem__(m.uuid, m))

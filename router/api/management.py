@@ -308,10 +308,19 @@ async def create_function(request: web.BaseRequest, registry: Registry, _: str,
 
 def find_function(registry: Registry, text: str) -> tuple[Deployed | None, str]:
     """The function a path names: by name, or by ARN as boto3 passes one through."""
+    name = latest_name(text)
+    if name is None:
+        return None, text
+    return registry.deployed.get(name), name
+
+
+def latest_name(text: str) -> str | None:
+    """The function a FunctionName parameter names, if it names one at $LATEST (the only version
+    Headwater has)."""
     parsed = parse_function_name(text)
     if parsed is None or parsed[1] not in (None, "$LATEST"):
-        return None, text
-    return registry.deployed.get(parsed[0]), parsed[0]
+        return None
+    return parsed[0]
 
 
 @authenticated(NO_BODY, "GetFunction")

@@ -144,8 +144,9 @@ Region = Annotated[str, Meta(pattern=r"^([a-z]{2}(-[a-z]+)+-\d)?\Z",
                              description='an AWS region name such as "us-east-1"')]
 
 
-class SqsTrigger(Struct, frozen=True, forbid_unknown_fields=True, tag="sqs", tag_field="type"):
-    """An SQS event source mapping declared in the config file (one of queue_url, queue_arn)."""
+class QueueTrigger(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True, tag_field="type"):
+    """What SQS and S3 triggers share: the queue they poll (one of queue_url, queue_arn) and
+    Lambda's event source mapping settings."""
 
     queue_url: QueueUrl = ""
     queue_arn: QueueArn = ""
@@ -153,21 +154,24 @@ class SqsTrigger(Struct, frozen=True, forbid_unknown_fields=True, tag="sqs", tag
     batch_window_s: _int(*BATCH_WINDOW_S) = 0  # MaximumBatchingWindowInSeconds
     enabled: bool = True
     maximum_concurrency: _int(*MAXIMUM_CONCURRENCY) | None = None  # default: the function's max_workers
-    report_batch_item_failures: bool = False  # FunctionResponseTypes = ["ReportBatchItemFailures"]
-    # Lambda's FilterCriteria: each a filter pattern, as a table or as its JSON text.
-    filters: list[dict[str, Any] | str] = []
     endpoint_url: Url = ""  # "" = [aws].endpoint_url
     region: Region = ""  # "" = [aws].region
 
 
-class S3Trigger(Struct, frozen=True, forbid_unknown_fields=True, tag="s3", tag_field="type"):
-    """Object notifications of a bucket, through the SQS queue the bucket notifies, and pushed to
-    ``POST /events/s3/{name}`` (a self-hosted store's webhook)."""
+class SqsTrigger(QueueTrigger, frozen=True, forbid_unknown_fields=True, kw_only=True, tag="sqs"):
+    """An SQS event source mapping declared in the config file."""
+
+    report_batch_item_failures: bool = False  # FunctionResponseTypes = ["ReportBatchItemFailures"]
+    # Lambda's FilterCriteria: each a filter pattern, as a table or as its JSON text.
+    filters: list[dict[str, Any] | str] = []
+
+
+class S3Trigger(QueueTrigger, frozen=True, forbid_unknown_fields=True, kw_only=True, tag="s3"):
+    """Object notifications of a bucket, through the SQS queue the bucket notifies ("" = webhook
+    only), and pushed to ``POST /events/s3/{name}`` (a self-hosted store's webhook)."""
 
     bucket: Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]\Z",
                                 description="an S3 bucket name")]
-    queue_url: QueueUrl = ""  # "" (and no queue_arn) = webhook only
-    queue_arn: QueueArn = ""
     events: list[Annotated[str, Meta(pattern=r"^s3:[A-Za-z]+(:[A-Za-z*]+)?\Z",
                                      description='an S3 event type such as "s3:ObjectCreated:*"')]] \
         = msgspec.field(default_factory=lambda: ["s3:ObjectCreated:*"])
@@ -177,12 +181,6 @@ class S3Trigger(Struct, frozen=True, forbid_unknown_fields=True, tag="s3", tag_f
     manage_notifications: bool = False
     name: Annotated[str, Meta(pattern=rf"^({NAME_PATTERN})?\Z",
                               description="a name of letters, digits, '-' or '_'")] = ""
-    batch_size: _int(*BATCH_SIZE) = 10
-    batch_window_s: _int(*BATCH_WINDOW_S) = 0
-    enabled: bool = True
-    maximum_concurrency: _int(*MAXIMUM_CONCURRENCY) | None = None
-    endpoint_url: Url = ""
-    region: Region = ""
 
 
 Trigger = HttpTrigger | SqsTrigger | S3Trigger
@@ -430,7 +428,7 @@ def http_triggers(fn: FunctionConfig) -> list[HttpTrigger]:
     return [t for t in fn.triggers if isinstance(t, HttpTrigger)]
 
 
-def queue_trigger_problem(trigger: SqsTrigger | S3Trigger) -> str | None:
+def queue_trigger_problem(trigger: QueueTrigger) -> str | None:
     """What Lambda would refuse in a queue trigger's settings ("key: why"), if anything."""
     if trigger.queue_url and trigger.queue_arn:
         return "queue_url: give queue_url or queue_arn, not both"

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from router.config import Config, S3Trigger, SqsTrigger, filter_patterns
+from router.config import Config, QueueTrigger, S3Trigger, filter_patterns
 from router.intake.intake import Intake
 from sources.aws import Clients
 from sources.filters import compile_filters
@@ -60,7 +60,7 @@ def config_mappings(config: Config, clients: Clients) -> list[Mapping]:
     out = []
     for fn in config.functions:
         for i, trigger in enumerate(fn.triggers):
-            if not isinstance(trigger, SqsTrigger | S3Trigger):
+            if not isinstance(trigger, QueueTrigger):
                 continue
             if not (trigger.queue_url or trigger.queue_arn):
                 continue  # an S3 trigger for the webhook only

@@ -39,6 +39,7 @@ from router.api.management import (
     authenticated,
     latest_name,
     read_json,
+    unimplemented,
 )
 from router.config import (
     BATCH_SIZE,
@@ -216,13 +217,11 @@ def constraint_violations(body: dict[str, Any], *, create: bool) -> list[str]:
 
 def refuse_unimplemented(body: dict[str, Any], implemented: set[str]) -> None:
     """Raise naming the parameters of ``body`` Headwater would otherwise ignore."""
-    unknown = sorted(key for key in body if key not in implemented and key not in UNIMPLEMENTED)
+    unknown, unsupported = unimplemented(body, implemented, UNIMPLEMENTED)
     if unknown:
         raise invalid(f"Unknown parameter(s): {', '.join(unknown)}")
     if not (_unset(body.get("StartingPosition")) and _unset(body.get("StartingPositionTimestamp"))):
         raise invalid("StartingPosition is not valid for SQS event sources.")  # Lambda's words
-    unsupported = sorted(key for key, value in body.items()
-                         if key in UNIMPLEMENTED and not UNIMPLEMENTED[key](value))
     if unsupported:
         raise invalid(f"Not supported by Headwater: {', '.join(unsupported)} (an event source "
                       f"mapping of an SQS queue takes {', '.join(sorted(implemented))})")

@@ -115,13 +115,22 @@ UPDATE_PARAMETERS = {"Role", "Handler", "Description", "Timeout", "MemorySize", 
                      "Runtime", "RevisionId"}
 
 
+def unimplemented(body: dict[str, Any], implemented: set[str],
+                  defaults: dict[str, Callable[[Any], bool]]) -> tuple[list[str], list[str]]:
+    """The parameters of ``body`` Headwater would otherwise ignore: those it does not know, and
+    those of ``defaults`` (each with the test of a value that asks for nothing) that ask for
+    something."""
+    unknown = sorted(key for key in body if key not in implemented and key not in defaults)
+    unsupported = sorted(key for key, value in body.items()
+                         if key in defaults and not defaults[key](value))
+    return unknown, unsupported
+
+
 def refuse_unimplemented(body: dict[str, Any], implemented: set[str]) -> None:
     """Raise ``Invalid`` naming the parameters of ``body`` Headwater would otherwise ignore."""
-    unknown = sorted(key for key in body if key not in implemented and key not in UNIMPLEMENTED)
+    unknown, unsupported = unimplemented(body, implemented, UNIMPLEMENTED)
     if unknown:
         raise Invalid(f"Unknown parameter(s): {', '.join(unknown)}")
-    unsupported = sorted(key for key, value in body.items()
-                         if key in UNIMPLEMENTED and not UNIMPLEMENTED[key](value))
     if unsupported:
         raise Invalid(f"Not supported by Headwater: {', '.join(unsupported)} (only their "
                       "defaults are: no layers, no VPC, x86_64, no SnapStart, no file systems, "

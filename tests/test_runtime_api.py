@@ -17,6 +17,9 @@ from pathlib import Path
 import pytest
 from conftest import Daemon, function_toml
 
+from workers.runtimes.base import BASE_PYTHON
+from workers.runtimes.python import distribution_files
+
 # After AWS's custom runtime tutorial: the handler is a shell function, the loop is curl.
 TUTORIAL = """\
 #!/bin/sh
@@ -81,10 +84,18 @@ exec "$RIC_PYTHON" -m awslambdaric "$_HANDLER"
 SILENT = "#!/bin/sh\nexec sleep 60\n"
 
 
+def bundle_ric(folder: Path) -> None:
+    for path in distribution_files(("awslambdaric", "simplejson", "snapshot-restore-py")):
+        copy = shutil.copytree if os.path.isdir(path) else shutil.copy
+        copy(path, folder / "ric" / os.path.basename(path))
+
+
 @pytest.fixture(scope="module")
 def daemon(make_daemon) -> Daemon:  # type: ignore[no-untyped-def]
     runtime = "provided.al2023"
-    ric_env = {"RIC_PYTHON": sys.executable}
+    # awslambdaric comes in the package, as `pip install --target` puts it there, and runs on the
+    # machine's Python (the sandbox binds the interpreter, not the daemon's virtualenv).
+    ric_env = {"RIC_PYTHON": BASE_PYTHON}
     functions = "".join([
         function_toml("tutorial", "function.handler", code="tutorial", runtime=runtime),
         function_toml("rude", "x", code="rude", runtime=runtime, timeout_s=2),
@@ -99,7 +110,7 @@ def daemon(make_daemon) -> Daemon:  # type: ignore[no-untyped-def]
              "ric/bootstrap": RIC_BOOTSTRAP, "ric/broken.py": "import no_such_module\n",
              "unexecutable/bootstrap": TUTORIAL, "missing/README": "no bootstrap here\n",
              "silent/bootstrap": SILENT}
-    d = make_daemon(functions, files)
+    d = make_daemon(functions, files, before_start=bundle_ric)
     for name in ("tutorial", "rude", "ric", "silent"):
         (d.folder / name / "bootstrap").chmod(0o755)
     return d

@@ -17,6 +17,8 @@ import pytest
 from conftest import Daemon, function_toml
 from moto_server import MotoServer, aws_section, until
 
+from router.cli.scaffold import create, handler_of
+
 ACCOUNT = "123456789012"
 HANDLER = """
 import json, time
@@ -152,6 +154,31 @@ def test_report_batch_item_failures_keeps_only_the_reported(
     until(lambda: bodies(events(daemon)).count("bad1") >= 2, what="bad1 delivered again")
     delivered = bodies(events(daemon))
     assert delivered.count("good1") == 1 and delivered.count("good2") == 1
+
+
+def test_the_sqs_consumer_blueprint_reports_its_bad_messages_to_the_dead_letter_queue(
+        make_daemon: Callable[..., Daemon], moto: MotoServer, sqs: Any) -> None:
+    """The blueprint as `headwater init` makes it, unchanged, behind a real queue: the JSON
+    messages are processed once, the others come back until the queue redrives them."""
+    dlq = queue(sqs, "consumer-dlq")
+    url = queue(sqs, "consumer", visibility=2, dlq=(arn("consumer-dlq"), 2))
+    trigger = sqs_function("consumer", url, handler_of("sqs-consumer"),
+                           function={"timeout_s": 1}, batch_size=10, batch_window_s=1,
+                           report_batch_item_failures=True).replace('code = "functions"',
+                                                                    'code = "consumer"')
+    daemon = make_daemon(aws_section(moto.endpoint) + trigger,
+                         before_start=lambda folder: create("consumer", "sqs-consumer", folder))
+    sent = [json.dumps({"order": i}) for i in range(4)] + ["not json", "{broken"]
+    sqs.send_message_batch(QueueUrl=url, Entries=[
+        {"Id": str(i), "MessageBody": body} for i, body in enumerate(sent)])
+    until(lambda: counts(sqs, dlq)[0] == 2 and counts(sqs, url) == (0, 0), timeout=30,
+          what="both bad messages in the DLQ")
+    redriven = sqs.receive_message(QueueUrl=dlq, MaxNumberOfMessages=10)["Messages"]
+    assert sorted(m["Body"] for m in redriven) == ["not json", "{broken"]
+    processed = [line for line in daemon.lines if "processed {'order'" in line]
+    assert sorted(int(line.rsplit(" ", 1)[1].rstrip("}")) for line in processed) == [0, 1, 2, 3]
+    records = [r for r in daemon.records() if r["function"] == "consumer"]
+    assert records and all(r["outcome"] == "success" for r in records)  # partial is not an error
 
 
 def test_an_invalid_batch_response_fails_the_whole_batch(

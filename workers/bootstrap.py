@@ -331,7 +331,8 @@ def init_error_frame(f: Fault) -> bytes:
 def prepare_process(environ: dict) -> None:
     task_root = environ["LAMBDA_TASK_ROOT"]
     extra = [p for p in environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    sys.path[:0] = [task_root, *extra]
+    runtime = [environ["LAMBDA_RUNTIME_DIR"]] if environ.get("LAMBDA_RUNTIME_DIR") else []
+    sys.path[:0] = [task_root, *extra, *runtime]
     os.chdir(task_root)
 
 
@@ -507,7 +508,7 @@ def fork_worker(ctrl: socket.socket, request: dict, handler, command: list, envi
             if handler is None:  # a fresh interpreter, with only these descriptors
                 os.set_inheritable(to_r, True)
                 os.set_inheritable(from_w, True)
-                os.execv(sys.executable, [sys.executable, "-I", "-u", os.path.abspath(__file__),
+                os.execv(sys.executable, [sys.executable, "-I", "-S", "-u", os.path.abspath(__file__),
                                           str(to_r), str(from_w)])
             environ.update(request["env"])
             code = Runtime(handler, environ, request_ids).serve(open_channel(to_r, from_w))

@@ -37,9 +37,11 @@ PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
 def python_argv(python: str, bootstrap: str = BOOTSTRAP) -> list[str]:
-    # -I: the bootstrap's folder stays off sys.path; -u: like Lambda's runtime, print() reaches the
-    # log at once and in order with os.write and logging, rather than when a buffer fills.
-    return [python, "-I", "-u", bootstrap]
+    # -I: the bootstrap's folder stays off sys.path; -S: so do the site-packages of the
+    # interpreter (the runtime's packages are put there by the bootstrap); -u: like Lambda's
+    # runtime, print() reaches the log at once and in order with os.write and logging, rather than
+    # when a buffer fills.
+    return [python, "-I", "-S", "-u", bootstrap]
 
 
 EXIT_REPORT_S = 1.0  # how long a fork server may take to report the exit of its worker

@@ -67,13 +67,13 @@ class InitFailure(msgspec.Struct):
 
 
 def worker_env(fn: FunctionConfig, config: Config, environ: dict[str, str],
-               launcher: Launcher | None = None) -> dict[str, str]:
+               launcher: Launcher | None, runtime_dir: str) -> dict[str, str]:
     """The worker's whole environment: Lambda's variables and the function's own, nothing else.
 
     The daemon's environment (which may hold secrets) is not inherited. Unsandboxed (no
     ``launcher``), its PATH is passed on, so that the function's subprocesses find what the
     machine has; in the sandbox, PATH is the runtime's and the system's folders, as on Lambda,
-    and the code is at /var/task.
+    and the code is at /var/task. ``runtime_dir`` is where the runtime's own files are.
     """
     sandboxed = launcher is not None
     reserved = {
@@ -87,6 +87,7 @@ def worker_env(fn: FunctionConfig, config: Config, environ: dict[str, str],
         "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
         "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{fn.name}",
         "LAMBDA_TASK_ROOT": TASK_ROOT if sandboxed else fn.code,
+        "LAMBDA_RUNTIME_DIR": runtime_dir,
         "LANG": "C.UTF-8",
         "TZ": "UTC",
     }
@@ -106,10 +107,11 @@ def worker_spec(fn: FunctionConfig, config: Config, environ: dict[str, str],
     except BadRuntime:  # gone since the config was checked: each start reports it
         launcher = Launcher(fn.runtime, fn.runtime, ())
     sandbox = isolation.sandbox(fn, launcher)
-    env = worker_env(fn, config, environ, launcher if sandbox is not None else None)
-    # The worker's command as it sees it: the code, and the runtime's files, where the sandbox has them.
+    # The code and the runtime's files as the worker sees them: where the sandbox has them, or
+    # where they are (unsandboxed, a Python function's packages are the daemon's site-packages).
     task, runtime = ((TASK_ROOT, RUNTIME_DIR) if sandbox is not None else
                      (fn.code, os.path.dirname(launcher.files[0]) if launcher.files else ""))
+    env = worker_env(fn, config, environ, launcher if sandbox is not None else None, runtime)
     command = tuple(arg.replace("{task}", task).replace("{runtime}", runtime) for arg in launcher.worker)
     return WorkerSpec(python=launcher.executable, env=env, cwd=fn.code,
                       fork=fn.fork_server and not launcher.worker, command=command,

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import sys
+
 import msgspec
+
+# The interpreter the daemon runs on, without its virtualenv: the fork servers of the runtimes
+# that do not run Python code of the function's run under it (with -S, seeing no site-packages),
+# so nothing of the daemon's installation is bound into their sandbox.
+BASE_PYTHON = getattr(sys, "_base_executable", sys.executable)
+BASE_FOLDERS = (sys.base_prefix,)
 
 
 class BadRuntime(Exception):
@@ -20,4 +28,6 @@ class Launcher(msgspec.Struct, frozen=True):
     # of ``files``; () for the Python bootstrap, which is forked from its fork server. A worker
     # that execs a command speaks the Lambda Runtime API.
     worker: tuple[str, ...] = ()
-    files: tuple[str, ...] = ()  # host files of ours the worker runs, bound in /var/runtime
+    # Host files and folders of the runtime's own (its client, its packages), bound by name in
+    # /var/runtime, which is LAMBDA_RUNTIME_DIR.
+    files: tuple[str, ...] = ()

@@ -1,7 +1,7 @@
 """``nodejsNN.x``: the machine's Node.js, if its major version is NN. Each worker is a fresh
 ``node`` running Headwater's runtime client (``nodejs_client.mjs``), which loads the handler and
 speaks the Lambda Runtime API; Node cannot fork a warm process, so its fork server only forks and
-execs, running the daemon's own Python.
+execs, running the interpreter the daemon runs on.
 """
 
 from __future__ import annotations
@@ -10,10 +10,9 @@ import json
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
-from workers.runtimes.base import BadRuntime, Launcher
+from workers.runtimes.base import BASE_FOLDERS, BASE_PYTHON, BadRuntime, Launcher
 
 PATTERN = r"nodejs\d+\.x"
 CLIENT = str(Path(__file__).with_name("nodejs_client.mjs"))
@@ -33,9 +32,9 @@ def probe(runtime: str, path: str | None = None) -> Launcher:
     if not version.startswith(f"v{wanted[1]}."):
         raise BadRuntime(f"{json.dumps(runtime)}: the node on PATH ({found}) is {version or 'unknown'}")
     node = str(Path(found).resolve())
-    folders = [sys.base_prefix, sys.prefix]
+    folders = list(BASE_FOLDERS)
     if not node.startswith("/usr/"):  # a Node installed elsewhere (nvm, /opt): bound as it is
         folders.append(str(Path(node).parent.parent))
-    return Launcher(runtime, sys.executable, tuple(dict.fromkeys(folders)),
+    return Launcher(runtime, BASE_PYTHON, tuple(dict.fromkeys(folders)),
                     path=(str(Path(node).parent),), worker=(node, "{runtime}/nodejs_client.mjs"),
                     files=(CLIENT,))

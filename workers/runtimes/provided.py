@@ -1,18 +1,16 @@
 """``provided``, ``provided.al2``, ``provided.al2023``: the function's package brings its own
 runtime, an executable ``bootstrap`` that speaks the Lambda Runtime API (a shell loop around curl,
 or a runtime interface client such as awslambdaric). Each worker execs it afresh; its fork server
-only forks and execs, so it runs the daemon's own Python, which imports nothing of the function.
+only forks and execs, so it runs the interpreter the daemon runs on, which imports nothing of the function.
 """
 
 from __future__ import annotations
 
-import sys
-
-from workers.runtimes.base import Launcher
+from workers.runtimes.base import BASE_FOLDERS, BASE_PYTHON, Launcher
 
 PATTERN = r"provided(\.al2|\.al2023)?"
 
 
 def probe(runtime: str, path: str | None = None) -> Launcher:
-    return Launcher(runtime, sys.executable, tuple(dict.fromkeys((sys.base_prefix, sys.prefix))),
+    return Launcher(runtime, BASE_PYTHON, BASE_FOLDERS,
                     worker=("{task}/bootstrap",))

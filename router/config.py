@@ -26,6 +26,8 @@ import msgspec
 from msgspec import Meta, Struct
 
 from router.api.routes import Route, RouteError, RouteTable, parse_route
+from sources.cron import ScheduleError, zone
+from sources.cron import parse as parse_schedule
 from sources.filters import FilterError, compile_filters
 from workers import runtimes
 from workers.runtimes import BadRuntime, probe
@@ -183,7 +185,24 @@ class S3Trigger(QueueTrigger, frozen=True, forbid_unknown_fields=True, kw_only=T
                               description="a name of letters, digits, '-' or '_'")] = ""
 
 
-Trigger = HttpTrigger | SqsTrigger | S3Trigger
+class ScheduleTrigger(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True, tag="schedule",
+                      tag_field="type"):
+    """An EventBridge schedule: each tick invokes the function asynchronously with a Scheduled
+    Event (or with ``input``), once per tick however many daemons share the config."""
+
+    expression: Annotated[str, Meta(description='a schedule such as "rate(5 minutes)" or '
+                                                '"cron(0 12 * * ? *)"')]
+    timezone: str = "UTC"
+    catch_up: Annotated[str, Meta(pattern=r"^(none|latest)\Z", description='"none" or "latest"')] = "none"
+    enabled: bool = True
+    # The schedule's name: its ARN's, and the identity of its ticks in the store ("" = FUNCTION-N,
+    # N its place among the function's triggers).
+    name: Annotated[str, Meta(pattern=rf"^({NAME_PATTERN})?\Z",
+                              description="a name of letters, digits, '-' or '_'")] = ""
+    input: str = ""  # JSON handed to the function instead of the Scheduled Event (a target's Input)
+
+
+Trigger = HttpTrigger | SqsTrigger | S3Trigger | ScheduleTrigger
 
 
 class Credentials(Struct, frozen=True, forbid_unknown_fields=True):
@@ -233,6 +252,24 @@ Endpoint = Annotated[str, Meta(pattern=r"^(localhost|127\.\d+\.\d+\.\d+|\[::1\])
 EPHEMERAL_MB = (512, 10240)
 
 
+# Where an asynchronous event ends: "" nowhere, "dlq" the daemon's dead-letter store, a function (its
+# name or Lambda ARN) invoked asynchronously with the destination record, or an SQS queue's ARN.
+Destination = Annotated[str, Meta(
+    pattern=rf"^(|dlq|{NAME_PATTERN}|arn:aws[a-z-]*:lambda:[a-z0-9-]+:\d{{12}}:function:{NAME_PATTERN}"
+            rf"|arn:aws[a-z-]*:sqs:[a-z0-9-]+:\d{{12}}:{QUEUE_NAME})\Z",
+    description='"dlq", a function name or ARN, or an SQS queue ARN')]
+
+
+class AsyncInvoke(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """A function's asynchronous invocation settings (Lambda's EventInvokeConfig)."""
+
+    max_retry_attempts: _int(0, 2) = 2
+    max_event_age_s: _int(60, 21600) = 21600
+    on_success: Destination = ""
+    # Lambda drops an event it gave up on unless a destination is set; Headwater keeps it.
+    on_failure: Destination = "dlq"
+
+
 class FunctionConfig(Struct, frozen=True, forbid_unknown_fields=True):
     name: FunctionName
     handler: Handler
@@ -260,9 +297,30 @@ class FunctionConfig(Struct, frozen=True, forbid_unknown_fields=True):
     triggers: list[Trigger] = []
     credentials: Credentials | None = None  # its execution role's; None = [aws].functions
     url: FunctionUrl = FunctionUrl()  # the function URL: /urls/NAME/…
+    async_: AsyncInvoke = msgspec.field(default_factory=AsyncInvoke, name="async")
     # Whether the Lambda API may update or delete this config-defined function (its changes are
     # kept under data_dir and win over this file's code and settings at the next start).
     api_writable: bool = False
+
+
+class AsyncConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The durable store of asynchronous events and how this node runs them."""
+
+    store: Annotated[str, Meta(pattern=r"^(sqlite|postgres(ql)?://\S+)\Z",
+                               description='"sqlite" or a postgresql:// URL')] = "sqlite"
+    # SQLite's: FULL flushes every commit to the disk (an accepted event survives a power loss);
+    # NORMAL survives the daemon being killed, not the machine losing power.
+    synchronous: Annotated[str, Meta(pattern=r"^(FULL|NORMAL)\Z",
+                                     description='"FULL" or "NORMAL"')] = "FULL"
+    # How long a claimed event stays this node's without being renewed; renewed while it runs, so
+    # this is how soon another node takes over the events of a node that died.
+    lease_s: _number(1) = 30.0
+    # How often the store is asked for due events nobody announced (retries, other nodes' events).
+    poll_s: _number(0.01) = 0.25
+    max_in_flight: _int(1, 100000) = 256  # events claimed and not settled, on this node
+    retry_delays_s: tuple[_number(0), _number(0)] = (60.0, 120.0)  # Lambda's 1 and 2 minutes
+    backoff_base_s: _number(0.001) = 1.0  # after a throttle or system error, doubling …
+    backoff_max_s: _number(0.001) = 300.0  # … up to this
 
 
 class Config(Struct, frozen=True, forbid_unknown_fields=True):
@@ -270,6 +328,7 @@ class Config(Struct, frozen=True, forbid_unknown_fields=True):
     sandbox: SandboxConfig = SandboxConfig()
     metering: MeteringConfig = MeteringConfig()
     aws: AwsConfig = AwsConfig()
+    async_: AsyncConfig = msgspec.field(default_factory=AsyncConfig, name="async")
     functions: list[FunctionConfig] = []
 
 
@@ -424,6 +483,35 @@ def url_bypass(fn: FunctionConfig, server: ServerConfig) -> str | None:
     return None
 
 
+def trigger_name(fn: FunctionConfig, index: int) -> str:
+    """The name of an S3 trigger (its webhook's; the function's by default) or of a schedule (its
+    ticks'; FUNCTION-INDEX by default)."""
+    trigger = fn.triggers[index]
+    if isinstance(trigger, S3Trigger):
+        return trigger.name or fn.name
+    if isinstance(trigger, ScheduleTrigger):
+        return trigger.name or f"{fn.name}-{index}"
+    raise TypeError(f"a {type(trigger).__name__} has no name")
+
+
+def schedule_problem(trigger: ScheduleTrigger) -> str | None:
+    """Why a schedule trigger cannot run ("key: why"), if it cannot."""
+    try:
+        zone(trigger.timezone)
+    except ScheduleError as e:
+        return f"timezone: {e}"
+    try:
+        parse_schedule(trigger.expression, trigger.timezone)
+    except ScheduleError as e:
+        return f"expression: {e}"
+    if trigger.input:
+        try:
+            json.loads(trigger.input)
+        except ValueError as e:
+            return f"input: not JSON: {e}"
+    return None
+
+
 def http_triggers(fn: FunctionConfig) -> list[HttpTrigger]:
     return [t for t in fn.triggers if isinstance(t, HttpTrigger)]
 
@@ -498,6 +586,10 @@ def check(config: Config, path: str | None) -> None:
     for i, f in enumerate(config.functions):
         at = f"functions[{i}]"
         for j, trigger in enumerate(f.triggers):
+            if isinstance(trigger, ScheduleTrigger):
+                if problem := schedule_problem(trigger):
+                    raise ConfigError(f"{at}.triggers[{j}].{problem}")
+                continue
             if not isinstance(trigger, HttpTrigger):
                 if problem := queue_trigger_problem(trigger):
                     raise ConfigError(f"{at}.triggers[{j}].{problem}")
@@ -528,19 +620,23 @@ def check(config: Config, path: str | None) -> None:
         if sandboxed_uid and (closed := closed_to_others(Path(f.code), f.handler)):
             raise ConfigError(f"{at}.code: {closed} cannot be read by the function, which runs as a "
                               "uid of its own: make it world-readable (chmod -R o+rX)")
+        if f.async_.on_success == "dlq":
+            raise ConfigError(f'{at}.async.on_success: "dlq" keeps failures; a success goes to a '
+                              "function or a queue")
         if f.min_workers > f.max_workers:
             raise ConfigError(f"{at}.min_workers: expected at most max_workers ({f.max_workers}), "
                               f"got {f.min_workers}")
-    webhooks: set[str] = set()
+    # An S3 trigger's webhook, POST /events/s3/NAME, and a schedule's ticks each name one trigger.
+    names: dict[type, set[str]] = {S3Trigger: set(), ScheduleTrigger: set()}
     for i, f in enumerate(config.functions):
         for j, trigger in enumerate(f.triggers):
-            if isinstance(trigger, S3Trigger):
-                # Its webhook, POST /events/s3/NAME, names one trigger.
-                name = trigger.name or f.name
-                if name in webhooks:
-                    raise ConfigError(f"functions[{i}].triggers[{j}].name: another S3 trigger is "
-                                      f"named {json.dumps(name)} already (give each a name)")
-                webhooks.add(name)
+            if isinstance(trigger, S3Trigger | ScheduleTrigger):
+                name = trigger_name(f, j)
+                if name in names[type(trigger)]:
+                    raise ConfigError(f"functions[{i}].triggers[{j}].name: another "
+                                      f"{trigger.__struct_config__.tag} trigger is named "
+                                      f"{json.dumps(name)} already (give each a name)")
+                names[type(trigger)].add(name)
     floors = sum(f.min_workers for f in config.functions)
     if floors > server.max_workers:
         # Warm floors that fill the daemon's cap would leave other functions no worker at all.

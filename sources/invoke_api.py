@@ -15,6 +15,7 @@ from aiohttp import web
 
 from router.api.awserror import aws_error
 from router.api.body import Refusal, take_body
+from router.asyncq.runner import MAX_ASYNC_PAYLOAD
 from router.intake.intake import Unavailable
 from router.intake.invocation import MAX_SYNC_PAYLOAD, Invocation
 from router.run.registry import Registry, parse_function_name
@@ -48,6 +49,19 @@ def client_context(header: str) -> bytes | None:
     except (binascii.Error, msgspec.DecodeError, ValueError):
         return None
     return raw if isinstance(decoded, dict) else None
+
+
+async def invoke_async(registry: Registry, function: str, body: bytes) -> web.Response:
+    """202 once the event is durably stored; it runs in the background (router/asyncq)."""
+    if len(body) > MAX_ASYNC_PAYLOAD:
+        return aws_error(413, "RequestTooLargeException",
+                         f"Request must be smaller than {MAX_ASYNC_PAYLOAD} bytes for the "
+                         "InvokeFunction operation")
+    try:
+        request_id = await registry.asyncq.accept(function, body)
+    except Unavailable as e:
+        return aws_error(503, "ServiceException", str(e), headers={"Retry-After": "1"})
+    return web.Response(status=202, headers={"x-amzn-RequestId": request_id})
 
 
 async def invoke(request: web.BaseRequest, registry: Registry, text: str) -> web.Response:
@@ -91,9 +105,7 @@ async def invoke(request: web.BaseRequest, registry: Registry, text: str) -> web
     if invocation_type == "DryRun":
         return web.Response(status=204, headers={"X-Amz-Executed-Version": "$LATEST"})
     if invocation_type == "Event":
-        return aws_error(400, "InvalidParameterValueException",
-                         "InvocationType Event (asynchronous invocation) is not supported by this "
-                         "Headwater version yet; use RequestResponse")
+        return await invoke_async(registry, pool.config.name, body)
     inv = Invocation(body, registry.loop.create_future(), source="invoke",
                      client_context=context, want_log=log_type == "Tail")
     try:

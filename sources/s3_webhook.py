@@ -16,7 +16,7 @@ import msgspec
 from aiohttp import web
 
 from router.api.body import Refusal, take_body
-from router.config import S3Trigger
+from router.config import S3Trigger, trigger_name
 from router.intake.intake import Unavailable
 from router.intake.invocation import MAX_SYNC_PAYLOAD, Invocation
 from router.run.registry import Registry
@@ -26,14 +26,10 @@ from sources.poller import S3Match
 PREFIX = "/events/s3/"
 
 
-def trigger_name(function: str, trigger: S3Trigger) -> str:
-    return trigger.name or function
-
-
 def find(registry: Registry, name: str) -> tuple[str, S3Trigger] | None:
     for fn in registry.config.functions:
-        for trigger in fn.triggers:
-            if isinstance(trigger, S3Trigger) and trigger_name(fn.name, trigger) == name:
+        for i, trigger in enumerate(fn.triggers):
+            if isinstance(trigger, S3Trigger) and trigger_name(fn, i) == name:
                 return fn.name, trigger
     return None
 

@@ -123,6 +123,20 @@ async def test_a_lease_hides_an_event_until_it_expires(store: EventStore) -> Non
     assert await store.complete(taken)
 
 
+async def test_a_renewed_lease_keeps_the_event_hidden_and_only_its_own(store: EventStore) -> None:
+    await store.accept(event())
+    await store.accept(event())
+    held = await store.claim(now=T0, limit=2, lease_s=30)
+    assert len(held) == 2
+    await store.extend([held[0].lease], T0 + 100)  # both share the claim's lease
+    assert await store.claim(now=T0 + 31, limit=10, lease_s=30) == []
+    assert await store.complete(held[0])
+    other = await claim_one(store, now=T0 + 101)
+    assert other.request_id == held[1].request_id
+    await store.extend([held[1].lease], T0 + 500)  # a lease lost meanwhile is not taken back
+    assert await store.complete(other)
+
+
 async def test_completes_at_once_each_check_their_own_lease(store: EventStore) -> None:
     for _ in range(3):
         await store.accept(event())

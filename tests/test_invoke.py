@@ -353,11 +353,6 @@ def test_unsupported_invocation_type_is_400(daemon: Daemon, kind: str) -> None:
     aws_error(r, 400, "InvalidParameterValueException")
 
 
-def test_event_invocation_is_refused_clearly_until_async_lands(daemon: Daemon) -> None:
-    r = daemon.invoke("echo", {}, headers={"X-Amz-Invocation-Type": "Event"})
-    assert "not supported" in aws_error(r, 400, "InvalidParameterValueException")
-
-
 def test_dry_run_is_204_and_runs_nothing(daemon: Daemon) -> None:
     before = len(daemon.records())
     r = daemon.invoke("echo", {}, headers={"X-Amz-Invocation-Type": "DryRun"})
@@ -402,8 +397,8 @@ def test_every_invocation_has_exactly_one_complete_record(daemon: Daemon) -> Non
     r = daemon.invoke("returns", {"value": "metered"})
     record = daemon.record(r.headers["x-amzn-RequestId"])
     assert set(record) == {
-        "request_id", "function", "version", "source", "source_arn", "invocation_type", "start", "end",
-        "duration_ms", "billed_duration_ms", "memory_mb", "max_memory_used_mb",
+        "request_id", "function", "version", "source", "source_arn", "invocation_type", "attempt",
+        "start", "end", "duration_ms", "billed_duration_ms", "memory_mb", "max_memory_used_mb",
         "init_duration_ms", "cold", "outcome", "error_type", "worker_pid", "cost_usd"}
     assert record["function"] == "returns" and record["version"] == "$LATEST"
     assert record["source"] == "invoke" and record["invocation_type"] == "RequestResponse"

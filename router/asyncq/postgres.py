@@ -38,6 +38,7 @@ _INSERT_EVENTS = """INSERT INTO headwater_events (request_id, function, payload,
 # The leased events of a batch of completes, each under its own lease.
 _DELETE_CLAIMED = """DELETE FROM headwater_events WHERE (request_id, lease) IN
     (SELECT * FROM unnest($1::text[], $2::text[])) RETURNING request_id"""
+_EXTEND = "UPDATE headwater_events SET due_at = $2 WHERE lease = ANY($1::text[])"
 # Nodes that start together must not race to create the tables.
 _SCHEMA_LOCK = "SELECT pg_advisory_xact_lock(hashtext('headwater_schema'))"
 # InternalClientError: a connection the server dropped in the middle of an operation.
@@ -217,6 +218,10 @@ class PostgresStore(EventStore):
         async with self._connection(transaction=False) as conn:
             status = await conn.execute(sql.RELEASE, claim.request_id, claim.lease, now)
         return status == "UPDATE 1"
+
+    async def extend(self, leases: Sequence[str], until: float) -> None:
+        async with self._connection(transaction=False) as conn:
+            await conn.execute(_EXTEND, list(leases), until)
 
     async def fire_tick(self, trigger: str, at: float, event: NewEvent) -> bool:
         async with self._connection() as conn:

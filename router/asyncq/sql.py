@@ -71,6 +71,9 @@ RETRY = """UPDATE headwater_events SET due_at = $3, lease = NULL,
         last_error = CASE WHEN $4 = 1 THEN $6 ELSE last_error END
     WHERE request_id = $1 AND lease = $2"""
 
+# Only a leased row: a lease that was settled meanwhile names nothing, and stays so.
+EXTEND = "UPDATE headwater_events SET due_at = $2 WHERE lease = $1"
+
 RELEASE = "UPDATE headwater_events SET due_at = $3, lease = NULL WHERE request_id = $1 AND lease = $2"
 
 INSERT_DEAD = """INSERT INTO headwater_dead_letters

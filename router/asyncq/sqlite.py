@@ -37,6 +37,7 @@ _CLAIM_FUNCTION = sql.for_sqlite(sql.claim(by_function=True, lock=""))
 _DELETE_LEASED = sql.for_sqlite(sql.DELETE_LEASED)
 _RETRY = sql.for_sqlite(sql.RETRY)
 _RELEASE = sql.for_sqlite(sql.RELEASE)
+_EXTEND = sql.for_sqlite(sql.EXTEND)
 _INSERT_DEAD = sql.for_sqlite(sql.INSERT_DEAD)
 _FIRE_TICK = sql.for_sqlite(sql.FIRE_TICK)
 _LAST_TICK = sql.for_sqlite(sql.LAST_TICK)
@@ -202,6 +203,10 @@ class SqliteStore(EventStore):
     async def release(self, claim: Claim, *, now: float) -> bool:
         args = (claim.request_id, claim.lease, now)
         return await self._call(lambda c: c.execute(_RELEASE, args).rowcount == 1)
+
+    async def extend(self, leases: Sequence[str], until: float) -> None:
+        rows = [(lease, until) for lease in leases]
+        await self._call(lambda c: c.executemany(_EXTEND, rows))
 
     async def fire_tick(self, trigger: str, at: float, event: NewEvent) -> bool:
         def op(c: sqlite3.Connection) -> bool:

@@ -117,6 +117,10 @@ class EventStore(ABC):
         """Give an event back unrun (shutdown), due at ``now``, its history unchanged."""
 
     @abstractmethod
+    async def extend(self, leases: Sequence[str], until: float) -> None:
+        """Renew the leases (of events still running here) to ``until``."""
+
+    @abstractmethod
     async def fire_tick(self, trigger: str, at: float, event: NewEvent) -> bool:
         """Store ``event`` for the tick of ``trigger`` at ``at``, unless that tick or a later one
         was fired already; True if this call fired it."""
@@ -143,11 +147,12 @@ class EventStore(ABC):
         same payload bytes and fresh request ids, in one transaction; the new ids."""
 
 
-def open_store(setting: str, data_dir: str | Path) -> EventStore:
-    """The store ``[async] store`` names (not yet opened)."""
+def open_store(setting: str, data_dir: str | Path, *, synchronous: str = "FULL") -> EventStore:
+    """The store ``[async] store`` names (not yet opened); ``synchronous`` is SQLite's."""
     if setting == "sqlite":
         from router.asyncq.sqlite import SqliteStore
-        return SqliteStore(Path(data_dir) / "async.sqlite3")
+        return SqliteStore(Path(data_dir) / "async.sqlite3",
+                           synchronous="NORMAL" if synchronous == "NORMAL" else "FULL")
     if setting.startswith(("postgresql://", "postgres://")):
         from router.asyncq.postgres import PostgresStore
         return PostgresStore(setting)

@@ -46,17 +46,19 @@ class Invocation:
     """One event on its way to a worker; ``future`` resolves to its ``Outcome``."""
 
     __slots__ = ("request_id", "payload", "invocation_type", "source", "source_arn", "client_context",
-                 "want_log", "future", "received", "started", "log", "cold", "log_started", "partial")
+                 "want_log", "future", "received", "started", "log", "cold", "log_started", "partial",
+                 "attempt")
 
     def __init__(self, payload: bytes, future: asyncio.Future[Outcome], *, source: str,
                  invocation_type: str = "RequestResponse", client_context: bytes | None = None,
                  want_log: bool = False, request_id: str | None = None,
-                 source_arn: str | None = None) -> None:
+                 source_arn: str | None = None, attempt: int = 1) -> None:
         self.request_id = request_id or new_request_id()
         self.payload = payload
         self.invocation_type = invocation_type
         self.source = source
         self.source_arn = source_arn  # the queue's or bucket's ARN, for an event from one
+        self.attempt = attempt  # an asynchronous event's tries so far, this one included
         self.client_context = client_context
         self.want_log = want_log
         self.future = future

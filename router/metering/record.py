@@ -19,6 +19,7 @@ class Record(msgspec.Struct):
     source: str
     source_arn: str | None  # the queue or bucket an event came from (sqs, s3)
     invocation_type: str
+    attempt: int  # 1, or an asynchronous event's retry: 2, 3, … under the same request_id
     start: str  # ISO 8601 UTC, microseconds: 2026-11-27T02:31:05.160406Z
     end: str
     duration_ms: float
@@ -77,6 +78,7 @@ class Meter:
         # Positional, in the field order above: keywords cost a Struct several times as much.
         record = Record(
             inv.request_id, function, "$LATEST", inv.source, inv.source_arn, inv.invocation_type,
+            inv.attempt,
             self._clock.iso(end - outcome.duration_ms / 1000), self._clock.iso(end),
             round(outcome.duration_ms, 3), billed, memory_mb, outcome.max_memory_mb,
             outcome.init_duration_ms, inv.cold, outcome.status, outcome.error_type,

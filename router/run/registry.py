@@ -14,6 +14,7 @@ import msgspec
 from aiohttp import web
 
 from router.api.routes import RouteTable, parse_route
+from router.asyncq.runner import AsyncInvoker
 from router.config import (
     NAME_PATTERN,
     AuthMode,
@@ -31,6 +32,7 @@ from router.run.isolation import Isolation
 from router.run.pool import FunctionPool
 from router.store.store import Deployed, Store, stamp
 from sources.mappings import Mappings
+from sources.scheduler import Scheduler
 from workers.process import BOOTSTRAP
 
 log = logging.getLogger("headwater.registry")
@@ -110,6 +112,8 @@ class Registry:
         self.routes = RouteTable([parse_route(t.route, f.name, t.auth)
                                   for f in config.functions for t in http_triggers(f)])
         self.mappings = Mappings(config, self.intake, self.lookup)  # SQS and S3 triggers
+        self.asyncq = AsyncInvoker(config, self.intake, self.lookup, self.mappings.clients)
+        self.scheduler = Scheduler(config, self.asyncq)
         self.api_mode: AuthMode = "api" if api_auth_required(config.server) else "none"
         self._ticker: asyncio.Task[None] | None = None
 
@@ -169,6 +173,8 @@ class Registry:
         for pool in self.pools.values():
             pool.start()
         self.mappings.start()
+        self.asyncq.start()
+        self.scheduler.start()
         self._ticker = asyncio.create_task(self._tick())
 
     async def _tick(self) -> None:
@@ -193,9 +199,12 @@ class Registry:
         """Drain: refuse new work, let running invocations finish within ``grace_s``, then kill."""
         self.intake.draining = True
         self.mappings.stop()  # pollers receive no more; the batches they hold run on
+        self.asyncq.stop()  # no more claims; the events claimed run on, or go back unrun
+        await self.scheduler.close()
         # Functions being deleted too: their deletes are still draining them, and must not
         # outlive the daemon's grace.
         await _drain([*self.pools.values(), *self.deleting.values()], grace_s)
+        await self.asyncq.close()  # every attempt settled in the store
         await self.mappings.close()  # what succeeded is deleted from its queue
         if self._ticker is not None:
             self._ticker.cancel()

@@ -22,6 +22,7 @@ log = logging.getLogger("headwater")
 
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+STORE_WAIT_S = 15.0
 
 
 def fix_mmap_threshold(size: int = 128 * 1024) -> None:
@@ -60,6 +61,10 @@ async def serve(config: Config, environ: Mapping[str, str]) -> int:
         log.error("cannot start: %s", e)
         return 2
     registry.start()
+    # Serve once the event store has answered (or failed to: it is then retried, and Event
+    # invokes get 503 until it opens), so that a started daemon does not refuse them for nothing.
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(registry.asyncq.tried.wait(), STORE_WAIT_S)
     grace = config.server.shutdown_grace_s
     server = build_server(registry, access_log=log if config.server.access_log else None,
                           keepalive_timeout=config.server.keepalive_timeout_s)

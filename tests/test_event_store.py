@@ -101,7 +101,7 @@ async def test_claims_take_due_events_oldest_first_within_the_limit(store: Event
     first = await store.claim(now=T0 + 10, limit=3, lease_s=30)
     assert sorted(c.request_id for c in first) == sorted(
         [other.request_id, early[0].request_id, early[1].request_id])
-    only_orders = await store.claim(now=T0 + 10, limit=10, lease_s=30, function="orders")
+    only_orders = await store.claim(now=T0 + 10, limit=10, lease_s=30, functions=["orders"])
     assert sorted(c.request_id for c in only_orders) == sorted(e.request_id for e in early[2:])
     assert await store.claim(now=T0 + 10, limit=10, lease_s=30) == []  # the late one is not due
     assert [c.request_id for c in await store.claim(now=T0 + 20, limit=10, lease_s=30)] == [late.request_id]

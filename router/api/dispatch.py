@@ -15,7 +15,7 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
-from router.api import esm, management, urls
+from router.api import dlq, esm, event_invoke, management, urls
 from router.api.awserror import aws_error
 from router.api.body import Refusal, take_body
 from router.api.httplog import RequestErrors
@@ -36,6 +36,9 @@ async def readyz(request: web.BaseRequest, registry: Registry, _: str) -> web.Re
     # its HTTP triggers, still serve.
     if problems := registry.mappings.health():
         isolation["triggers"] = problems
+    # Event invokes get 503 meanwhile; everything else serves.
+    if (problem := registry.asyncq.problem) is not None:
+        isolation["async"] = problem
     if registry.draining:
         return web.json_response({"status": "draining", **isolation}, status=503)
     if registry.meter.failing:
@@ -83,6 +86,8 @@ PATHS: dict[str, dict[str, Handler]] = {
     FUNCTIONS + "/": _COLLECTION,
     MAPPINGS: _MAPPINGS,
     MAPPINGS + "/": _MAPPINGS,
+    dlq.PREFIX: {"GET": dlq.list_dead_letters},
+    dlq.PREFIX + "/redrive": {"POST": dlq.redrive},
 }
 # The Lambda API on one resource, PREFIX/NAME[/OPERATION], by prefix, operation and method: the
 # function operations (Invoke first, the hot path), function URL configs, tags (of an ARN), and
@@ -99,6 +104,12 @@ RESOURCES: dict[str, dict[str, dict[str, Handler]]] = {
         "/url": {"POST": urls.create_url, "GET": urls.get_url, "PUT": urls.update_url,
                  "DELETE": urls.delete_url},
         "/urls": {"GET": urls.list_urls},
+    },
+    "/2019-09-25/functions/": {
+        "/event-invoke-config": {"PUT": event_invoke.put_config, "POST": event_invoke.update_config,
+                                 "GET": event_invoke.get_config,
+                                 "DELETE": event_invoke.delete_config},
+        "/event-invoke-config/list": {"GET": event_invoke.list_configs},
     },
     "/2017-03-31/tags/": {
         "": {"GET": management.list_tags, "POST": management.tag_resource,
@@ -134,6 +145,10 @@ def resolve(method: str, path: str) -> tuple[Handler, str]:
                 if name and handler is not None:
                     return handler, unquote(name)
         return unknown_operation, ""
+    if path.startswith(dlq.PREFIX + "/") and wanted == "GET":
+        name = path[len(dlq.PREFIX) + 1:]
+        if name and "/" not in name:
+            return dlq.get_dead_letter, unquote(name)
     # After the Invoke API and function URLs, which are the hot paths: a webhook call is rare.
     if path.startswith(s3_webhook.PREFIX) and method == "POST":
         name = path[len(s3_webhook.PREFIX):]

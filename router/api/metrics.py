@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from router.run.pool import FunctionPool
@@ -25,12 +26,38 @@ FUNCTION_METRICS: list[tuple[str, str, str, Callable[[FunctionPool], int]]] = [
 ]
 
 
+def async_metrics(registry: Registry) -> list[str]:
+    """The asynchronous events per function: the store's backlog (read every few seconds) and
+    this node's counters."""
+    stats = registry.asyncq.stats
+    now = time.time()
+    lines = []
+    gauges = [("headwater_async_events_pending", "Asynchronous events stored and not finished.",
+               {b.function: b.pending for b in stats.backlog}),
+              ("headwater_async_oldest_event_age_seconds", "Age of the oldest event not finished.",
+               {b.function: round(max(0.0, now - b.oldest_received_at), 3) for b in stats.backlog})]
+    counters = [("headwater_async_retries_total", "Events put back for another attempt.",
+                 stats.retries),
+                ("headwater_async_destination_deliveries_total",
+                 "Destination records sent to a function or a queue.", stats.delivered),
+                ("headwater_async_dead_lettered_total", "Events moved to the dead-letter store.",
+                 stats.dead_lettered)]
+    for metric, text, values in gauges:
+        lines += [f"# HELP {metric} {text}", f"# TYPE {metric} gauge"]
+        lines += [f'{metric}{{function="{name}"}} {value}' for name, value in sorted(values.items())]
+    for metric, text, counts in counters:
+        lines += [f"# HELP {metric} {text}", f"# TYPE {metric} counter"]
+        lines += [f'{metric}{{function="{name}"}} {counts.get(name, 0)}' for name in registry.pools]
+    return lines
+
+
 def render(registry: Registry) -> str:
     lines = []
     for metric, kind, text, read in FUNCTION_METRICS:
         lines += [f"# HELP {metric} {text}", f"# TYPE {metric} {kind}"]
         lines += [f'{metric}{{function="{name}"}} {read(pool)}'
                   for name, pool in registry.pools.items()]
+    lines += async_metrics(registry)
     capacity = registry.capacity
     lines += ["# HELP headwater_workers Worker processes of all functions.",
               "# TYPE headwater_workers gauge", f"headwater_workers {capacity.live}",

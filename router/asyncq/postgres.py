@@ -31,8 +31,8 @@ from router.intake.invocation import new_request_id
 T = TypeVar("T")
 R = TypeVar("R")
 
-_CLAIM = sql.claim(by_function=False, lock="FOR UPDATE SKIP LOCKED")
-_CLAIM_FUNCTION = sql.claim(by_function=True, lock="FOR UPDATE SKIP LOCKED")
+_CLAIM = sql.claim(only="", lock="FOR UPDATE SKIP LOCKED")
+_CLAIM_FUNCTIONS = sql.claim(only="AND function = ANY($5::text[])", lock="FOR UPDATE SKIP LOCKED")
 _INSERT_EVENTS = """INSERT INTO headwater_events (request_id, function, payload, source, received_at, due_at)
     SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], $5::float8[], $6::float8[])"""
 # The leased events of a batch of completes, each under its own lease.
@@ -179,13 +179,13 @@ class PostgresStore(EventStore):
     # --- the rest ------------------------------------------------------------------------------
 
     async def claim(self, *, now: float, limit: int, lease_s: float,
-                    function: str | None = None) -> list[Claim]:
+                    functions: Sequence[str] | None = None) -> list[Claim]:
         lease, until = f"{self._node}-{next(self._claims)}", now + lease_s
         async with self._connection(transaction=False) as conn:
-            if function is None:
+            if functions is None:
                 rows = await conn.fetch(_CLAIM, until, lease, now, limit)
             else:
-                rows = await conn.fetch(_CLAIM_FUNCTION, until, lease, now, limit, function)
+                rows = await conn.fetch(_CLAIM_FUNCTIONS, until, lease, now, limit, list(functions))
         return [sql.claim_of(tuple(row), lease, until) for row in rows]
 
     async def _delete_leased(self, conn: asyncpg.Connection, claim: Claim) -> bool:

@@ -68,8 +68,15 @@ class Stats:
 
 class AsyncInvoker:
     def __init__(self, config: Config, intake: Intake,
-                 lookup: Callable[[str], FunctionPool | None], clients: Clients) -> None:
+                 lookup: Callable[[str], FunctionPool | None], clients: Clients,
+                 settings_of: Callable[[str], AsyncInvoke],
+                 functions: Callable[[], list[str]]) -> None:
         self.config = config
+        # The functions this node runs: nodes sharing a store may each have others (a deleted
+        # function's events then wait, within their age, for a node that has it).
+        self.functions = functions
+        # A function's settings as deployed: changed through the API without a new pool.
+        self.settings_of = settings_of
         self.settings = config.async_
         self.intake = intake
         self.lookup = lookup
@@ -78,6 +85,7 @@ class AsyncInvoker:
                                 synchronous=self.settings.synchronous)
         self.problem: str | None = "the event store is being opened"
         self.opened = asyncio.Event()
+        self.tried = asyncio.Event()  # the first attempt to open the store is over
         self.stats = Stats()
         self.running: dict[str, Claim] = {}  # by request id: the events this node holds
         self.stopping = False
@@ -120,6 +128,7 @@ class AsyncInvoker:
                 await self.store.open()
                 break
             except StoreError as e:
+                self.tried.set()
                 failures += 1
                 if failures == 1 or self.problem != str(e):
                     log.error("asynchronous invocation unavailable: %s (retrying)", e)
@@ -127,6 +136,7 @@ class AsyncInvoker:
                 await asyncio.sleep(backoff_s(failures, random.random()))
         self.problem = None
         self.opened.set()
+        self.tried.set()
         log.info("asynchronous events: %s", self.store_name)
         async with asyncio.TaskGroup() as group:
             group.create_task(self._claims())
@@ -147,7 +157,8 @@ class AsyncInvoker:
                 limit = min(free, CLAIM_BATCH)
                 try:
                     claims = await self.store.claim(now=time.time(), limit=limit,
-                                                    lease_s=self.settings.lease_s)
+                                                    lease_s=self.settings.lease_s,
+                                                    functions=self.functions())
                 except StoreError as e:
                     failures += 1
                     if failures == 1:
@@ -200,7 +211,7 @@ class AsyncInvoker:
 
     async def _try(self, claim: Claim) -> None:
         pool = self.lookup(claim.function)
-        settings = pool.config.async_ if pool is not None else AsyncInvoke()
+        settings = self.settings_of(claim.function)
         policy = policy_of(settings, self.config)
         if too_old(policy, claim.received_at, time.time()):
             await self._finish(claim, pool, settings, "EventAgeExceeded", claim.invokes,

@@ -53,9 +53,9 @@ INSERT_EVENT = """INSERT INTO headwater_events (request_id, function, payload, s
 CLAIMED = "request_id, function, payload, source, received_at, invokes, requeues, last_response, last_error"
 
 
-def claim(*, by_function: bool, lock: str) -> str:
-    """``lock`` is PostgreSQL's ``FOR UPDATE SKIP LOCKED`` (SQLite has one writer and no lock)."""
-    only = "AND function = $5" if by_function else ""
+def claim(*, only: str, lock: str) -> str:
+    """``only`` is the condition that keeps the functions of $5 (a list), or ""; ``lock`` is
+    PostgreSQL's ``FOR UPDATE SKIP LOCKED`` (SQLite has one writer and no lock)."""
     return f"""UPDATE headwater_events SET due_at = $1, lease = $2
         WHERE request_id IN (SELECT request_id FROM headwater_events WHERE due_at <= $3 {only}
                              ORDER BY due_at LIMIT $4 {lock})

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import os
 import queue
 import secrets
@@ -32,8 +33,9 @@ Op = Callable[[sqlite3.Connection], Any]
 _STOP = object()
 
 _INSERT_EVENT = sql.for_sqlite(sql.INSERT_EVENT)
-_CLAIM = sql.for_sqlite(sql.claim(by_function=False, lock=""))
-_CLAIM_FUNCTION = sql.for_sqlite(sql.claim(by_function=True, lock=""))
+_CLAIM = sql.for_sqlite(sql.claim(only="", lock=""))
+_CLAIM_FUNCTIONS = sql.for_sqlite(sql.claim(only="AND function IN (SELECT value FROM json_each($5))",
+                                            lock=""))
 _DELETE_LEASED = sql.for_sqlite(sql.DELETE_LEASED)
 _RETRY = sql.for_sqlite(sql.RETRY)
 _RELEASE = sql.for_sqlite(sql.RELEASE)
@@ -169,12 +171,12 @@ class SqliteStore(EventStore):
         await self._call(lambda c: c.execute(_INSERT_EVENT, row))
 
     async def claim(self, *, now: float, limit: int, lease_s: float,
-                    function: str | None = None) -> list[Claim]:
+                    functions: Sequence[str] | None = None) -> list[Claim]:
         lease, until = f"{self._node}-{next(self._claims)}", now + lease_s
-        if function is None:
+        if functions is None:
             statement, args = _CLAIM, (until, lease, now, limit)
         else:
-            statement, args = _CLAIM_FUNCTION, (until, lease, now, limit, function)
+            statement, args = _CLAIM_FUNCTIONS, (until, lease, now, limit, json.dumps(list(functions)))
         rows = await self._call(lambda c: c.execute(statement, args).fetchall())
         return [sql.claim_of(row, lease, until) for row in rows]
 

@@ -94,8 +94,9 @@ class EventStore(ABC):
 
     @abstractmethod
     async def claim(self, *, now: float, limit: int, lease_s: float,
-                    function: str | None = None) -> list[Claim]:
-        """Lease up to ``limit`` events due at ``now`` (oldest due first) until ``now + lease_s``."""
+                    functions: Sequence[str] | None = None) -> list[Claim]:
+        """Lease up to ``limit`` events due at ``now`` (oldest due first) until ``now + lease_s``;
+        only events of ``functions`` if given (a node claims only what it can run)."""
 
     @abstractmethod
     async def complete(self, claim: Claim, *, then: NewEvent | None = None) -> bool:

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 import zipfile
 from collections.abc import Mapping, Sequence
@@ -80,6 +81,20 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
                              "has none")
 
     client(commands.add_parser("functions", help="list the daemon's functions"))
+
+    dlq = commands.add_parser("dlq", help="asynchronous events that failed: list, show, redrive")
+    dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True)
+    listing = client(dlq_commands.add_parser("list", help="list dead letters, oldest first"))
+    listing.add_argument("function", nargs="?", help="only this function's")
+    listing.add_argument("--max", type=int, default=100, help="at most this many (default 100)")
+    show = client(dlq_commands.add_parser("show", help="print a dead letter as JSON (its payload "
+                                                       "and destination record included)"))
+    show.add_argument("id", help="the event's request id")
+    again = client(dlq_commands.add_parser("redrive", help="run dead letters again as new "
+                                                           "asynchronous events"))
+    again.add_argument("function")
+    again.add_argument("--id", action="append", dest="ids", metavar="ID",
+                       help="only this dead letter (repeatable; default: all of the function's)")
 
     event = commands.add_parser("event", help="sample events")
     event_commands = event.add_subparsers(dest="event_command", required=True)
@@ -399,13 +414,42 @@ def cmd_functions(args: argparse.Namespace, api: Api) -> int:
         marker = page.get("NextMarker", "")
         if not marker:
             break
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    print_table(rows)
     return 0
 
 
-COMMANDS = {"invoke": cmd_invoke, "deploy": cmd_deploy, "functions": cmd_functions}
+def cmd_dlq(args: argparse.Namespace, api: Api) -> int:
+    if args.dlq_command == "show":
+        _, _, body = api.call("GET", f"/headwater/dead-letters/{urllib.parse.quote(args.id)}")
+        print(json.dumps(json.loads(body), indent=2))
+        return 0
+    if args.dlq_command == "redrive":
+        wanted: dict[str, object] = {"FunctionName": args.function}
+        if args.ids:
+            wanted["RequestIds"] = args.ids
+        _, _, body = api.call("POST", "/headwater/dead-letters/redrive", json.dumps(wanted).encode())
+        ids = json.loads(body)["RequestIds"]
+        print(f"redriven: {len(ids)} event(s)")
+        for request_id in ids:
+            print(request_id)
+        return 0 if ids or not args.ids else 1
+    query = urllib.parse.urlencode({"MaxItems": args.max, **({"FunctionName": args.function}
+                                                              if args.function else {})})
+    _, _, body = api.call("GET", f"/headwater/dead-letters?{query}")
+    rows = [("REQUEST ID", "FUNCTION", "CONDITION", "INVOKES", "SOURCE", "DEAD AT")]
+    rows += [(d["RequestId"], d["FunctionName"], d["Condition"], str(d["ApproximateInvokeCount"]),
+              d["Source"], d["DeadAt"]) for d in json.loads(body)["DeadLetters"]]
+    print_table(rows)
+    return 0
+
+
+def print_table(rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+COMMANDS = {"invoke": cmd_invoke, "deploy": cmd_deploy, "functions": cmd_functions, "dlq": cmd_dlq}
 
 if __name__ == "__main__":
     sys.exit(main())

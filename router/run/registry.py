@@ -17,6 +17,7 @@ from router.api.routes import RouteTable, parse_route
 from router.asyncq.runner import AsyncInvoker
 from router.config import (
     NAME_PATTERN,
+    AsyncInvoke,
     AuthMode,
     Config,
     FunctionUrl,
@@ -112,13 +113,19 @@ class Registry:
         self.routes = RouteTable([parse_route(t.route, f.name, t.auth)
                                   for f in config.functions for t in http_triggers(f)])
         self.mappings = Mappings(config, self.intake, self.lookup)  # SQS and S3 triggers
-        self.asyncq = AsyncInvoker(config, self.intake, self.lookup, self.mappings.clients)
+        self.asyncq = AsyncInvoker(config, self.intake, self.lookup, self.mappings.clients,
+                                   self.async_settings, lambda: list(self.pools))
         self.scheduler = Scheduler(config, self.asyncq)
         self.api_mode: AuthMode = "api" if api_auth_required(config.server) else "none"
         self._ticker: asyncio.Task[None] | None = None
 
     def lookup(self, name: str) -> FunctionPool | None:
         return self.pools.get(name)
+
+    def async_settings(self, name: str) -> AsyncInvoke:
+        """A function's asynchronous invocation settings (the defaults for one that is gone)."""
+        deployed = self.deployed.get(name)
+        return deployed.function.async_ if deployed is not None else AsyncInvoke()
 
     def code_in_use(self, name: str) -> set[Path]:
         """The version folders a function's workers run in, and the one its next workers will."""

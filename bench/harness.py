@@ -72,6 +72,7 @@ def noop_function(workers: int = NOOP_WORKERS) -> str:
 class Server:
     url: str
     pid: int
+    folder: Path | None = None  # a daemon's: its config, code and metering.jsonl
 
 
 @dataclass
@@ -149,7 +150,7 @@ def headwater(functions: str, files: dict[str, str], server: str = "",
         base = f"http://127.0.0.1:{port}"
         with process(sys.executable, "-m", "router", "serve", "--config", str(config),
                      ready_url=f"{base}/healthz", wrap=wrap) as pid:
-            yield Server(base, pid)
+            yield Server(base, pid, Path(tmp))
 
 
 def load(url: str, concurrency: int, seconds: float, method: str = "POST",

@@ -206,8 +206,10 @@ class AsyncInvoker:
         except Exception:
             log.exception("%s: event %s failed in the router", claim.function, claim.request_id)
         finally:
+            full = len(self.running) >= self.settings.max_in_flight
             self.running.pop(claim.request_id, None)
-            self._wake.set()
+            if full:  # the claim loop waits for a free slot
+                self._wake.set()
 
     async def _try(self, claim: Claim) -> None:
         pool = self.lookup(claim.function)

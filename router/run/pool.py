@@ -184,7 +184,7 @@ class FunctionPool:
         self.closing = False
         self.empty_since = time.monotonic()  # when its last worker went (its fork server idles)
         self._tasks: set[asyncio.Task[None]] = set()
-        self._room: list[asyncio.Future[None]] = []  # pollers waiting for room (see has_room)
+        self._room: deque[asyncio.Future[None]] = deque()  # pollers waiting for room (see has_room)
         self.reserved = 0  # room taken by pollers whose invocation is not submitted yet
 
     def _configure(self, fn: FunctionConfig) -> None:
@@ -241,11 +241,16 @@ class FunctionPool:
             self._room.append(waiter)
         return waiter
 
-    def wake_room(self) -> None:
-        waiters, self._room = self._room, []
-        for waiter in waiters:
+    def wake_room(self, every: bool = False) -> None:
+        """Wake the longest waiting poller (room was made for one), or ``every`` one (none will
+        come: the function closes, or cannot serve). Waking all for one slot would wake a
+        hundred async events for each that can run."""
+        while self._room:
+            waiter = self._room.popleft()
             if not waiter.done():
                 waiter.set_result(None)
+                if not every:
+                    return
 
     def _run(self, worker: Worker, inv: Invocation) -> None:
         inv.started = time.monotonic()
@@ -388,7 +393,7 @@ class FunctionPool:
             # Nothing can serve the queue: each waiting caller gets the init error, as on Lambda.
             while self.queue:
                 self._fail_init(self.queue.popleft(), self.failure)
-            self.wake_room()
+            self.wake_room(every=True)
 
     # --- scaling and deadlines -------------------------------------------------------------
 
@@ -531,7 +536,7 @@ class FunctionPool:
         while self.queue:
             inv = self.queue.popleft()
             self._finish(inv, Outcome("throttled", b"", "ServiceUnavailable"))
-        self.wake_room()
+        self.wake_room(every=True)
         for worker in self.idle:
             worker.stop()
         self.idle.clear()

@@ -24,7 +24,9 @@ import pytest
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 from conftest import Daemon, function_toml
-from moto_server import until
+from moto_server import MotoServer, aws_section, until
+
+from router.cli.scaffold import create
 
 EVENT = {"X-Amz-Invocation-Type": "Event"}
 
@@ -360,3 +362,53 @@ def test_a_dead_nodes_events_are_taken_over(make_daemon: Callable[..., Daemon],
     until(lambda: done | {x["request_id"] for x in survivor.records()
                           if x["outcome"] == "success"} >= set(ids),
           timeout=60, what="the survivor to run what the dead node held and left")
+
+
+def test_catch_up_latest_fires_the_last_missed_tick_once(make_daemon: Callable[..., Daemon]) -> None:
+    daemon = make_daemon(schedule_toml("catchup", "rate(1 second)", catch_up="latest"),
+                         server=section())
+    until(lambda: lines_with(daemon, "EVENT"), what="a first tick")
+    assert daemon.stop() == 0
+    stopped = time.time()
+    time.sleep(3.2)  # three ticks or more go by with no daemon
+    restarting = time.time()
+    again = Daemon(daemon.folder, daemon.config_path.read_text()).start()
+    try:
+        until(lambda: len(lines_with(again, "EVENT")) >= 2, what="ticks after the restart")
+        fired = [datetime.fromisoformat(e["event"]["time"].replace("Z", "+00:00")).timestamp()
+                 for e in lines_with(again, "EVENT")]
+        missed = [t for t in fired if t < restarting]
+        assert len(missed) == 1, fired  # the latest missed one, once; not every one missed
+        assert restarting - 1 <= missed[0] and missed[0] > stopped
+    finally:
+        again.stop()
+
+
+def test_the_scheduled_blueprint_runs_on_a_schedule(make_daemon: Callable[..., Daemon]) -> None:
+    toml = function_toml("report", "app.handler", code="report") + (
+        '[[functions.triggers]]\ntype = "schedule"\nexpression = "rate(1 second)"\n'
+        'timezone = "Europe/Paris"\nname = "report-every-second"\n')
+    daemon = make_daemon(toml, server=section(),
+                         before_start=lambda folder: create("report", "scheduled", folder))
+    line = daemon.wait_for_line("scheduled run at", timeout=10)
+    assert "arn:aws:events:us-east-1:000000000000:rule/report-every-second" in line
+
+
+def test_on_failure_can_be_an_sqs_queue(make_daemon: Callable[..., Daemon]) -> None:
+    with MotoServer() as moto:
+        sqs = boto3.client("sqs", endpoint_url=moto.endpoint, region_name="us-east-1",
+                           aws_access_key_id="testing", aws_secret_access_key="testing")
+        url = sqs.create_queue(QueueName="failures")["QueueUrl"]
+        toml = function_toml("tosqs", "asyncfn.fails") + (
+            "[functions.async]\nmax_retry_attempts = 0\n"
+            'on_failure = "arn:aws:sqs:us-east-1:123456789012:failures"\n')
+        daemon = make_daemon(aws_section(moto.endpoint) + toml, server=section())
+        request_id = daemon.invoke("tosqs", {"to": "sqs"}, headers=EVENT).headers["x-amzn-RequestId"]
+        got = until(lambda: sqs.receive_message(QueueUrl=url, WaitTimeSeconds=1).get("Messages"),
+                    timeout=20, what="the record in the queue")
+        record = json.loads(got[0]["Body"])
+        assert record["requestContext"]["requestId"] == request_id
+        assert record["requestContext"]["condition"] == "RetriesExhausted"
+        assert record["requestPayload"] == {"to": "sqs"}
+        assert cli(daemon, "dlq", "list", "tosqs").stdout.count(request_id) == 0
+        sqs.close()

@@ -41,7 +41,7 @@ from statistics import median
 import aiohttp
 import asyncpg
 import redis
-from harness import headwater, percentile, table
+from harness import headwater, noop_function, percentile, table
 
 REDIS = "redis://127.0.0.1:6379/15"
 POSTGRES = "postgresql://postgres@127.0.0.1:5432"
@@ -62,18 +62,6 @@ counter = redis.Redis.from_url("{broker}")
 def noop(i):
     counter.incr("hw-bench-done")
 """
-
-
-def function(name: str, extra: str = "") -> str:
-    return f"""
-        [[functions]]
-        name = "{name}"
-        handler = "app.handler"
-        code = "{name}"
-        min_workers = {WORKERS}
-        max_workers = {WORKERS}
-        {extra}
-    """
 
 
 def async_section(store: str) -> str:
@@ -186,7 +174,7 @@ def database() -> Iterator[str]:
 def schedule_precision(ticks: int) -> list[float]:
     """Milliseconds from each scheduled second to its handler's start."""
     extra = '[[functions.triggers]]\ntype = "schedule"\nexpression = "rate(1 second)"\n'
-    with headwater(textwrap.dedent(function("tick")) + extra, NOOP,
+    with headwater(textwrap.dedent(noop_function(WORKERS, "tick")) + extra, NOOP,
                    server=async_section("sqlite")) as server:
         time.sleep(ticks + 1.5)
         assert server.folder is not None
@@ -205,7 +193,7 @@ def main() -> None:
     rows = []
     with celery_worker() as (task, client), database() as dsn:
         for label, store in (("SQLite (FULL)", "sqlite"), ("PostgreSQL", dsn)):
-            with headwater(textwrap.dedent(function("noop")), NOOP,
+            with headwater(textwrap.dedent(noop_function(WORKERS)), NOOP,
                            server=async_section(store)) as server:
                 assert server.folder is not None
                 metering = server.folder / "metering.jsonl"

@@ -56,13 +56,14 @@ NOOP_WORKERS: int = next(f.default for f in msgspec.structs.fields(FunctionConfi
                          if f.name == "max_workers")
 
 
-def noop_function(workers: int = NOOP_WORKERS) -> str:
-    """The no-op function's TOML, with ``workers`` warm workers and no more."""
+def noop_function(workers: int = NOOP_WORKERS, name: str = "noop") -> str:
+    """The no-op function's TOML (its code in the folder ``name``), with ``workers`` warm workers
+    and no more."""
     return f"""
         [[functions]]
-        name = "noop"
+        name = "{name}"
         handler = "app.handler"
-        code = "noop"
+        code = "{name}"
         min_workers = {workers}
         max_workers = {workers}
     """

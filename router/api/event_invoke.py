@@ -22,11 +22,9 @@ from router.api.awserror import aws_error
 from router.api.management import (
     NO_BODY,
     Invalid,
-    authenticated,
     bad_request,
-    find_function,
-    not_found,
     read_json,
+    readable,
     refuse_unimplemented,
     writable,
 )
@@ -137,12 +135,9 @@ def no_config(registry: Registry, deployed: Deployed) -> web.Response:
                      f"The function {arn}:$LATEST doesn't have an EventInvokeConfig")
 
 
-@authenticated(NO_BODY, "GetFunctionEventInvokeConfig")
-async def get_config(request: web.BaseRequest, registry: Registry, text: str,
-                     body: bytes) -> web.Response:
-    deployed, name = find_function(registry, text)
-    if deployed is None:
-        return not_found(registry, name)
+@readable("GetFunctionEventInvokeConfig")
+async def get_config(request: web.BaseRequest, registry: Registry,
+                     deployed: Deployed) -> web.Response:
     if (problem := qualifier_problem(request)) is not None:
         return problem
     if deployed.function.async_ == AsyncInvoke():
@@ -150,12 +145,9 @@ async def get_config(request: web.BaseRequest, registry: Registry, text: str,
     return web.json_response(shape(registry, deployed))
 
 
-@authenticated(NO_BODY, "ListFunctionEventInvokeConfigs")
-async def list_configs(request: web.BaseRequest, registry: Registry, text: str,
-                       body: bytes) -> web.Response:
-    deployed, name = find_function(registry, text)
-    if deployed is None:
-        return not_found(registry, name)
+@readable("ListFunctionEventInvokeConfigs")
+async def list_configs(request: web.BaseRequest, registry: Registry,
+                       deployed: Deployed) -> web.Response:
     configured = deployed.function.async_ != AsyncInvoke()
     return web.json_response(
         {"FunctionEventInvokeConfigs": [shape(registry, deployed)] if configured else []})

@@ -253,6 +253,27 @@ def authenticated(limit: int, operation: str) -> Callable[[BodyHandler], Handler
     return wrap
 
 
+ReadHandler = Callable[[web.BaseRequest, Registry, Deployed], Awaitable[web.Response]]
+
+
+def readable(operation: str) -> Callable[[ReadHandler], Handler]:
+    """Authenticated (no body), for a function that exists, by name or ARN."""
+
+    def wrap(handler: ReadHandler) -> Handler:
+        @authenticated(NO_BODY, operation)
+        @functools.wraps(handler)
+        async def checked(request: web.BaseRequest, registry: Registry, text: str,
+                          body: bytes) -> web.Response:
+            deployed, name = find_function(registry, text)
+            if deployed is None:
+                return not_found(registry, name)
+            return await handler(request, registry, deployed)
+
+        return checked
+
+    return wrap
+
+
 def check_tags(tags: Any) -> dict[str, str]:
     """Lambda's rules for tags: at most 50, keys of 1-128 characters not starting with "aws:",
     values of at most 256."""
@@ -332,24 +353,18 @@ def latest_name(text: str) -> str | None:
     return parsed[0]
 
 
-@authenticated(NO_BODY, "GetFunction")
-async def get_function(request: web.BaseRequest, registry: Registry, text: str,
-                       body: bytes) -> web.Response:
-    deployed, name = find_function(registry, text)
-    if deployed is None:
-        return not_found(registry, name)
+@readable("GetFunction")
+async def get_function(request: web.BaseRequest, registry: Registry,
+                       deployed: Deployed) -> web.Response:
     return web.json_response({
         "Configuration": configuration(registry, deployed),
         "Code": {"RepositoryType": "Headwater", "Location": f"file://{deployed.function.code}"},
         "Tags": deployed.tags})
 
 
-@authenticated(NO_BODY, "GetFunctionConfiguration")
-async def get_configuration(request: web.BaseRequest, registry: Registry, text: str,
-                            body: bytes) -> web.Response:
-    deployed, name = find_function(registry, text)
-    if deployed is None:
-        return not_found(registry, name)
+@readable("GetFunctionConfiguration")
+async def get_configuration(request: web.BaseRequest, registry: Registry,
+                            deployed: Deployed) -> web.Response:
     return web.json_response(configuration(registry, deployed))
 
 

@@ -20,13 +20,11 @@ from router.api.management import (
     MAX_SETTINGS_BODY,
     NO_BODY,
     Invalid,
-    authenticated,
     bad_request,
     changed,
-    find_function,
-    not_found,
     page_of,
     read_json,
+    readable,
     writable,
 )
 from router.config import Cors, FunctionUrl, effective_auth, function_arn
@@ -174,12 +172,10 @@ async def delete_url(request: web.BaseRequest, body: bytes, registry: Registry,
     return web.Response(status=204)
 
 
-@authenticated(NO_BODY, "GetFunctionUrlConfig")
-async def get_url(request: web.BaseRequest, registry: Registry, text: str,
-                  body: bytes) -> web.Response:
-    deployed, name = find_function(registry, text)
-    if deployed is None:
-        return not_found(registry, name)
+@readable("GetFunctionUrlConfig")
+async def get_url(request: web.BaseRequest, registry: Registry,
+                  deployed: Deployed) -> web.Response:
+    name = deployed.function.name
     if (refused := qualified(request, registry, name)) is not None:
         return refused
     if not deployed.function.url.enabled:
@@ -187,12 +183,9 @@ async def get_url(request: web.BaseRequest, registry: Registry, text: str,
     return web.json_response(url_config(request, registry, deployed))
 
 
-@authenticated(NO_BODY, "ListFunctionUrlConfigs")
-async def list_urls(request: web.BaseRequest, registry: Registry, text: str,
-                    body: bytes) -> web.Response:
-    deployed, name = find_function(registry, text)
-    if deployed is None:
-        return not_found(registry, name)
+@readable("ListFunctionUrlConfigs")
+async def list_urls(request: web.BaseRequest, registry: Registry,
+                    deployed: Deployed) -> web.Response:
     try:
         start, size = page_of(request)
     except Invalid as e:

@@ -412,3 +412,24 @@ def test_on_failure_can_be_an_sqs_queue(make_daemon: Callable[..., Daemon]) -> N
         assert record["requestPayload"] == {"to": "sqs"}
         assert cli(daemon, "dlq", "list", "tosqs").stdout.count(request_id) == 0
         sqs.close()
+
+
+def test_a_function_with_no_concurrency_is_throttled_without_holding_up_others(
+        make_daemon: Callable[..., Daemon]) -> None:
+    daemon = make_daemon(function_toml("off", "asyncfn.records", max_workers=0)
+                         + function_toml("on", "asyncfn.records"), server=section(max_in_flight=4))
+    for _ in range(8):  # more than the node may hold at once
+        assert daemon.invoke("off", {"off": True}, headers=EVENT).status == 202
+    assert daemon.invoke("on", {"on": True}, headers=EVENT).status == 202
+    until(lambda: any(e["event"] == {"on": True} for e in lines_with(daemon, "EVENT")),
+          what="the other function's event to run")
+
+    def retries() -> int:
+        text = daemon.request("GET", "/metrics").body.decode()
+        line = next(x for x in text.splitlines()
+                    if x.startswith('headwater_async_retries_total{function="off"}'))
+        return int(line.split()[-1])
+
+    until(lambda: retries() >= 8, what="the throttled events to be put back")
+    assert not [e for e in lines_with(daemon, "EVENT") if e["event"] == {"off": True}]
+    assert "off" not in cli(daemon, "dlq", "list").stdout  # kept, within its age

@@ -224,6 +224,10 @@ class AsyncInvoker:
             # waits (with backoff) for as long as its age allows.
             await self._settle(claim, pool, settings, policy, "system_error", None)
             return
+        if pool.config.max_workers == 0:
+            # Reserved concurrency 0: throttled, as Lambda throttles it, until the event ages out.
+            await self._settle(claim, pool, settings, policy, "throttle", None)
+            return
         reservation = await self.intake.room(pool)
         if reservation is None:  # draining: the event stays for the next start, as it was
             await self.store.release(claim, now=time.time())

@@ -360,7 +360,7 @@ def parse(raw: dict[str, Any], base: Path, environ: Mapping[str, str],
         data_dir=str(_data_dir(base, environ, config.server.data_dir)))
     metering = msgspec.structs.replace(
         config.metering,
-        path=str(base / environ.get("HEADWATER_METERING_PATH", config.metering.path)))
+        path=str(_metering_path(base, environ, config.metering.path)))
     functions = [msgspec.structs.replace(f, code=str(base / f.code)) for f in config.functions]
     config = msgspec.structs.replace(config, server=server, metering=metering, functions=functions)
     check(config, environ.get("PATH", os.defpath))
@@ -371,19 +371,34 @@ def _data_dir(base: Path, environ: Mapping[str, str], configured: str) -> Path:
     return base / environ.get("HEADWATER_DATA_DIR", configured)
 
 
-def data_dir_of(path: str | Path, environ: Mapping[str, str]) -> Path | None:
-    """The data folder the config file at ``path`` gives its daemon, read without checking the
-    rest of the file (the client commands look there for the daemon's address); None if the file
-    cannot be read."""
-    path = Path(path)
+def _metering_path(base: Path, environ: Mapping[str, str], configured: str) -> Path:
+    return base / environ.get("HEADWATER_METERING_PATH", configured)
+
+
+def _setting_of(path: Path, table: str, key: str, default: str) -> str | None:
+    """One string setting of the config file at ``path``, read without checking the rest of the
+    file (for the client commands); None if the file cannot be read or the value is no string."""
     try:
-        server = tomllib.loads(path.read_text()).get("server", {})
+        section = tomllib.loads(path.read_text()).get(table, {})
     except (OSError, tomllib.TOMLDecodeError):
         return None
-    configured = server.get("data_dir", ServerConfig().data_dir) if isinstance(server, dict) else None
-    if not isinstance(configured, str):
-        return None
-    return _data_dir(path.resolve().parent, environ, configured)
+    value = section.get(key, default) if isinstance(section, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def data_dir_of(path: str | Path, environ: Mapping[str, str]) -> Path | None:
+    """The data folder the config file at ``path`` gives its daemon (where the client commands
+    find the daemon's address)."""
+    path = Path(path)
+    configured = _setting_of(path, "server", "data_dir", ServerConfig().data_dir)
+    return None if configured is None else _data_dir(path.resolve().parent, environ, configured)
+
+
+def metering_path_of(path: str | Path, environ: Mapping[str, str]) -> Path | None:
+    """The metering file the config file at ``path`` gives its daemon (for ``headwater usage``)."""
+    path = Path(path)
+    configured = _setting_of(path, "metering", "path", MeteringConfig().path)
+    return None if configured is None else _metering_path(path.resolve().parent, environ, configured)
 
 
 def split_listen(listen: str) -> tuple[str, int]:

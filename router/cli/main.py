@@ -14,6 +14,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -96,6 +97,15 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     again.add_argument("--id", action="append", dest="ids", metavar="ID",
                        help="only this dead letter (repeatable; default: all of the function's)")
 
+    usage = commands.add_parser("usage", help="add up the metering records")
+    usage.add_argument("--config", default=environ.get("HEADWATER_CONFIG", "config.toml"),
+                       help="the daemon's configuration, which names the metering file")
+    usage.add_argument("--metering", metavar="PATH", help="the metering file itself (its rotated "
+                       "copies PATH.1 … are read too)")
+    usage.add_argument("--since", help="only records that started in the last 90s, 10m, 24h, 7d …")
+    usage.add_argument("--by", choices=["function", "source", "day"], default="function")
+    usage.add_argument("--format", choices=["table", "json", "csv"], default="table")
+
     event = commands.add_parser("event", help="sample events")
     event_commands = event.add_subparsers(dest="event_command", required=True)
     generate = event_commands.add_parser("generate", help="print a realistic sample event")
@@ -110,6 +120,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return cmd_serve(args, environ)
     if args.command == "init":
         return cmd_init(args)
+    if args.command == "usage":
+        return cmd_usage(args, environ)
     if args.command == "event":
         from sources.samples import sample_event
 
@@ -443,10 +455,41 @@ def cmd_dlq(args: argparse.Namespace, api: Api) -> int:
     return 0
 
 
-def print_table(rows: list[tuple[str, ...]]) -> None:
+def print_table(rows: list[tuple[str, ...]], numbers: bool = False) -> None:
+    """Columns padded to their widest cell; with ``numbers``, all but the first to the right."""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+        print("  ".join(cell.rjust(w) if numbers and i else cell.ljust(w)
+                        for i, (cell, w) in enumerate(zip(row, widths, strict=True))).rstrip())
+
+
+def cmd_usage(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    from router.config import metering_path_of
+    from router.metering import usage
+
+    config = Path(args.config)
+    path = Path(args.metering) if args.metering else metering_path_of(config, environ)
+    if path is None:
+        print(f"headwater: cannot read {config}: give --config or --metering", file=sys.stderr)
+        return 2
+    try:
+        after = time.time() - usage.since_seconds(args.since) if args.since else None
+    except ValueError as e:
+        print(f"headwater: --since: {e}", file=sys.stderr)
+        return 2
+    found = usage.files(path)
+    if not found:
+        print(f"headwater: no metering file at {path}", file=sys.stderr)
+        return 1
+    skipped = [0]
+    rows = usage.summarize(usage.read(found, skipped), args.by, after)
+    if args.format == "table":
+        print_table([(args.by, *usage.COLUMNS), *usage.cells(rows)], numbers=True)
+    else:
+        print(usage.render(rows, args.by, args.format))
+    if skipped[0]:
+        print(f"headwater: {skipped[0]} line(s) that are not whole records left out", file=sys.stderr)
+    return 0
 
 
 COMMANDS = {"invoke": cmd_invoke, "deploy": cmd_deploy, "functions": cmd_functions, "dlq": cmd_dlq}

@@ -110,7 +110,9 @@ class Daemon:
         path = self.folder / "var" / "metering.jsonl"
         if not path.exists():
             return []
-        return [json.loads(line) for line in path.read_text().splitlines()]
+        # The daemon may be writing: a last line without its newline is not a record yet.
+        whole = path.read_text().rpartition("\n")[0]
+        return [json.loads(line) for line in whole.splitlines()]
 
     def record(self, request_id: str) -> dict[str, object]:
         matches = [r for r in self.records() if r["request_id"] == request_id]

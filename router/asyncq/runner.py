@@ -261,6 +261,9 @@ class AsyncInvoker:
         if not isinstance(decision, Finish):
             if await self.store.retry(claim, due_at=decision.due_at, response=response):
                 self.stats.retries[claim.function] += 1
+                # Claimed when due, not at the next poll after it.
+                loop = asyncio.get_running_loop()
+                loop.call_at(loop.time() + max(0.0, decision.due_at - time.time()), self._wake.set)
             return
         await self._finish(claim, pool, settings, decision.condition, invokes,
                            response or claim.last_response)

@@ -74,6 +74,9 @@ class ServerConfig(Struct, frozen=True, forbid_unknown_fields=True):
                                     description="a 12-digit account id")] = "000000000000"
     max_workers: _int(1, 10000) = 64  # worker processes of all functions together
     shutdown_grace_s: _number(0) = 30.0
+    # After SIGTERM, /readyz answers 503 while everything else is still served for this long, so
+    # that a load balancer takes the daemon out of rotation before its listener closes.
+    drain_delay_s: _number(0) = 5.0
     body_timeout_s: _number(0.1) = 30.0  # a request body must arrive within this
     # An idle keep-alive connection, or one whose request line and headers have not all arrived,
     # is closed after this: longer than a load balancer's idle timeout (60 s on an ALB), so the

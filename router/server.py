@@ -97,13 +97,19 @@ async def serve(config: Config, environ: Mapping[str, str]) -> int:
              host, bound[1], len(registry.pools))
     systemd.notify(environ, "READY=1")
     await life.stop.wait()
-    log.info("draining: finishing in-flight invocations (up to %.0f s)", grace)
     systemd.notify(environ, "STOPPING=1")
-    registry.intake.draining = True
-    await site.stop()  # no new connections; those open get 503 from here on
+    delay = config.server.drain_delay_s
+    registry.leaving = True
+    if delay:
+        log.info("draining: /readyz answers 503; still serving for %.1f s", delay)
+        await asyncio.sleep(delay)
+    log.info("draining: finishing in-flight invocations (up to %.0f s)", grace)
+    registry.intake.draining = True  # new requests get 503 from here on, health checks excepted
     # Running invocations finish (or are killed at the grace), so every caller gets its answer
-    # before the connections close.
+    # before the connections close. The listener stays open meanwhile: a late client gets a 503
+    # rather than a refused or reset connection.
     await registry.close(grace)
+    await site.stop()
     await runner.cleanup()
     if operations is not None:
         await operations.cleanup()

@@ -203,6 +203,8 @@ class Poller:
                     break
             finally:
                 reservation.release()
+        if carry:  # received beyond the last batch, never run: back to the queue at once
+            await self._return(carry)
 
     async def _gather(self, carry: list[dict[str, Any]]
                       ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -258,6 +260,10 @@ class Poller:
         else:
             done = await self._run_sqs(pool, records, reservation)
         await self._delete([m for m, ok in zip(messages, done, strict=True) if ok])
+        if self.stopping:
+            # Refused or cut short by the shutdown: visible again now, for the next poller (this
+            # daemon restarted, or another), not after the visibility timeout.
+            await self._return([m for m, ok in zip(messages, done, strict=True) if not ok])
 
     async def _run_sqs(self, pool: FunctionPool, records: list[dict[str, Any]],
                        reservation: Reservation) -> list[bool]:
@@ -327,6 +333,22 @@ class Poller:
                 if not failed:
                     break
                 entries = [e for e in entries if e["Id"] in failed]
+
+    async def _return(self, messages: list[dict[str, Any]]) -> None:
+        """Make messages visible again at once (visibility timeout 0); one attempt, as this runs
+        at shutdown: a message not returned comes back after its visibility timeout."""
+        target = self.target
+        for start in range(0, len(messages), MAX_RECEIVE):
+            entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 0}
+                       for i, m in enumerate(messages[start:start + MAX_RECEIVE])]
+            try:
+                client = await self.clients.client("sqs", target.endpoint_url, target.region)
+                await client.change_message_visibility_batch(QueueUrl=target.queue_url,
+                                                             Entries=entries)
+            except ENDPOINT_ERRORS as e:
+                log.warning("%s: cannot return %d message(s) to %s (%s); they come back after "
+                            "their visibility timeout", target.function, len(entries),
+                            target.queue_arn, e)
 
     # --- state -----------------------------------------------------------------------------
 

@@ -173,6 +173,8 @@ def make_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[.
         if before_start is not None:
             before_start(folder)
         grace = "" if "shutdown_grace_s" in server else "shutdown_grace_s = 10\n"
+        # No load balancer to wait for; the tests of the delay set it.
+        grace += "" if "drain_delay_s" in server else "drain_delay_s = 0\n"
         config = f"[server]\n{grace}{server}\n{functions}"
         daemon = Daemon(folder, config).start()
         started.append(daemon)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -101,3 +102,45 @@ def test_sigterm_drains_in_flight_invocations(make_daemon) -> None:  # type: ign
     rid = response.headers["x-amzn-RequestId"]  # type: ignore[attr-defined]
     assert d.record(rid)["outcome"] == "success"
     assert any("draining" in line for line in d.lines)
+
+
+def test_sigterm_keeps_serving_through_the_drain_delay_and_answers_every_request(
+        make_daemon) -> None:  # type: ignore[no-untyped-def]
+    d = make_daemon(function_toml("quick", "outcomes.returns", max_workers=2),
+                    server="drain_delay_s = 1.5")
+    statuses: list[int] = []
+    failures: list[tuple[float, str]] = []
+    stop = threading.Event()
+    signalled: list[float] = []
+
+    def client() -> None:
+        while not stop.is_set():
+            try:
+                r = d.invoke("quick", {"value": 1}, timeout=5)
+                statuses.append(r.status)
+            except OSError as e:  # refused once the listener closed, after the delay
+                failures.append((time.monotonic(), type(e).__name__))
+                time.sleep(0.05)
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)
+    assert d.proc is not None
+    d.proc.send_signal(signal.SIGTERM)
+    signalled.append(time.monotonic())
+    time.sleep(0.3)
+    ready = d.request("GET", "/readyz")
+    assert ready.status == 503 and ready.json()["status"] == "draining"
+    during = d.invoke("quick", {"value": 2})
+    assert during.status == 200 and during.headers.get("Connection") == "close"
+    assert d.proc.wait(30) == 0
+    stop.set()
+    for t in threads:
+        t.join()
+    assert statuses and set(statuses) <= {200, 503}, Counter(statuses)
+    # Nothing went wrong while the delay ran, nor while the invocations drained (new requests had
+    # 503s then); only at the listener's close, when a balancer would have stopped sending long
+    # before, can a connection the kernel queued be reset or a new one refused.
+    assert all(at >= signalled[0] + 1.4 for at, _ in failures), failures
+    assert 503 in statuses or failures

@@ -243,16 +243,17 @@ def test_a_slow_function_stops_the_poller_receiving(
 
 def test_sigterm_during_a_batch_leaves_its_messages_in_the_queue(
         make_daemon: Callable[..., Daemon], moto: MotoServer, sqs: Any) -> None:
-    url = queue(sqs, "sigterm", visibility=3)
+    url = queue(sqs, "sigterm", visibility=60)
     daemon = make_daemon(aws_section(moto.endpoint) + sqs_function(
         "sigterm", url, function={"timeout_s": 3}),
         FILES, server="shutdown_grace_s = 0.5")
     sqs.send_message(QueueUrl=url, MessageBody="sleep:2.5")
     until(lambda: events(daemon), what="the batch to start")
     assert daemon.stop(signal.SIGTERM) == 0
-    # Killed at the grace, unfinished: the message was not deleted and comes back.
+    # Killed at the grace, unfinished: the message was not deleted, and was made visible again at
+    # once rather than after its 60 s visibility timeout.
     got = until(lambda: sqs.receive_message(QueueUrl=url, WaitTimeSeconds=1).get("Messages"),
-                timeout=10, what="the message to come back")
+                timeout=5, what="the message to come back")
     assert got[0]["Body"] == "sleep:2.5"
 
 

@@ -118,6 +118,7 @@ class Registry:
         self.scheduler = Scheduler(config, self.asyncq)
         self.api_mode: AuthMode = "api" if api_auth_required(config.server) else "none"
         self._ticker: asyncio.Task[None] | None = None
+        self.leaving = False  # SIGTERM came: /readyz says so, responses close their connections
 
     def lookup(self, name: str) -> FunctionPool | None:
         return self.pools.get(name)
@@ -174,7 +175,9 @@ class Registry:
 
     @property
     def draining(self) -> bool:
-        return self.intake.draining
+        """Whether the daemon is on its way out: from SIGTERM (``leaving``, while the drain delay
+        runs and everything is still served) or since the intake refuses new work."""
+        return self.leaving or self.intake.draining
 
     def start(self) -> None:
         for pool in self.pools.values():

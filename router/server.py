@@ -21,6 +21,7 @@ from router.run.registry import Registry
 log = logging.getLogger("headwater")
 
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+RELOAD_SIGNAL = signal.SIGHUP
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 STORE_WAIT_S = 15.0
 
@@ -55,6 +56,9 @@ async def serve(config: Config, environ: Mapping[str, str]) -> int:
     life = Lifecycle()
     for signum in HANDLED_SIGNALS:
         loop.add_signal_handler(signum, life.handle, signum)
+    # SIGHUP's default would end the daemon without a word; reloading the config is not built yet.
+    loop.add_signal_handler(RELOAD_SIGNAL, log.warning, "SIGHUP: reloading the configuration is "
+                            "not supported yet; restart the daemon to apply changes")
     try:
         registry = Registry(config, environ)
     except SandboxUnavailable as e:
@@ -96,6 +100,7 @@ async def serve(config: Config, environ: Mapping[str, str]) -> int:
     log.info("Headwater listening on http://%s:%d with %d function(s)",
              host, bound[1], len(registry.pools))
     systemd.notify(environ, "READY=1")
+    pings = asyncio.create_task(systemd.watchdog(environ))
     await life.stop.wait()
     systemd.notify(environ, "STOPPING=1")
     delay = config.server.drain_delay_s
@@ -113,6 +118,7 @@ async def serve(config: Config, environ: Mapping[str, str]) -> int:
     await runner.cleanup()
     if operations is not None:
         await operations.cleanup()
+    pings.cancel()  # pinged through the drain, which TimeoutStopSec bounds
     daemonfile.remove(config.server.data_dir, state.pid)
     log.info("stopped")
     return 0

@@ -1,7 +1,10 @@
-"""``sd_notify`` without libsystemd: one datagram to ``$NOTIFY_SOCKET`` when systemd asks for it."""
+"""``sd_notify`` without libsystemd: one datagram to ``$NOTIFY_SOCKET`` when systemd asks for it,
+and the watchdog's keep-alive pings when ``$WATCHDOG_USEC`` asks for them."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import socket
 from collections.abc import Mapping
 
@@ -17,3 +20,26 @@ def notify(environ: Mapping[str, str], state: str) -> None:
             sock.sendto(state.encode(), path)
         except OSError:
             pass  # systemd going away must not stop the daemon
+
+
+def watchdog_interval(environ: Mapping[str, str], pid: int) -> float | None:
+    """Seconds between ``WATCHDOG=1`` pings: half of systemd's ``WatchdogSec``, if it set one for
+    this process (``WATCHDOG_PID``, when given, names the process meant)."""
+    try:
+        usec = int(environ.get("WATCHDOG_USEC", ""))
+    except ValueError:
+        return None
+    if usec <= 0 or environ.get("WATCHDOG_PID", str(pid)) != str(pid):
+        return None
+    return usec / 2e6
+
+
+async def watchdog(environ: Mapping[str, str]) -> None:
+    """Ping systemd's watchdog for as long as the event loop runs this task on time: a loop that
+    is stuck stops the pings, and systemd restarts the daemon."""
+    interval = watchdog_interval(environ, os.getpid())
+    if interval is None:
+        return
+    while True:
+        notify(environ, "WATCHDOG=1")
+        await asyncio.sleep(interval)

@@ -163,7 +163,8 @@ def make_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[.
     started: list[Daemon] = []
 
     def make(functions: str, files: dict[str, str] | None = None, server: str = "",
-             before_start: Callable[[Path], None] | None = None) -> Daemon:
+             before_start: Callable[[Path], None] | None = None,
+             env: dict[str, str] | None = None) -> Daemon:
         folder = tmp_path_factory.mktemp("daemon")
         shutil.copytree(FUNCTIONS, folder / "functions",
                         ignore=shutil.ignore_patterns("__pycache__"))
@@ -176,7 +177,7 @@ def make_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[.
         # No load balancer to wait for; the tests of the delay set it.
         grace += "" if "drain_delay_s" in server else "drain_delay_s = 0\n"
         config = f"[server]\n{grace}{server}\n{functions}"
-        daemon = Daemon(folder, config).start()
+        daemon = Daemon(folder, config, env=env).start()
         started.append(daemon)
         return daemon
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -13,6 +15,8 @@ from pathlib import Path
 
 import pytest
 from conftest import Daemon, function_toml
+
+from router.systemd import watchdog_interval
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -144,3 +148,44 @@ def test_sigterm_keeps_serving_through_the_drain_delay_and_answers_every_request
     # before, can a connection the kernel queued be reset or a new one refused.
     assert all(at >= signalled[0] + 1.4 for at, _ in failures), failures
     assert 503 in statuses or failures
+
+
+def test_systemd_notify_watchdog_and_sighup(make_daemon, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The notify protocol against a socket the test binds, as systemd's: READY=1 once serving,
+    WATCHDOG=1 every half WatchdogSec, SIGHUP logged (not an exit), STOPPING=1 at SIGTERM."""
+    path = str(tmp_path / "notify")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(5)
+    env = {**os.environ, "NOTIFY_SOCKET": path, "WATCHDOG_USEC": "200000"}
+    d = make_daemon(function_toml("hi", "outcomes.returns"), env=env)
+    got: list[str] = []
+
+    def until_state(state: str) -> None:
+        while state not in got:
+            got.append(sock.recv(256).decode())
+
+    until_state("READY=1")
+    first = time.monotonic()
+    got.clear()
+    for _ in range(3):
+        until_state("WATCHDOG=1")
+        got.remove("WATCHDOG=1")
+    assert time.monotonic() - first < 1.0  # every 0.1 s, not once
+    assert d.proc is not None
+    d.proc.send_signal(signal.SIGHUP)
+    d.wait_for_line("SIGHUP")
+    assert d.proc.poll() is None and d.invoke("hi", {"value": 1}).status == 200
+    d.proc.send_signal(signal.SIGTERM)
+    until_state("STOPPING=1")
+    assert d.proc.wait(30) == 0
+    sock.close()
+
+
+@pytest.mark.parametrize(("environ", "interval"), [
+    ({"WATCHDOG_USEC": "30000000"}, 15.0),
+    ({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "42"}, 15.0),
+    ({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "43"}, None),
+    ({"WATCHDOG_USEC": "0"}, None), ({"WATCHDOG_USEC": "x"}, None), ({}, None)])
+def test_watchdog_interval(environ: dict[str, str], interval: float | None) -> None:
+    assert watchdog_interval(environ, 42) == interval

@@ -102,6 +102,14 @@ def test_the_aws_cli_invokes_asynchronously(daemon: Daemon, tmp_path: Path) -> N
           what="the CLI's event to run")
 
 
+def test_headwater_invoke_async_prints_the_request_id_and_the_event_runs(daemon: Daemon) -> None:
+    done = cli(daemon, "invoke", "records", "--async", "--payload", '{"via": "headwater"}')
+    assert done.returncode == 0, done.stderr
+    request_id = done.stdout.strip()
+    until(lambda: any(e["request_id"] == request_id and e["event"] == {"via": "headwater"}
+                      for e in lines_with(daemon, "EVENT")), what="the event to run")
+
+
 def test_a_function_that_fails_twice_then_succeeds_ends_in_on_success(daemon: Daemon) -> None:
     payload = {"key": "twice", "failures": 2}
     r = daemon.invoke("flaky", payload, headers=EVENT)

@@ -56,6 +56,9 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     source.add_argument("--event", metavar="FILE", help="read the event from FILE")
     invoke.add_argument("--log", action="store_true",
                         help="also print the invocation's log (its last 4 KB) to stderr")
+    invoke.add_argument("--async", dest="asynchronous", action="store_true",
+                        help="invoke asynchronously (InvocationType Event): print the request id "
+                             "once the event is stored, and return")
 
     init = commands.add_parser("init", help="create a function folder from a blueprint")
     init.add_argument("name")
@@ -252,6 +255,11 @@ def cmd_invoke(args: argparse.Namespace, api: Api) -> int:
     except OSError as e:
         print(f"headwater: cannot read {e.filename}: {e.strerror}", file=sys.stderr)
         return 2
+    if args.asynchronous:
+        _, headers, _ = api.call("POST", f"/2015-03-31/functions/{args.name}/invocations", payload,
+                                 {"X-Amz-Invocation-Type": "Event"})
+        print(headers.get("x-amzn-RequestId", ""))
+        return 0
     _, headers, body = api.call("POST", f"/2015-03-31/functions/{args.name}/invocations", payload,
                                 {"X-Amz-Log-Type": "Tail" if args.log else "None"})
     if args.log and headers.get("X-Amz-Log-Result"):

@@ -136,7 +136,7 @@ def no_config(registry: Registry, deployed: Deployed) -> web.Response:
 
 
 @readable("GetFunctionEventInvokeConfig")
-async def get_config(request: web.BaseRequest, registry: Registry,
+async def get_config(request: web.BaseRequest, body: bytes, registry: Registry,
                      deployed: Deployed) -> web.Response:
     if (problem := qualifier_problem(request)) is not None:
         return problem
@@ -146,7 +146,7 @@ async def get_config(request: web.BaseRequest, registry: Registry,
 
 
 @readable("ListFunctionEventInvokeConfigs")
-async def list_configs(request: web.BaseRequest, registry: Registry,
+async def list_configs(request: web.BaseRequest, body: bytes, registry: Registry,
                        deployed: Deployed) -> web.Response:
     configured = deployed.function.async_ != AsyncInvoke()
     return web.json_response(

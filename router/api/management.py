@@ -253,25 +253,36 @@ def authenticated(limit: int, operation: str) -> Callable[[BodyHandler], Handler
     return wrap
 
 
-ReadHandler = Callable[[web.BaseRequest, Registry, Deployed], Awaitable[web.Response]]
+# A handler of one function's operation: the request, its body, and the function it names.
+FunctionHandler = Callable[[web.BaseRequest, bytes, Registry, Deployed], Awaitable[web.Response]]
 
 
-def readable(operation: str) -> Callable[[ReadHandler], Handler]:
-    """Authenticated (no body), for a function that exists, by name or ARN."""
+def on_function(limit: int, operation: str, writes: bool,
+                find: Callable[[Registry, str], tuple[Deployed | None, str]] | None = None,
+                ) -> Callable[[FunctionHandler], Handler]:
+    """Authenticated, for a function that exists (``find`` reads it from the path's text: by name
+    or ARN by default); one that ``writes`` only for a function deployed through the API (or
+    marked api_writable)."""
 
-    def wrap(handler: ReadHandler) -> Handler:
-        @authenticated(NO_BODY, operation)
+    def wrap(handler: FunctionHandler) -> Handler:
+        @authenticated(limit, operation)
         @functools.wraps(handler)
         async def checked(request: web.BaseRequest, registry: Registry, text: str,
                           body: bytes) -> web.Response:
-            deployed, name = find_function(registry, text)
+            deployed, name = (find or find_function)(registry, text)
             if deployed is None:
                 return not_found(registry, name)
-            return await handler(request, registry, deployed)
+            if writes and deployed.from_config:
+                return read_only(name)
+            return await handler(request, body, registry, deployed)
 
         return checked
 
     return wrap
+
+
+def readable(operation: str) -> Callable[[FunctionHandler], Handler]:
+    return on_function(NO_BODY, operation, writes=False)
 
 
 def check_tags(tags: Any) -> dict[str, str]:
@@ -354,7 +365,7 @@ def latest_name(text: str) -> str | None:
 
 
 @readable("GetFunction")
-async def get_function(request: web.BaseRequest, registry: Registry,
+async def get_function(request: web.BaseRequest, body: bytes, registry: Registry,
                        deployed: Deployed) -> web.Response:
     return web.json_response({
         "Configuration": configuration(registry, deployed),
@@ -363,7 +374,7 @@ async def get_function(request: web.BaseRequest, registry: Registry,
 
 
 @readable("GetFunctionConfiguration")
-async def get_configuration(request: web.BaseRequest, registry: Registry,
+async def get_configuration(request: web.BaseRequest, body: bytes, registry: Registry,
                             deployed: Deployed) -> web.Response:
     return web.json_response(configuration(registry, deployed))
 
@@ -396,7 +407,6 @@ async def list_functions(request: web.BaseRequest, registry: Registry, _: str,
     return web.json_response(listing)
 
 
-WriteHandler = Callable[[web.BaseRequest, bytes, Registry, Deployed], Awaitable[web.Response]]
 
 
 def read_only(name: str) -> web.Response:
@@ -406,26 +416,9 @@ def read_only(name: str) -> web.Response:
 
 
 def writable(limit: int, operation: str,
-             find: Callable[[Registry, str], tuple[Deployed | None, str]] = find_function,
-             ) -> Callable[[WriteHandler], Handler]:
-    """Authenticated, and only for a function that exists and was deployed through the API (or
-    is marked api_writable); ``find`` reads the function from the path's text."""
-
-    def wrap(handler: WriteHandler) -> Handler:
-        @authenticated(limit, operation)
-        @functools.wraps(handler)
-        async def checked(request: web.BaseRequest, registry: Registry, text: str,
-                          body: bytes) -> web.Response:
-            deployed, name = find(registry, text)
-            if deployed is None:
-                return not_found(registry, name)
-            if deployed.from_config:
-                return read_only(name)
-            return await handler(request, body, registry, deployed)
-
-        return checked
-
-    return wrap
+             find: Callable[[Registry, str], tuple[Deployed | None, str]] | None = None,
+             ) -> Callable[[FunctionHandler], Handler]:
+    return on_function(limit, operation, writes=True, find=find)
 
 
 def changed(registry: Registry, deployed: Deployed) -> web.Response:
@@ -495,7 +488,7 @@ def _tagged(registry: Registry, arn: str) -> tuple[Deployed | None, str]:
     return registry.deployed.get(m[1]), m[1]
 
 
-def tagged(limit: int, operation: str) -> Callable[[WriteHandler], Handler]:
+def tagged(limit: int, operation: str) -> Callable[[FunctionHandler], Handler]:
     """``writable``, for a function named by the ARN in a tag operation's path."""
 
     def find(registry: Registry, arn: str) -> tuple[Deployed | None, str]:

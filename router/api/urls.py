@@ -173,7 +173,7 @@ async def delete_url(request: web.BaseRequest, body: bytes, registry: Registry,
 
 
 @readable("GetFunctionUrlConfig")
-async def get_url(request: web.BaseRequest, registry: Registry,
+async def get_url(request: web.BaseRequest, body: bytes, registry: Registry,
                   deployed: Deployed) -> web.Response:
     name = deployed.function.name
     if (refused := qualified(request, registry, name)) is not None:
@@ -184,7 +184,7 @@ async def get_url(request: web.BaseRequest, registry: Registry,
 
 
 @readable("ListFunctionUrlConfigs")
-async def list_urls(request: web.BaseRequest, registry: Registry,
+async def list_urls(request: web.BaseRequest, body: bytes, registry: Registry,
                     deployed: Deployed) -> web.Response:
     try:
         start, size = page_of(request)

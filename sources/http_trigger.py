@@ -12,6 +12,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from router.api.body import Refusal, take_body
+from router.api.cors import is_preflight, preflight_headers, response_headers
 from router.config import AuthMode, effective_auth
 from router.intake.intake import Unavailable
 from router.intake.invocation import MAX_SYNC_PAYLOAD, Invocation
@@ -98,9 +99,16 @@ async def function_url(request: web.BaseRequest, registry: Registry, name: str) 
     mode = registry.url_mode(pool) if pool is not None else None
     if pool is None or mode is None:
         return await not_found(request, registry)
+    cors = pool.config.url.cors
+    if cors is not None and is_preflight(request.method, request.headers):
+        # Answered by the URL itself, before any credentials: a browser sends none with it.
+        return web.Response(status=200, headers=preflight_headers(cors, request.headers))
     path, _, query = request.raw_path.partition("?")
-    return await run(request, registry, pool, mode, route_key="$default", raw_path=url_path(path),
-                     raw_query=query, path_params={}, source="url")
+    response = await run(request, registry, pool, mode, route_key="$default",
+                         raw_path=url_path(path), raw_query=query, path_params={}, source="url")
+    if cors is not None and "Origin" in request.headers:
+        response.headers.update(response_headers(cors, request.headers))
+    return response
 
 
 async def route(request: web.BaseRequest, registry: Registry, name: str) -> web.Response:

@@ -4,7 +4,7 @@ UpdateFunctionUrlConfig, DeleteFunctionUrlConfig and ListFunctionUrlConfigs (``/
 A function deployed through the API has no URL until CreateFunctionUrlConfig makes one; its
 ``AuthType`` is ``NONE`` (anyone) or ``AWS_IAM`` (SigV4 with one of the daemon's access keys). A
 function from config.toml has the URL its ``url`` table says, reported here but changed only there.
-``Cors`` is validated and stored as given (serving it is the operations issue's).
+``Cors`` is validated and stored, and served by the URL (``router.api.cors``).
 """
 
 from __future__ import annotations

@@ -92,6 +92,9 @@ class ServerConfig(Struct, frozen=True, forbid_unknown_fields=True):
     # A second address serving only /metrics, /healthz and /readyz, with no credentials: for a
     # Prometheus scraper on a private interface ("" = none; /metrics on listen needs credentials).
     metrics_listen: str = ""
+    # Load balancers and proxies (addresses or CIDR networks) whose X-Forwarded-For / Forwarded
+    # header names the caller: a function's sourceIp is then the client's, not the balancer's.
+    trusted_proxies: list[str] = []
 
 
 class SandboxConfig(Struct, frozen=True, forbid_unknown_fields=True):
@@ -404,6 +407,10 @@ def metering_path_of(path: str | Path, environ: Mapping[str, str]) -> Path | Non
     return None if configured is None else _metering_path(path.resolve().parent, environ, configured)
 
 
+def trusted_networks(server: ServerConfig) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return tuple(ipaddress.ip_network(p, strict=False) for p in server.trusted_proxies)
+
+
 def split_listen(listen: str) -> tuple[str, int]:
     """``"127.0.0.1:9000"`` / ``"[::1]:9000"`` → host and port; ``ValueError`` otherwise."""
     m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d{1,5})|([^:\[\]]+):(\d{1,5})", listen)
@@ -591,6 +598,12 @@ def check(config: Config, path: str | None) -> None:
     if config.sandbox.mode == "none" and not is_loopback(host):
         raise ConfigError(f'sandbox.mode: "none" is allowed only when listening on loopback, '
                           f"not on {host}")
+    for i, proxy in enumerate(server.trusted_proxies):
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise ConfigError(f"server.trusted_proxies[{i}]: expected an address or a network "
+                              f"such as \"10.0.0.0/8\", got {json.dumps(proxy)}") from None
     if server.metrics_listen:
         try:
             split_listen(server.metrics_listen)

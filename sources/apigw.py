@@ -15,10 +15,11 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import ipaddress
 import json
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from urllib.parse import parse_qsl
 
 import msgspec
@@ -210,3 +211,42 @@ def _shaped(value: dict[str, object]) -> HttpResponse:
     if not any(name.lower() == "content-type" for name, _ in headers):
         headers.append(("Content-Type", "application/json"))
     return HttpResponse(status, headers, data)
+
+
+def client_ip(remote: str, forwarded_for: str, forwarded: str,
+              trusted: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> str:
+    """The caller's address for ``requestContext.http.sourceIp``: the connection's peer, unless
+    that peer is a trusted proxy, in which case the address it forwarded (``X-Forwarded-For``, else
+    RFC 7239's ``Forwarded: for=``), taken from the right past every trusted proxy, so a client
+    cannot pass off an address of its choosing by sending the header itself."""
+    if not trusted or not _in(remote, trusted):
+        return remote
+    if forwarded_for:
+        hops = [h.strip() for h in forwarded_for.split(",")]
+    else:
+        hops = [_forwarded_for(part) for part in forwarded.split(",")] if forwarded else []
+    address = remote
+    for hop in reversed([h for h in hops if h]):
+        address = hop
+        if not _in(hop, trusted):
+            break
+    return address
+
+
+def _forwarded_for(element: str) -> str:
+    for pair in element.split(";"):
+        key, _, value = pair.strip().partition("=")
+        if key.lower() == "for":
+            value = value.strip('"')
+            if value.startswith("["):  # "[2001:db8::1]:4711"
+                return value[1:value.find("]")]
+            return value.rpartition(":")[0] if value.count(":") == 1 else value
+    return ""
+
+
+def _in(address: str, networks: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)

@@ -74,7 +74,9 @@ async def run(request: web.BaseRequest, registry: Registry, pool: FunctionPool, 
         return refused(e)
     req = apigw.HttpRequest(
         method=request.method, raw_path=raw_path, raw_query=raw_query,
-        headers=tuple(request.headers.items()), body=body, source_ip=request.remote or "",
+        headers=tuple(request.headers.items()), body=body,
+        source_ip=apigw.client_ip(request.remote or "", request.headers.get("X-Forwarded-For", ""),
+                                  request.headers.get("Forwarded", ""), registry.trusted),
         protocol=f"HTTP/{request.version.major}.{request.version.minor}")
     inv = Invocation(b"", registry.loop.create_future(), source=source)
     event = apigw.build_event(req, route_key=route_key, path_params=path_params,

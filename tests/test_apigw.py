@@ -4,11 +4,14 @@ from a function's result."""
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
+from typing import Any
 
 import msgspec
 import pytest
 
+from sources import apigw
 from sources.apigw import (
     JSON_HEADERS,
     HttpRequest,
@@ -446,3 +449,24 @@ def test_framing_headers_from_the_function_are_dropped() -> None:
     names = [name.lower() for name, _ in response.headers]
     assert "transfer-encoding" not in names and "content-length" not in names
     assert "connection" not in names and "x-kept" in names
+
+
+PROXIES = [ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("127.0.0.1/32")]
+
+
+@pytest.mark.parametrize(("remote", "xff", "forwarded", "trusted", "expected"), [
+    pytest.param("203.0.113.9", "", "", PROXIES, "203.0.113.9", id="direct"),
+    pytest.param("203.0.113.9", "1.2.3.4", "", PROXIES, "203.0.113.9", id="untrusted-peer-ignored"),
+    pytest.param("10.0.0.5", "198.51.100.7", "", PROXIES, "198.51.100.7", id="one-balancer"),
+    pytest.param("10.0.0.5", "6.6.6.6, 198.51.100.7, 10.1.1.1", "", PROXIES, "198.51.100.7",
+                 id="spoofed-left-part-skipped"),
+    pytest.param("10.0.0.5", "10.2.2.2, 10.1.1.1", "", PROXIES, "10.2.2.2", id="all-trusted"),
+    pytest.param("10.0.0.5", "", 'for=192.0.2.60;proto=http, for="[2001:db8::1]:4711"', PROXIES,
+                 "2001:db8::1", id="forwarded-ipv6"),
+    pytest.param("10.0.0.5", "", "for=192.0.2.60:8080", PROXIES, "192.0.2.60", id="forwarded-port"),
+    pytest.param("10.0.0.5", "198.51.100.7", "", [], "10.0.0.5", id="no-proxies-configured"),
+    pytest.param("10.0.0.5", "not-an-ip", "", PROXIES, "not-an-ip", id="garbage-is-the-client"),
+])
+def test_client_ip(remote: str, xff: str, forwarded: str, trusted: list[Any],
+                   expected: str) -> None:
+    assert apigw.client_ip(remote, xff, forwarded, trusted) == expected

@@ -241,3 +241,17 @@ def test_unknown_expectation_is_417_and_an_empty_one_is_none(daemon: Daemon) -> 
 def test_an_encoded_slash_stays_in_the_function_name(daemon: Daemon) -> None:
     token = {"Authorization": "Bearer s3cret-token"}
     assert daemon.request("GET", "/urls/echo%2Fa/b", headers=token).status == 404  # no "echo/a"
+
+
+def test_source_ip_is_the_forwarded_client_only_behind_a_trusted_proxy(make_daemon) -> None:  # type: ignore[no-untyped-def]
+    def source_ip(d: Daemon, headers: dict[str, str]) -> str:
+        r = d.request("GET", "/urls/echo/x", headers=headers)
+        return json.loads(r.body)["requestContext"]["http"]["sourceIp"]
+
+    behind = make_daemon(function_toml("echo", "web.echo", url={"auth": "none"}),
+                         server='trusted_proxies = ["127.0.0.0/8"]')
+    assert source_ip(behind, {"X-Forwarded-For": "6.6.6.6, 198.51.100.7"}) == "198.51.100.7"
+    assert source_ip(behind, {"Forwarded": "for=192.0.2.60;proto=https"}) == "192.0.2.60"
+    assert source_ip(behind, {}) == "127.0.0.1"
+    direct = make_daemon(function_toml("echo", "web.echo", url={"auth": "none"}))
+    assert source_ip(direct, {"X-Forwarded-For": "198.51.100.7"}) == "127.0.0.1"

@@ -24,6 +24,7 @@ from router.config import (
     api_auth_required,
     effective_auth,
     http_triggers,
+    trusted_networks,
 )
 from router.intake.intake import Intake
 from router.metering.record import Meter
@@ -117,6 +118,7 @@ class Registry:
                                    self.async_settings, lambda: list(self.pools))
         self.scheduler = Scheduler(config, self.asyncq)
         self.api_mode: AuthMode = "api" if api_auth_required(config.server) else "none"
+        self.trusted = trusted_networks(config.server)  # proxies whose X-Forwarded-For counts
         self._ticker: asyncio.Task[None] | None = None
         self.leaving = False  # SIGTERM came: /readyz says so, responses close their connections
 

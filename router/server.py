@@ -8,13 +8,13 @@ import ctypes
 import logging
 import os
 import signal
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from aiohttp import web
 
 from router import daemonfile, systemd
 from router.api.dispatch import build_server
-from router.config import Config, split_listen
+from router.config import Config, ConfigError, split_listen
 from router.run.isolation import SandboxUnavailable
 from router.run.registry import Registry
 
@@ -50,15 +50,45 @@ class Lifecycle:
         self.stop.set()
 
 
-async def serve(config: Config, environ: Mapping[str, str]) -> int:
+async def reload(registry: Registry, reread: Callable[[], Config],
+                 environ: Mapping[str, str]) -> None:
+    """SIGHUP: read the config file again and put it in effect; a file that fails validation
+    leaves the running configuration as it is."""
+    systemd.notify(environ, "RELOADING=1")
+    try:
+        try:
+            config = await asyncio.to_thread(reread)
+        except ConfigError as e:
+            log.error("reload refused, the running configuration is kept: %s", e)
+            return
+        changes = await registry.reload(config)
+        log.info("reloaded: %s", "; ".join(changes) or "nothing changed")
+    finally:
+        systemd.notify(environ, "READY=1")
+
+
+async def serve(config: Config, environ: Mapping[str, str],
+                reread: Callable[[], Config] | None = None) -> int:
     fix_mmap_threshold()
     loop = asyncio.get_running_loop()
     life = Lifecycle()
     for signum in HANDLED_SIGNALS:
         loop.add_signal_handler(signum, life.handle, signum)
-    # SIGHUP's default would end the daemon without a word; reloading the config is not built yet.
-    loop.add_signal_handler(RELOAD_SIGNAL, log.warning, "SIGHUP: reloading the configuration is "
-                            "not supported yet; restart the daemon to apply changes")
+    reloading: list[asyncio.Task[None]] = []
+
+    def on_sighup() -> None:
+        # Set before the registry exists: SIGHUP's default would end the daemon without a word.
+        if reread is None or life.stop.is_set() or not started.is_set():
+            log.warning("SIGHUP: not reloading (%s)", "stopping" if life.stop.is_set()
+                        else "still starting" if reread is not None else "no config file")
+            return
+        if reloading and not reloading[-1].done():
+            log.warning("SIGHUP: a reload is already running")
+            return
+        reloading.append(asyncio.create_task(reload(registry, reread, environ)))
+
+    started = asyncio.Event()
+    loop.add_signal_handler(RELOAD_SIGNAL, on_sighup)
     try:
         registry = Registry(config, environ)
     except SandboxUnavailable as e:
@@ -100,9 +130,12 @@ async def serve(config: Config, environ: Mapping[str, str]) -> int:
     log.info("Headwater listening on http://%s:%d with %d function(s)",
              host, bound[1], len(registry.pools))
     systemd.notify(environ, "READY=1")
+    started.set()
     pings = asyncio.create_task(systemd.watchdog(environ))
     await life.stop.wait()
     systemd.notify(environ, "STOPPING=1")
+    if reloading:  # a drain must not race a reload's deploys
+        await asyncio.gather(*reloading, return_exceptions=True)
     delay = config.server.drain_delay_s
     registry.leaving = True
     if delay:

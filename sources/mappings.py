@@ -203,6 +203,24 @@ class Mappings:
         self.pollers[m.uuid] = poller
         poller.start()
 
+    async def reload(self, config: Config) -> None:
+        """The config file's mappings as ``config`` has them: removed and changed ones stop (their
+        batches finish), new and changed ones start; unchanged ones poll on undisturbed."""
+        self.config = config
+        wanted = {m.uuid: m for m in config_mappings(config, self.clients)}
+        async with self.writing:
+            for key, m in [(k, m) for k, m in self.mappings.items() if m.from_config]:
+                new = wanted.get(key)
+                if new is None or msgspec.structs.replace(new, last_modified=m.last_modified) != m:
+                    await self.halt(m)
+                    del self.mappings[key]
+                    self.refused.pop(key, None)
+            for key, m in wanted.items():
+                if key not in self.mappings:
+                    self.mappings[key] = m
+                    if m.enabled:
+                        self._begin(m)
+
     async def halt(self, m: Mapping) -> None:
         poller = self.pollers.pop(m.uuid, None)
         if poller is not None:

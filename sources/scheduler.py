@@ -113,6 +113,14 @@ class Scheduler:
                     log.error("%s: the event store fails: %s (retrying)", entry.name, e)
                 await asyncio.sleep(backoff_s(failures, random.random()))
 
+    async def reload(self, config: Config) -> None:
+        """Schedules as ``config`` has them (each resumes from the store's last fired tick, so a
+        tick neither repeats nor is skipped for the restart)."""
+        await self.close()
+        self.config = config
+        self.entries = entries(config)
+        self.start()
+
     async def close(self) -> None:
         for task in self._tasks:
             task.cancel()

@@ -152,7 +152,8 @@ def test_sigterm_keeps_serving_through_the_drain_delay_and_answers_every_request
 
 def test_systemd_notify_watchdog_and_sighup(make_daemon, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """The notify protocol against a socket the test binds, as systemd's: READY=1 once serving,
-    WATCHDOG=1 every half WatchdogSec, SIGHUP logged (not an exit), STOPPING=1 at SIGTERM."""
+    WATCHDOG=1 every half WatchdogSec, RELOADING=1 and READY=1 around a SIGHUP's reload,
+    STOPPING=1 at SIGTERM."""
     path = str(tmp_path / "notify")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(path)
@@ -174,7 +175,9 @@ def test_systemd_notify_watchdog_and_sighup(make_daemon, tmp_path) -> None:  # t
     assert time.monotonic() - first < 1.0  # every 0.1 s, not once
     assert d.proc is not None
     d.proc.send_signal(signal.SIGHUP)
-    d.wait_for_line("SIGHUP")
+    until_state("RELOADING=1")
+    until_state("READY=1")
+    d.wait_for_line("reloaded: nothing changed")
     assert d.proc.poll() is None and d.invoke("hi", {"value": 1}).status == 200
     d.proc.send_signal(signal.SIGTERM)
     until_state("STOPPING=1")
@@ -189,3 +192,50 @@ def test_systemd_notify_watchdog_and_sighup(make_daemon, tmp_path) -> None:  # t
     ({"WATCHDOG_USEC": "0"}, None), ({"WATCHDOG_USEC": "x"}, None), ({}, None)])
 def test_watchdog_interval(environ: dict[str, str], interval: float | None) -> None:
     assert watchdog_interval(environ, 42) == interval
+
+
+def test_sighup_reloads_functions_without_failing_a_request(make_daemon) -> None:  # type: ignore[no-untyped-def]
+    d = make_daemon(function_toml("steady", "outcomes.echo", min_workers=1)
+                    + function_toml("grows", "outcomes.echo", min_workers=1)
+                    + function_toml("goes", "outcomes.returns"))
+    def worker(name: str) -> tuple[object, object]:  # the host pid that ran it, and whether cold
+        record = d.record(d.invoke(name, {}).headers["x-amzn-RequestId"])
+        return record["worker_pid"], record["cold"]
+
+    pid_of = {name: worker(name)[0] for name in ("steady", "grows")}
+    statuses: list[int] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        while not stop.is_set():
+            statuses.append(d.invoke("steady", {}).status)
+
+    hammer = threading.Thread(target=load)
+    hammer.start()
+    text = d.config_path.read_text()
+    text = text.replace(function_toml("grows", "outcomes.echo", min_workers=1),
+                        function_toml("grows", "outcomes.echo", min_workers=1, memory_mb=256))
+    text = text.replace(function_toml("goes", "outcomes.returns"),
+                        function_toml("comes", "outcomes.returns"))
+    d.config_path.write_text(text)
+    assert d.proc is not None
+    done = subprocess.run([sys.executable, "-m", "router", "reload", "--config", str(d.config_path)],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0 and str(d.proc.pid) in done.stdout, done.stderr
+    line = d.wait_for_line("reloaded:", timeout=15)
+    assert "removed goes" in line and "added comes" in line and "changed grows" in line
+    assert "steady" not in line
+    time.sleep(0.3)
+    stop.set()
+    hammer.join()
+    assert statuses and set(statuses) == {200}, Counter(statuses)
+    assert d.invoke("comes", {"value": 1}).json() == 1
+    assert d.invoke("goes", {}).status == 404
+    assert d.invoke("grows", {}).json()["memory"] == "256"
+    assert worker("grows")[0] != pid_of["grows"]  # a worker of the new configuration
+    assert worker("steady") == (pid_of["steady"], False)  # its warm worker stayed
+    # A file that fails validation leaves the running configuration in place.
+    d.config_path.write_text(text + "[[functions]]\nname = 'bad name!'\n")
+    d.proc.send_signal(signal.SIGHUP)
+    d.wait_for_line("reload refused", timeout=15)
+    assert d.invoke("comes", {"value": 2}).json() == 2

@@ -100,6 +100,10 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     again.add_argument("--id", action="append", dest="ids", metavar="ID",
                        help="only this dead letter (repeatable; default: all of the function's)")
 
+    reload = commands.add_parser("reload", help="make the running daemon re-read its config")
+    reload.add_argument("--config", default=environ.get("HEADWATER_CONFIG", "config.toml"),
+                        help="the daemon's configuration (its data_dir names the daemon)")
+
     usage = commands.add_parser("usage", help="add up the metering records")
     usage.add_argument("--config", default=environ.get("HEADWATER_CONFIG", "config.toml"),
                        help="the daemon's configuration, which names the metering file")
@@ -125,6 +129,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return cmd_init(args)
     if args.command == "usage":
         return cmd_usage(args, environ)
+    if args.command == "reload":
+        return cmd_reload(args, environ)
     if args.command == "event":
         from sources.samples import sample_event
 
@@ -153,7 +159,11 @@ def cmd_serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     import uvloop
 
     from router.server import serve
-    return uvloop.run(serve(config, environ))
+
+    def reread() -> config_module.Config:  # at SIGHUP; raises ConfigError
+        return config_module.load(args.config, environ, listen=args.listen)
+
+    return uvloop.run(serve(config, environ, reread))
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -469,6 +479,24 @@ def print_table(rows: list[tuple[str, ...]], numbers: bool = False) -> None:
     for row in rows:
         print("  ".join(cell.rjust(w) if numbers and i else cell.ljust(w)
                         for i, (cell, w) in enumerate(zip(row, widths, strict=True))).rstrip())
+
+
+def cmd_reload(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    """SIGHUP to the daemon that runs on the config file (found by its data_dir/daemon.json), as
+    systemd's ExecReload sends it; the daemon's log says what changed."""
+    import signal
+
+    from router import daemonfile
+    from router.config import data_dir_of
+
+    data_dir = data_dir_of(args.config, environ)
+    state = daemonfile.read(data_dir) if data_dir is not None else None
+    if state is None:
+        print(f"headwater: no running daemon recorded for {args.config}", file=sys.stderr)
+        return 1
+    os.kill(state.pid, signal.SIGHUP)
+    print(f"reloading {state.pid} ({state.url})")
+    return 0
 
 
 def cmd_usage(args: argparse.Namespace, environ: Mapping[str, str]) -> int:

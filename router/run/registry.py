@@ -170,6 +170,39 @@ class Registry:
         finally:
             del self.deleting[name]
 
+    async def reload(self, config: Config) -> list[str]:
+        """Put a re-read config file in effect: its functions added, removed and changed (compared
+        by value: an unchanged function keeps its warm workers), its routes, queue triggers and
+        schedules. The [server], [sandbox], [metering], [aws] and [async] tables need a restart.
+        What changed, one line each."""
+        done: list[str] = []
+        kept = {f.name: f for f in self.config.functions}
+        wanted = {f.name: f for f in config.functions}
+        for name in kept.keys() - wanted.keys():
+            if name in self.deployed:
+                await self.undeploy(name)
+                done.append(f"removed {name}")
+        for name, fn in wanted.items():
+            deployed = self.deployed.get(name)
+            if deployed is None:
+                self._add(stamp(Deployed(function=fn, from_config=not fn.api_writable))).start()
+                done.append(f"added {name}")
+            elif fn != kept.get(name):
+                deployed.function = fn
+                stamp(deployed)
+                self.deploy(deployed)
+                done.append(f"changed {name}")
+        ignored = [t for t in ("server", "sandbox", "metering", "aws", "async_")
+                   if getattr(config, t) != getattr(self.config, t)]
+        config = msgspec.structs.replace(self.config, functions=config.functions)
+        self.config = config
+        self.routes = RouteTable([parse_route(t.route, f.name, t.auth)
+                                  for f in config.functions for t in http_triggers(f)])
+        await self.mappings.reload(config)
+        await self.scheduler.reload(config)
+        done += [f"[{t.rstrip('_')}] changed: restart the daemon to apply it" for t in ignored]
+        return done
+
     def url_mode(self, pool: FunctionPool) -> AuthMode | None:
         """What a call of the function's URL must carry; None when it has no URL."""
         url = pool.config.url

@@ -92,6 +92,9 @@ class ServerConfig(Struct, frozen=True, forbid_unknown_fields=True):
     # A second address serving only /metrics, /healthz and /readyz, with no credentials: for a
     # Prometheus scraper on a private interface ("" = none; /metrics on listen needs credentials).
     metrics_listen: str = ""
+    # A third address serving only /healthz and /readyz, from a thread of its own: it answers at
+    # once however busy the event loop is (see the README's Operations); "" = none.
+    health_listen: str = ""
     # Load balancers and proxies (addresses or CIDR networks) whose X-Forwarded-For / Forwarded
     # header names the caller: a function's sourceIp is then the client's, not the balancer's.
     trusted_proxies: list[str] = []
@@ -604,12 +607,13 @@ def check(config: Config, path: str | None) -> None:
         except ValueError:
             raise ConfigError(f"server.trusted_proxies[{i}]: expected an address or a network "
                               f"such as \"10.0.0.0/8\", got {json.dumps(proxy)}") from None
-    if server.metrics_listen:
-        try:
-            split_listen(server.metrics_listen)
-        except ValueError:
-            raise ConfigError("server.metrics_listen: expected HOST:PORT, got "
-                              f"{json.dumps(server.metrics_listen)}") from None
+    for key in ("metrics_listen", "health_listen"):
+        if value := getattr(server, key):
+            try:
+                split_listen(value)
+            except ValueError:
+                raise ConfigError(f"server.{key}: expected HOST:PORT, got "
+                                  f"{json.dumps(value)}") from None
     seen: set[str] = set()
     routes: list[Route] = []
     # A root daemon runs each sandboxed function as a uid of its own, to whom only "other" applies.

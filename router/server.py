@@ -15,6 +15,7 @@ from aiohttp import web
 from router import daemonfile, systemd
 from router.api.dispatch import build_server
 from router.config import Config, ConfigError, split_listen
+from router.health import HealthListener
 from router.run.isolation import SandboxUnavailable
 from router.run.registry import Registry
 
@@ -121,6 +122,18 @@ async def serve(config: Config, environ: Mapping[str, str],
             await runner.cleanup()
             await registry.close(0)
             return 1
+    health = None
+    if config.server.health_listen:
+        health_host, health_port = split_listen(config.server.health_listen)
+        try:
+            health = HealthListener(registry, health_host, health_port)
+        except OSError as e:
+            log.error("cannot serve health checks: %s", e)
+            await runner.cleanup()
+            await registry.close(0)
+            return 1
+        sending = asyncio.create_task(health.run())
+        log.info("health checks on http://%s:%d/readyz", health_host, health.port)
     state = daemonfile.State(daemonfile.client_url(host, bound[1]), os.getpid())
     try:
         daemonfile.write(config.server.data_dir, state)
@@ -138,6 +151,8 @@ async def serve(config: Config, environ: Mapping[str, str],
         await asyncio.gather(*reloading, return_exceptions=True)
     delay = config.server.drain_delay_s
     registry.leaving = True
+    if health is not None:
+        health.send()  # the balancer's checks see "draining" now, not at the next send
     if delay:
         log.info("draining: /readyz answers 503; still serving for %.1f s", delay)
         await asyncio.sleep(delay)
@@ -152,6 +167,9 @@ async def serve(config: Config, environ: Mapping[str, str],
     if operations is not None:
         await operations.cleanup()
     pings.cancel()  # pinged through the drain, which TimeoutStopSec bounds
+    if health is not None:
+        sending.cancel()
+        health.close()  # last: it said "draining" to the end
     daemonfile.remove(config.server.data_dir, state.pid)
     log.info("stopped")
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 from conftest import Daemon, function_toml
 
+from router.health import answer
 from router.systemd import watchdog_interval
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -239,3 +241,45 @@ def test_sighup_reloads_functions_without_failing_a_request(make_daemon) -> None
     d.proc.send_signal(signal.SIGHUP)
     d.wait_for_line("reload refused", timeout=15)
     assert d.invoke("comes", {"value": 2}).json() == 2
+
+
+def test_the_health_listener_answers_from_its_own_thread(make_daemon) -> None:  # type: ignore[no-untyped-def]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    d = make_daemon(function_toml("hi", "outcomes.returns"),
+                    server=f'health_listen = "127.0.0.1:{port}"\ndrain_delay_s = 1')
+    d.wait_for_line(f"health checks on http://127.0.0.1:{port}/readyz")
+
+    def get(path: str) -> tuple[int, dict[str, object]]:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        try:
+            conn.request("GET", path)
+            r = conn.getresponse()
+            return r.status, json.loads(r.read())
+        finally:
+            conn.close()
+
+    assert get("/healthz") == (200, {"status": "ok"})
+    status, body = get("/readyz")
+    assert status == 200 and body["status"] == "ready" and body["sandbox"] == "bubblewrap"
+    assert get("/2015-03-31/functions/hi/invocations")[0] == 404  # health only
+    assert d.proc is not None
+    d.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    assert get("/readyz") == (503, {**body, "status": "draining"})
+    assert d.proc.wait(30) == 0
+
+
+@pytest.mark.parametrize(("path", "state", "now", "expected"), [
+    ("/healthz", (100.0, 200, b"{}"), 101.0, 200),
+    ("/healthz", (100.0, 503, b"{}"), 101.0, 200),  # alive, though draining
+    ("/healthz", (100.0, 200, b"{}"), 104.0, 503),  # no word from the loop for 4 s
+    ("/healthz", None, 0.0, 503),
+    ("/readyz", (100.0, 503, b'{"status": "draining"}'), 100.5, 503),
+    ("/readyz", (100.0, 200, b"{}"), 110.0, 503),
+    ("/other", (100.0, 200, b"{}"), 100.0, 404),
+])
+def test_health_answers(path: str, state: tuple[float, int, bytes] | None, now: float,
+                        expected: int) -> None:
+    assert answer(path, state, now)[0] == expected

@@ -20,6 +20,7 @@ from router.api.awserror import aws_error
 from router.api.body import Refusal, take_body
 from router.api.httplog import RequestErrors
 from router.api.metrics import render
+from router.health import readiness
 from router.run.registry import Handler, Registry
 from sources import http_trigger, invoke_api, s3_webhook
 
@@ -29,21 +30,8 @@ async def healthz(request: web.BaseRequest, registry: Registry, _: str) -> web.R
 
 
 async def readyz(request: web.BaseRequest, registry: Registry, _: str) -> web.Response:
-    # Which isolation is in force, so an operator sees a daemon that fell back to polling memory.
-    isolation = {"sandbox": registry.isolation.config.mode,
-                 "memory_limits": registry.isolation.memory_limit}
-    # Triggers that cannot poll are shown, but the daemon stays ready: its other functions, and
-    # its HTTP triggers, still serve.
-    if problems := registry.mappings.health():
-        isolation["triggers"] = problems
-    # Event invokes get 503 meanwhile; everything else serves.
-    if (problem := registry.asyncq.problem) is not None:
-        isolation["async"] = problem
-    if registry.draining:
-        return web.json_response({"status": "draining", **isolation}, status=503)
-    if registry.meter.failing:
-        return web.json_response({"status": "metering unavailable", **isolation}, status=503)
-    return web.json_response({"status": "ready", **isolation})
+    status, body = readiness(registry)
+    return web.json_response(body, status=status)
 
 
 async def open_metrics(request: web.BaseRequest, registry: Registry, _: str) -> web.Response:

@@ -11,6 +11,7 @@ import re
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -142,6 +143,13 @@ class Daemon:
                 self._reader.join(5)
                 assert self.proc.stderr is not None
                 self.proc.stderr.close()
+
+
+def free_port() -> int:
+    """A loopback TCP port free at the moment (for a second listener the daemon binds)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def function_toml(name: str, handler: str, code: str = "functions", **options: object) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import signal
@@ -15,7 +14,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import Daemon, function_toml
+from conftest import Daemon, free_port, function_toml
 
 from router.health import answer
 from router.systemd import watchdog_interval
@@ -243,22 +242,17 @@ def test_sighup_reloads_functions_without_failing_a_request(make_daemon) -> None
     assert d.invoke("comes", {"value": 2}).json() == 2
 
 
-def test_the_health_listener_answers_from_its_own_thread(make_daemon) -> None:  # type: ignore[no-untyped-def]
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+def test_the_health_listener_answers_from_its_own_process(make_daemon) -> None:  # type: ignore[no-untyped-def]
+    port = free_port()
     d = make_daemon(function_toml("hi", "outcomes.returns"),
                     server=f'health_listen = "127.0.0.1:{port}"\ndrain_delay_s = 1')
     d.wait_for_line(f"health checks on http://127.0.0.1:{port}/readyz")
+    checker = Daemon(d.folder, d.config_path.read_text())  # a client of the health address only
+    checker.url = f"http://127.0.0.1:{port}"
 
     def get(path: str) -> tuple[int, dict[str, object]]:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-        try:
-            conn.request("GET", path)
-            r = conn.getresponse()
-            return r.status, json.loads(r.read())
-        finally:
-            conn.close()
+        r = checker.request("GET", path)
+        return r.status, r.json()
 
     assert get("/healthz") == (200, {"status": "ok"})
     status, body = get("/readyz")

@@ -18,7 +18,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
-from conftest import Daemon, function_toml
+from conftest import Daemon, free_port, function_toml
 from test_deploy import create, zipped
 
 KEY, SECRET, TOKEN = "AKIDSURFACE", "surface-secret", "surface-token"
@@ -94,9 +94,7 @@ def test_a_signature_made_for_one_function_url_does_not_open_another(daemon: Dae
 
 
 def test_metrics_listen_serves_metrics_alone_without_credentials(make_daemon) -> None:  # type: ignore[no-untyped-def]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     d = make_daemon(function_toml("m", "outcomes.echo"),
                     server=f'{SERVER}\nmetrics_listen = "127.0.0.1:{port}"')
     d.wait_for_line(f"metrics on http://127.0.0.1:{port}/metrics")

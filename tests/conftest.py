@@ -152,6 +152,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def second_listener(daemon: Daemon, port: int, log_line: str) -> Daemon:
+    """A client of another address of ``daemon`` (metrics_listen, health_listen), once its log
+    says it listens."""
+    daemon.wait_for_line(log_line)
+    client = Daemon(daemon.folder, daemon.config_path.read_text())
+    client.url = f"http://127.0.0.1:{port}"
+    return client
+
+
 def function_toml(name: str, handler: str, code: str = "functions", **options: object) -> str:
     lines = [f'name = "{name}"', f'handler = "{handler}"', f'code = "{code}"']
     for key, value in {"runtime": RUNTIME, **options}.items():

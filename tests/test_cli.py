@@ -14,7 +14,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import Daemon, free_port, function_toml
+from conftest import Daemon, free_port, function_toml, second_listener
 
 from router.health import answer
 from router.systemd import watchdog_interval
@@ -246,9 +246,7 @@ def test_the_health_listener_answers_from_its_own_process(make_daemon) -> None: 
     port = free_port()
     d = make_daemon(function_toml("hi", "outcomes.returns"),
                     server=f'health_listen = "127.0.0.1:{port}"\ndrain_delay_s = 1')
-    d.wait_for_line(f"health checks on http://127.0.0.1:{port}/readyz")
-    checker = Daemon(d.folder, d.config_path.read_text())  # a client of the health address only
-    checker.url = f"http://127.0.0.1:{port}"
+    checker = second_listener(d, port, f"health checks on http://127.0.0.1:{port}/readyz")
 
     def get(path: str) -> tuple[int, dict[str, object]]:
         r = checker.request("GET", path)

@@ -18,7 +18,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
-from conftest import Daemon, free_port, function_toml
+from conftest import Daemon, free_port, function_toml, second_listener
 from test_deploy import create, zipped
 
 KEY, SECRET, TOKEN = "AKIDSURFACE", "surface-secret", "surface-token"
@@ -97,9 +97,7 @@ def test_metrics_listen_serves_metrics_alone_without_credentials(make_daemon) ->
     port = free_port()
     d = make_daemon(function_toml("m", "outcomes.echo"),
                     server=f'{SERVER}\nmetrics_listen = "127.0.0.1:{port}"')
-    d.wait_for_line(f"metrics on http://127.0.0.1:{port}/metrics")
-    conn = Daemon(d.folder, d.config_path.read_text())  # a client of the metrics address only
-    conn.url = f"http://127.0.0.1:{port}"
+    conn = second_listener(d, port, f"metrics on http://127.0.0.1:{port}/metrics")
     assert conn.request("GET", "/metrics").status == 200
     assert b'function="m"' in conn.request("GET", "/metrics").body
     assert conn.request("GET", "/readyz").status == 200

@@ -72,6 +72,9 @@ class HealthListener:
             [sys.executable, "-m", "router.health", host, str(port)], stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=None, close_fds=True)
         assert self.proc.stdin is not None and self.proc.stdout is not None
+        # Its first state before it listens: a check never finds it knowing nothing yet.
+        self.proc.stdin.write(self._line())
+        self.proc.stdin.flush()
         line = self.proc.stdout.readline().decode().strip()  # "listening PORT" or the error
         if not line.startswith("listening "):
             self.proc.wait()
@@ -79,12 +82,14 @@ class HealthListener:
         self.port = int(line.split()[1])
         os.set_blocking(self.proc.stdin.fileno(), False)
 
-    def send(self) -> None:
+    def _line(self) -> bytes:
         status, body = readiness(self.registry)
-        line = json.dumps({"status": status, "body": body}).encode() + b"\n"
+        return json.dumps({"status": status, "body": body}).encode() + b"\n"
+
+    def send(self) -> None:
         assert self.proc.stdin is not None
         with contextlib.suppress(BlockingIOError, BrokenPipeError):
-            os.write(self.proc.stdin.fileno(), line)  # a full pipe: the next one will do
+            os.write(self.proc.stdin.fileno(), self._line())  # a full pipe: the next one will do
 
     async def run(self) -> None:
         while True:
@@ -133,11 +138,16 @@ def child(host: str, port: int) -> int:
         print(f"cannot listen on {host}:{port}: {e.strerror}", flush=True)
         return 1
     server.daemon_threads = True
+
+    def take(raw: bytes) -> None:
+        state = json.loads(raw)
+        latest[0] = (time.time(), state["status"], json.dumps(state["body"]).encode())
+
+    take(sys.stdin.buffer.readline())  # the daemon's state as it starts this listener
     threading.Thread(target=server.serve_forever, daemon=True).start()
     print(f"listening {server.server_address[1]}", flush=True)
     for raw in sys.stdin.buffer:
-        state = json.loads(raw)
-        latest[0] = (time.time(), state["status"], json.dumps(state["body"]).encode())
+        take(raw)
     return 0  # the daemon closed the pipe, or is gone
 
 

@@ -22,10 +22,10 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from router.asyncq.record import Response, destination_record
-from router.asyncq.retry import Finish, Kind, RetryPolicy, decide, kind_of, too_old
+from router.asyncq.retry import Condition, Finish, Kind, RetryPolicy, decide, kind_of, too_old
 from router.asyncq.store import Backlog, Claim, NewEvent, StoreError, open_store
 from router.config import AsyncInvoke, Config, function_arn
 from router.intake.intake import Intake, Unavailable
@@ -95,15 +95,14 @@ class AsyncInvoker:
 
     # --- accepting ---------------------------------------------------------------------------
 
-    async def accept(self, function: str, payload: bytes, *, source: str = "event",
-                     request_id: str | None = None) -> str:
+    async def accept(self, function: str, payload: bytes) -> str:
         """Store a new event durably; its request id. Raises ``Unavailable``."""
         if (reason := self.intake.refusal()) is not None:
             raise Unavailable(reason)
         if self.problem is not None:
             raise Unavailable(f"asynchronous invocation is unavailable: {self.problem}")
         now = time.time()
-        event = NewEvent(request_id or new_request_id(), function, payload, source, now, now)
+        event = NewEvent(new_request_id(), function, payload, "event", now, now)
         try:
             await self.store.accept(event)
         except StoreError as e:
@@ -137,15 +136,11 @@ class AsyncInvoker:
         self.problem = None
         self.opened.set()
         self.tried.set()
-        log.info("asynchronous events: %s", self.store_name)
+        log.info("asynchronous events: %s", self.store.name)
         async with asyncio.TaskGroup() as group:
             group.create_task(self._claims())
             group.create_task(self._renew())
             group.create_task(self._backlog())
-
-    @property
-    def store_name(self) -> str:
-        return str(getattr(self.store, "name", None) or getattr(self.store, "path", "the store"))
 
     async def _claims(self) -> None:
         failures = 0
@@ -269,7 +264,7 @@ class AsyncInvoker:
                            response or claim.last_response)
 
     async def _finish(self, claim: Claim, pool: FunctionPool | None, settings: AsyncInvoke,
-                      condition: Any, invokes: int, response: Response | None) -> None:
+                      condition: Condition, invokes: int, response: Response | None) -> None:
         target = settings.on_success if condition == "Success" else settings.on_failure
         if not target:
             await self.store.complete(claim)

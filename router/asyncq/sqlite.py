@@ -54,6 +54,7 @@ class SqliteStore(EventStore):
     def __init__(self, path: str | Path, *, synchronous: Literal["FULL", "NORMAL"] = "FULL",
                  batch_max: int = 1024) -> None:
         self.path = Path(path)
+        self.name = str(self.path)
         self.synchronous = synchronous
         self.batch_max = batch_max
         self.commits = 0  # transactions committed (group commit makes it far fewer than writes)

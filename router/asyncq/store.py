@@ -19,6 +19,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal, cast
 
 import msgspec
 
@@ -79,6 +80,8 @@ class Backlog(msgspec.Struct, frozen=True):
 
 class EventStore(ABC):
     """Every method is a transaction of its own that is durable when it returns."""
+
+    name: str  # what messages call it: the file, or the URL without its password
 
     @abstractmethod
     async def open(self) -> None:
@@ -153,7 +156,7 @@ def open_store(setting: str, data_dir: str | Path, *, synchronous: str = "FULL")
     if setting == "sqlite":
         from router.asyncq.sqlite import SqliteStore
         return SqliteStore(Path(data_dir) / "async.sqlite3",
-                           synchronous="NORMAL" if synchronous == "NORMAL" else "FULL")
+                           synchronous=cast(Literal["FULL", "NORMAL"], synchronous))
     if setting.startswith(("postgresql://", "postgres://")):
         from router.asyncq.postgres import PostgresStore
         return PostgresStore(setting)

@@ -20,6 +20,7 @@ from router.config import (
     AsyncInvoke,
     AuthMode,
     Config,
+    FunctionConfig,
     FunctionUrl,
     api_auth_required,
     effective_auth,
@@ -75,6 +76,12 @@ async def _drain(pools: list[FunctionPool], grace_s: float) -> None:
                         ", ".join(p.config.name for p in pools), KILLED_EXIT_S)
 
 
+def route_table(config: Config) -> RouteTable:
+    """The HTTP routes the config file's triggers declare."""
+    return RouteTable([parse_route(t.route, f.name, t.auth)
+                       for f in config.functions for t in http_triggers(f)])
+
+
 class Registry:
     def __init__(self, config: Config, environ: Mapping[str, str]) -> None:
         self.config = config
@@ -103,7 +110,7 @@ class Registry:
             if kept is not None:
                 log.warning("%s: deployed through the API but also defined in the config file; "
                             "the config file's wins", f.name)
-            self._add(stamp(Deployed(function=f, from_config=not f.api_writable)))
+            self._add_from_file(f)
         for deployed in stored.values():
             if not deployed.url_created:
                 # Stored by a version that gave every deployed function an open URL: it has none
@@ -111,8 +118,7 @@ class Registry:
                 deployed.function = msgspec.structs.replace(deployed.function,
                                                             url=FunctionUrl(enabled=False))
             self._add(deployed)
-        self.routes = RouteTable([parse_route(t.route, f.name, t.auth)
-                                  for f in config.functions for t in http_triggers(f)])
+        self.routes = route_table(config)
         self.mappings = Mappings(config, self.intake, self.lookup)  # SQS and S3 triggers
         self.asyncq = AsyncInvoker(config, self.intake, self.lookup, self.mappings.clients,
                                    self.async_settings, lambda: list(self.pools))
@@ -121,6 +127,10 @@ class Registry:
         self.trusted = trusted_networks(config.server)  # proxies whose X-Forwarded-For counts
         self._ticker: asyncio.Task[None] | None = None
         self.leaving = False  # SIGTERM came: /readyz says so, responses close their connections
+
+    def _add_from_file(self, fn: FunctionConfig) -> FunctionPool:
+        """A function of the config file (read-only through the API unless it says otherwise)."""
+        return self._add(stamp(Deployed(function=fn, from_config=not fn.api_writable)))
 
     def lookup(self, name: str) -> FunctionPool | None:
         return self.pools.get(name)
@@ -185,7 +195,7 @@ class Registry:
         for name, fn in wanted.items():
             deployed = self.deployed.get(name)
             if deployed is None:
-                self._add(stamp(Deployed(function=fn, from_config=not fn.api_writable))).start()
+                self._add_from_file(fn).start()
                 done.append(f"added {name}")
             elif fn != kept.get(name):
                 deployed.function = fn
@@ -196,8 +206,7 @@ class Registry:
                    if getattr(config, t) != getattr(self.config, t)]
         config = msgspec.structs.replace(self.config, functions=config.functions)
         self.config = config
-        self.routes = RouteTable([parse_route(t.route, f.name, t.auth)
-                                  for f in config.functions for t in http_triggers(f)])
+        self.routes = route_table(config)
         await self.mappings.reload(config)
         await self.scheduler.reload(config)
         done += [f"[{t.rstrip('_')}] changed: restart the daemon to apply it" for t in ignored]

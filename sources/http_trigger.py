@@ -72,11 +72,13 @@ async def run(request: web.BaseRequest, registry: Registry, pool: FunctionPool, 
         body = await take_body(request, registry.config.server, mode, MAX_SYNC_PAYLOAD, "Invoke")
     except Refusal as e:
         return refused(e)
+    source_ip = request.remote or ""
+    if registry.trusted:  # behind a balancer: its forwarding headers name the caller
+        source_ip = apigw.client_ip(source_ip, request.headers.get("X-Forwarded-For", ""),
+                                    request.headers.get("Forwarded", ""), registry.trusted)
     req = apigw.HttpRequest(
         method=request.method, raw_path=raw_path, raw_query=raw_query,
-        headers=tuple(request.headers.items()), body=body,
-        source_ip=apigw.client_ip(request.remote or "", request.headers.get("X-Forwarded-For", ""),
-                                  request.headers.get("Forwarded", ""), registry.trusted),
+        headers=tuple(request.headers.items()), body=body, source_ip=source_ip,
         protocol=f"HTTP/{request.version.major}.{request.version.minor}")
     inv = Invocation(b"", registry.loop.create_future(), source=source)
     event = apigw.build_event(req, route_key=route_key, path_params=path_params,

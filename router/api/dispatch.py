@@ -168,6 +168,8 @@ class Dispatcher:
         # 100-continue is answered by read_body, once the credentials pass and the body is wanted.
         if expect and request.version >= (1, 1) and expect.lower() != "100-continue":
             return web.Response(status=417, text=f"Unknown Expect: {expect}")
+        if not self.registry.leaving:  # the one check the drain costs a request
+            return await handler(request, self.registry, name)
         if self.registry.intake.draining and handler not in HEALTH:
             # Past the drain delay: only the health endpoints still answer, so that nothing new
             # starts (a deploy, an invocation) while the daemon finishes what it has.
@@ -175,9 +177,8 @@ class Dispatcher:
                 503, "ServiceException", "Headwater is shutting down", headers={"Retry-After": "1"})
         else:
             response = await handler(request, self.registry, name)
-        if self.registry.leaving:
-            # Draining: the client reconnects, and the balancer sends it to another daemon.
-            response.force_close()
+        # Draining: the client reconnects, and the balancer sends it to another daemon.
+        response.force_close()
         return response
 
 

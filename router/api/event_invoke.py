@@ -46,6 +46,10 @@ def last_modified(deployed: Deployed) -> float:
         return 0.0
 
 
+def latest_arn(registry: Registry, deployed: Deployed) -> str:
+    return f"{function_arn(registry.config.server, deployed.function.name)}:$LATEST"
+
+
 def shape(registry: Registry, deployed: Deployed) -> dict[str, Any]:
     settings = deployed.function.async_
     destinations: dict[str, Any] = {}
@@ -54,7 +58,7 @@ def shape(registry: Registry, deployed: Deployed) -> dict[str, Any]:
     if settings.on_failure:
         destinations["OnFailure"] = {"Destination": settings.on_failure}
     return {"LastModified": last_modified(deployed),
-            "FunctionArn": f"{function_arn(registry.config.server, deployed.function.name)}:$LATEST",
+            "FunctionArn": latest_arn(registry, deployed),
             "MaximumRetryAttempts": settings.max_retry_attempts,
             "MaximumEventAgeInSeconds": settings.max_event_age_s,
             "DestinationConfig": destinations}
@@ -118,36 +122,41 @@ put_config = writable(MAX_BODY, "PutFunctionEventInvokeConfig")(_write(replace=T
 update_config = writable(MAX_BODY, "UpdateFunctionEventInvokeConfig")(_write(replace=False))
 
 
+def configured(deployed: Deployed) -> bool:
+    """Whether the function has an EventInvokeConfig: settings other than the defaults."""
+    return deployed.function.async_ != AsyncInvoke()
+
+
+def unconfigured(request: web.BaseRequest, registry: Registry,
+                 deployed: Deployed) -> web.Response | None:
+    """The 404 of a Get or Delete that finds no EventInvokeConfig, if it finds none."""
+    if (problem := qualifier_problem(request)) is not None:
+        return problem
+    if not configured(deployed):
+        return aws_error(404, "ResourceNotFoundException", f"The function "
+                         f"{latest_arn(registry, deployed)} doesn't have an EventInvokeConfig")
+    return None
+
+
 @writable(NO_BODY, "DeleteFunctionEventInvokeConfig")
 async def delete_config(request: web.BaseRequest, body: bytes, registry: Registry,
                         deployed: Deployed) -> web.Response:
-    if (problem := qualifier_problem(request)) is not None:
-        return problem
-    if deployed.function.async_ == AsyncInvoke():
-        return no_config(registry, deployed)
+    if (refused := unconfigured(request, registry, deployed)) is not None:
+        return refused
     save(registry, deployed, AsyncInvoke())
     return web.Response(status=204)
-
-
-def no_config(registry: Registry, deployed: Deployed) -> web.Response:
-    arn = function_arn(registry.config.server, deployed.function.name)
-    return aws_error(404, "ResourceNotFoundException",
-                     f"The function {arn}:$LATEST doesn't have an EventInvokeConfig")
 
 
 @readable("GetFunctionEventInvokeConfig")
 async def get_config(request: web.BaseRequest, body: bytes, registry: Registry,
                      deployed: Deployed) -> web.Response:
-    if (problem := qualifier_problem(request)) is not None:
-        return problem
-    if deployed.function.async_ == AsyncInvoke():
-        return no_config(registry, deployed)
+    if (refused := unconfigured(request, registry, deployed)) is not None:
+        return refused
     return web.json_response(shape(registry, deployed))
 
 
 @readable("ListFunctionEventInvokeConfigs")
 async def list_configs(request: web.BaseRequest, body: bytes, registry: Registry,
                        deployed: Deployed) -> web.Response:
-    configured = deployed.function.async_ != AsyncInvoke()
-    return web.json_response(
-        {"FunctionEventInvokeConfigs": [shape(registry, deployed)] if configured else []})
+    return web.json_response({"FunctionEventInvokeConfigs": [shape(registry, deployed)]
+                              if configured(deployed) else []})

@@ -22,7 +22,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -106,6 +106,14 @@ def pollers_wanted(current: int, received: int, asked: int, maximum: int) -> int
     if received == 0 and current > 1:
         return current - 1
     return current
+
+
+def batch_entries(messages: list[dict[str, Any]], **extra: object) -> Iterator[list[dict[str, Any]]]:
+    """The Entries of SQS batch calls (delete, change visibility) for ``messages``: at most
+    MAX_RECEIVE a call, each with its receipt handle and ``extra``."""
+    for start in range(0, len(messages), MAX_RECEIVE):
+        yield [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"], **extra}
+               for i, m in enumerate(messages[start:start + MAX_RECEIVE])]
 
 
 def kept_ids(target: Target, records: list[dict[str, Any]], outcome: Outcome | None) -> set[str]:
@@ -314,9 +322,7 @@ class Poller:
         """Delete what succeeded, retrying a failing endpoint: a message not deleted comes back
         after the visibility timeout and runs again."""
         target = self.target
-        for start in range(0, len(messages), MAX_RECEIVE):
-            entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
-                       for i, m in enumerate(messages[start:start + MAX_RECEIVE])]
+        for entries in batch_entries(messages):
             for attempt in range(1, DELETE_ATTEMPTS + 1):
                 try:
                     client = await self.clients.client("sqs", target.endpoint_url, target.region)
@@ -338,9 +344,7 @@ class Poller:
         """Make messages visible again at once (visibility timeout 0); one attempt, as this runs
         at shutdown: a message not returned comes back after its visibility timeout."""
         target = self.target
-        for start in range(0, len(messages), MAX_RECEIVE):
-            entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 0}
-                       for i, m in enumerate(messages[start:start + MAX_RECEIVE])]
+        for entries in batch_entries(messages, VisibilityTimeout=0):
             try:
                 client = await self.clients.client("sqs", target.endpoint_url, target.region)
                 await client.change_message_visibility_batch(QueueUrl=target.queue_url,

@@ -81,6 +81,7 @@ class HealthListener:
             raise OSError(line or "the health listener did not start")
         self.port = int(line.split()[1])
         os.set_blocking(self.proc.stdin.fileno(), False)
+        self._sending: asyncio.Task[None] | None = None
 
     def _line(self) -> bytes:
         status, body = readiness(self.registry)
@@ -91,12 +92,17 @@ class HealthListener:
         with contextlib.suppress(BlockingIOError, BrokenPipeError):
             os.write(self.proc.stdin.fileno(), self._line())  # a full pipe: the next one will do
 
-    async def run(self) -> None:
+    def start(self) -> None:
+        self._sending = asyncio.create_task(self._send_every())
+
+    async def _send_every(self) -> None:
         while True:
             self.send()
             await asyncio.sleep(SEND_EVERY_S)
 
     def close(self) -> None:
+        if self._sending is not None:
+            self._sending.cancel()
         assert self.proc.stdin is not None
         self.proc.stdin.close()  # its end of the pipe: it exits
         try:

@@ -115,25 +115,17 @@ async def serve(config: Config, environ: Mapping[str, str],
         await registry.close(0)
         return 1
     bound = runner.addresses[0]
-    operations = None
-    if config.server.metrics_listen:
-        operations = await _serve_operations(registry, config.server.metrics_listen)
-        if operations is None:
-            await runner.cleanup()
-            await registry.close(0)
-            return 1
-    health = None
-    if config.server.health_listen:
-        health_host, health_port = split_listen(config.server.health_listen)
-        try:
-            health = HealthListener(registry, health_host, health_port)
-        except OSError as e:
-            log.error("cannot serve health checks: %s", e)
-            await runner.cleanup()
-            await registry.close(0)
-            return 1
-        sending = asyncio.create_task(health.run())
-        log.info("health checks on http://%s:%d/readyz", health_host, health.port)
+    metrics_listen, health_listen = config.server.metrics_listen, config.server.health_listen
+    operations = await _serve_operations(registry, metrics_listen) if metrics_listen else None
+    health = _serve_health(registry, health_listen) if health_listen else None
+    if (metrics_listen and operations is None) or (health_listen and health is None):
+        if operations is not None:
+            await operations.cleanup()
+        if health is not None:
+            health.close()
+        await runner.cleanup()
+        await registry.close(0)
+        return 1
     state = daemonfile.State(daemonfile.client_url(host, bound[1]), os.getpid())
     try:
         daemonfile.write(config.server.data_dir, state)
@@ -168,11 +160,23 @@ async def serve(config: Config, environ: Mapping[str, str],
         await operations.cleanup()
     pings.cancel()  # pinged through the drain, which TimeoutStopSec bounds
     if health is not None:
-        sending.cancel()
         health.close()  # last: it said "draining" to the end
     daemonfile.remove(config.server.data_dir, state.pid)
     log.info("stopped")
     return 0
+
+
+def _serve_health(registry: Registry, listen: str) -> HealthListener | None:
+    """/healthz and /readyz on [server].health_listen, from a process of their own."""
+    host, port = split_listen(listen)
+    try:
+        health = HealthListener(registry, host, port)
+    except OSError as e:
+        log.error("cannot serve health checks: %s", e)
+        return None
+    health.start()
+    log.info("health checks on http://%s:%d/readyz", host, health.port)
+    return health
 
 
 async def _serve_operations(registry: Registry, listen: str) -> web.ServerRunner | None:

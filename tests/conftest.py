@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -119,6 +120,15 @@ class Daemon:
         matches = [r for r in self.records() if r["request_id"] == request_id]
         assert len(matches) == 1, f"{len(matches)} metering records for {request_id}"
         return matches[0]
+
+    def printed(self, marker: str) -> list[Any]:
+        """What the functions printed as ``MARKER {json}`` lines, decoded, in order."""
+        out = []
+        for line in list(self.lines):
+            _, found, rest = line.partition(marker + " ")
+            if found:
+                out.append(json.loads(rest))
+        return out
 
     def wait_for_line(self, text: str, timeout: float = 5.0) -> str:
         deadline = time.monotonic() + timeout

@@ -37,15 +37,6 @@ def section(store: str = "sqlite", **extra: object) -> str:
     return "shutdown_grace_s = 5\n[async]\n" + "\n".join(lines) + "\n"
 
 
-def lines_with(daemon: Daemon, marker: str) -> list[dict[str, Any]]:
-    out = []
-    for line in list(daemon.lines):
-        _, found, rest = line.partition(marker + " ")
-        if found:
-            out.append(json.loads(rest))
-    return out
-
-
 def lam(daemon: Daemon) -> Any:
     return boto3.client("lambda", endpoint_url=daemon.url, region_name="us-east-1",
                         aws_access_key_id="AKIDEXAMPLE", aws_secret_access_key="secret",
@@ -78,7 +69,7 @@ def test_an_event_invoke_is_202_then_runs_with_its_payload(daemon: Daemon) -> No
                            Payload=json.dumps({"n": 1, "text": "été"}).encode())
     assert r["StatusCode"] == 202 and r["Payload"].read() == b""
     request_id = r["ResponseMetadata"]["RequestId"]
-    got = until(lambda: [e for e in lines_with(daemon, "EVENT") if e["request_id"] == request_id],
+    got = until(lambda: [e for e in daemon.printed("EVENT") if e["request_id"] == request_id],
                 what="the event to run")
     assert got[0]["event"] == {"n": 1, "text": "été"}
     record = until(lambda: [x for x in daemon.records() if x["request_id"] == request_id],
@@ -98,7 +89,7 @@ def test_the_aws_cli_invokes_asynchronously(daemon: Daemon, tmp_path: Path) -> N
         capture_output=True, text=True, env=env, timeout=60)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["StatusCode"] == 202
-    until(lambda: any(e["event"] == {"from": "cli"} for e in lines_with(daemon, "EVENT")),
+    until(lambda: any(e["event"] == {"from": "cli"} for e in daemon.printed("EVENT")),
           what="the CLI's event to run")
 
 
@@ -107,7 +98,7 @@ def test_headwater_invoke_async_prints_the_request_id_and_the_event_runs(daemon:
     assert done.returncode == 0, done.stderr
     request_id = done.stdout.strip()
     until(lambda: any(e["request_id"] == request_id and e["event"] == {"via": "headwater"}
-                      for e in lines_with(daemon, "EVENT")), what="the event to run")
+                      for e in daemon.printed("EVENT")), what="the event to run")
 
 
 def test_a_function_that_fails_twice_then_succeeds_ends_in_on_success(daemon: Daemon) -> None:
@@ -115,7 +106,7 @@ def test_a_function_that_fails_twice_then_succeeds_ends_in_on_success(daemon: Da
     r = daemon.invoke("flaky", payload, headers=EVENT)
     assert r.status == 202
     request_id = r.headers["x-amzn-RequestId"]
-    found = until(lambda: [d for d in lines_with(daemon, "DESTINATION")
+    found = until(lambda: [d for d in daemon.printed("DESTINATION")
                            if d["requestContext"]["requestId"] == request_id],
                   timeout=20, what="the success record")
     record = found[0]
@@ -164,7 +155,7 @@ def test_a_function_that_always_fails_is_dead_lettered_and_redrive_runs_it_again
 
 def test_on_failure_can_be_another_function(daemon: Daemon) -> None:
     request_id = daemon.invoke("failsto", {"k": 1}, headers=EVENT).headers["x-amzn-RequestId"]
-    found = until(lambda: [d for d in lines_with(daemon, "DESTINATION")
+    found = until(lambda: [d for d in daemon.printed("DESTINATION")
                            if d["requestContext"]["requestId"] == request_id],
                   timeout=20, what="the failure record")
     assert found[0]["requestContext"]["condition"] == "RetriesExhausted"
@@ -208,7 +199,7 @@ def test_the_event_invoke_config_api(daemon: Daemon) -> None:
     # In effect at once: the success now reaches the destination.
     request_id = daemon.invoke("apiconfig", {"via": "api"}, headers=EVENT).headers["x-amzn-RequestId"]
     until(lambda: any(d["requestContext"]["requestId"] == request_id
-                      for d in lines_with(daemon, "DESTINATION")), what="the configured destination")
+                      for d in daemon.printed("DESTINATION")), what="the configured destination")
     for bad in ({"MaximumRetryAttempts": 3},
                 {"DestinationConfig": {"OnSuccess": {"Destination": "not-an-arn!"}}}):
         with pytest.raises(ClientError) as e:
@@ -302,8 +293,8 @@ def test_a_schedule_invokes_with_eventbridges_scheduled_event(
         make_daemon: Callable[..., Daemon]) -> None:
     daemon = make_daemon(schedule_toml("ticks", "rate(1 second)", name="every-second"),
                          server=section())
-    events = until(lambda: [e["event"] for e in lines_with(daemon, "EVENT")][:3] if len(
-        lines_with(daemon, "EVENT")) >= 3 else None, timeout=10, what="three ticks")
+    events = until(lambda: [e["event"] for e in daemon.printed("EVENT")][:3] if len(
+        daemon.printed("EVENT")) >= 3 else None, timeout=10, what="three ticks")
     first = events[0]
     assert set(first) == {"version", "id", "detail-type", "source", "account", "time", "region",
                           "resources", "detail"}
@@ -352,7 +343,7 @@ def test_two_daemons_on_postgresql_share_the_events_and_fire_each_tick_once(
     assert all(n > 0 for n in per_node), per_node  # both did some of the work
     assert max(successes().values()) == 1  # no node took an event another was running
     time.sleep(4)
-    ticks = Counter(e["event"]["time"] for node in nodes for e in lines_with(node, "EVENT")
+    ticks = Counter(e["event"]["time"] for node in nodes for e in node.printed("EVENT")
                     if isinstance(e["event"], dict) and "detail-type" in e["event"])
     assert len(ticks) >= 4 and set(ticks.values()) == {1}, ticks
 
@@ -375,16 +366,16 @@ def test_a_dead_nodes_events_are_taken_over(make_daemon: Callable[..., Daemon],
 def test_catch_up_latest_fires_the_last_missed_tick_once(make_daemon: Callable[..., Daemon]) -> None:
     daemon = make_daemon(schedule_toml("catchup", "rate(1 second)", catch_up="latest"),
                          server=section())
-    until(lambda: lines_with(daemon, "EVENT"), what="a first tick")
+    until(lambda: daemon.printed("EVENT"), what="a first tick")
     assert daemon.stop() == 0
     stopped = time.time()
     time.sleep(3.2)  # three ticks or more go by with no daemon
     restarting = time.time()
     again = Daemon(daemon.folder, daemon.config_path.read_text()).start()
     try:
-        until(lambda: len(lines_with(again, "EVENT")) >= 2, what="ticks after the restart")
+        until(lambda: len(again.printed("EVENT")) >= 2, what="ticks after the restart")
         fired = [datetime.fromisoformat(e["event"]["time"].replace("Z", "+00:00")).timestamp()
-                 for e in lines_with(again, "EVENT")]
+                 for e in again.printed("EVENT")]
         missed = [t for t in fired if t < restarting]
         assert len(missed) == 1, fired  # the latest missed one, once; not every one missed
         assert restarting - 1 <= missed[0] and missed[0] > stopped
@@ -429,7 +420,7 @@ def test_a_function_with_no_concurrency_is_throttled_without_holding_up_others(
     for _ in range(8):  # more than the node may hold at once
         assert daemon.invoke("off", {"off": True}, headers=EVENT).status == 202
     assert daemon.invoke("on", {"on": True}, headers=EVENT).status == 202
-    until(lambda: any(e["event"] == {"on": True} for e in lines_with(daemon, "EVENT")),
+    until(lambda: any(e["event"] == {"on": True} for e in daemon.printed("EVENT")),
           what="the other function's event to run")
 
     def retries() -> int:
@@ -439,5 +430,5 @@ def test_a_function_with_no_concurrency_is_throttled_without_holding_up_others(
         return int(line.split()[-1])
 
     until(lambda: retries() >= 8, what="the throttled events to be put back")
-    assert not [e for e in lines_with(daemon, "EVENT") if e["event"] == {"off": True}]
+    assert not [e for e in daemon.printed("EVENT") if e["event"] == {"off": True}]
     assert "off" not in cli(daemon, "dlq", "list").stdout  # kept, within its age

@@ -314,17 +314,8 @@ def test_routes(method: str, path: str, handler: object, name: str) -> None:
 # --- end to end ----------------------------------------------------------------------------------
 
 
-
-
-
 def events(daemon: Daemon) -> list[dict[str, Any]]:
-    """Every event the functions printed, each as {"function": name, "event": event}."""
-    out = []
-    for line in list(daemon.lines):
-        _, found, rest = line.partition("EVENT ")
-        if found:
-            out.append(json.loads(rest))
-    return out
+    return daemon.printed("EVENT")
 
 
 def delivered(daemon: Daemon, queue: str) -> list[tuple[str, str]]:

@@ -59,7 +59,6 @@ def sqs(moto: MotoServer) -> Any:
     client.close()
 
 
-
 def sqs_function(name: str, queue_url: str, handler: str = "sqsfn.handler", *,
                  function: dict[str, object] | None = None, **trigger: object) -> str:
     lines = ["[[functions.triggers]]", 'type = "sqs"', f'queue_url = "{queue_url}"']
@@ -80,20 +79,13 @@ def arn(name: str) -> str:
 
 
 def events(daemon: Daemon) -> list[dict[str, Any]]:
-    out = []
-    for line in list(daemon.lines):
-        _, found, rest = line.partition("EVENT ")
-        if found:
-            out.append(json.loads(rest))
-    return out
+    return daemon.printed("EVENT")
 
 
 def counts(sqs: Any, url: str) -> tuple[int, int]:
     a = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=[
         "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
     return int(a["ApproximateNumberOfMessages"]), int(a["ApproximateNumberOfMessagesNotVisible"])
-
-
 
 
 def bodies(found: list[dict[str, Any]]) -> list[str]:

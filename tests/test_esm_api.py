@@ -26,7 +26,7 @@ from botocore.exceptions import ClientError
 from conftest import Daemon, function_toml
 from moto_server import MotoServer, aws_section, free_port, until
 
-from router.api import dispatch, esm
+from router.api import esm
 from router.api.body import Refusal
 from router.config import ServerConfig
 from sources.mappings import Mapping
@@ -296,19 +296,6 @@ def test_duplicate_of() -> None:
     assert esm.duplicate_of(existing, mappings(("new", "f", "q1"))[0]) is existing[0]
     assert esm.duplicate_of(existing, mappings(("new", "f", "q2"))[0]) is None
     assert esm.duplicate_of(existing, mappings(("a", "f", "q1"))[0]) is None  # itself, updated
-
-
-@pytest.mark.parametrize(("method", "path", "handler", "name"), [
-    ("POST", "/2015-03-31/event-source-mappings/", esm.create_mapping, ""),
-    ("POST", "/2015-03-31/event-source-mappings", esm.create_mapping, ""),
-    ("GET", "/2015-03-31/event-source-mappings/", esm.list_mappings, ""),
-    ("GET", "/2015-03-31/event-source-mappings/u-1", esm.get_mapping, "u-1"),
-    ("PUT", "/2015-03-31/event-source-mappings/u-1", esm.update_mapping, "u-1"),
-    ("DELETE", "/2015-03-31/event-source-mappings/u-1", esm.delete_mapping, "u-1"),
-    ("POST", "/2015-03-31/event-source-mappings/u-1", dispatch.unknown_operation, ""),
-])
-def test_routes(method: str, path: str, handler: object, name: str) -> None:
-    assert dispatch.resolve(method, path) == (handler, name)
 
 
 # --- end to end ----------------------------------------------------------------------------------

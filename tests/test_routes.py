@@ -8,7 +8,7 @@ import re
 import pytest
 
 from router.api import dispatch as app
-from router.api import management
+from router.api import esm, management
 from router.api.routes import Route, RouteError, RouteTable, Segment, parse_route, specificity
 from sources import http_trigger, invoke_api
 
@@ -324,6 +324,14 @@ F = "/2015-03-31/functions"
     ("GET", "/2018-10-31", http_trigger.route, ""),
     ("GET", "/items/1", http_trigger.route, ""),
     ("GET", "/", http_trigger.route, ""),
+    # Event source mappings, by UUID.
+    ("POST", "/2015-03-31/event-source-mappings/", esm.create_mapping, ""),
+    ("POST", "/2015-03-31/event-source-mappings", esm.create_mapping, ""),
+    ("GET", "/2015-03-31/event-source-mappings/", esm.list_mappings, ""),
+    ("GET", "/2015-03-31/event-source-mappings/u-1", esm.get_mapping, "u-1"),
+    ("PUT", "/2015-03-31/event-source-mappings/u-1", esm.update_mapping, "u-1"),
+    ("DELETE", "/2015-03-31/event-source-mappings/u-1", esm.delete_mapping, "u-1"),
+    ("POST", "/2015-03-31/event-source-mappings/u-1", app.unknown_operation, ""),
 ])
 def test_resolve(method: str, path: str, handler: object, name: str) -> None:
     assert app.resolve(method, path) == (handler, name)

@@ -121,6 +121,7 @@ class MeteringConfig(Struct, frozen=True, forbid_unknown_fields=True):
     price_per_request: _number(0) = 0.0000002
     rotate_bytes: _int(4096, 2**40) = 100 * 1024 * 1024
     backups: _int(0, 1000) = 5
+    rotate_daily: bool = False  # also rotate at the first record of each UTC day
     # Records kept in memory while the file cannot be written (see the README's Metering).
     buffer_bytes: _int(0, 2**34) = 64 * 1024 * 1024
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,7 +17,7 @@ from pathlib import Path
 import pytest
 from conftest import Daemon, function_toml
 
-from router.metering.usage import Line, files, since_seconds, summarize
+from router.metering.usage import Line, files, since_seconds, snapshot, summarize
 
 
 @pytest.mark.parametrize(("text", "seconds"), [("90s", 90), ("10m", 600), ("24h", 86400),
@@ -105,3 +108,53 @@ def test_usage_matches_a_sum_by_hand_over_the_rotated_files(
     assert table.returncode == 0 and table.stdout.split()[:7] == [
         "source", "requests", "errors", "throttles", "gb_seconds", "billed_duration_ms", "cost_usd"]
     assert "invoke" in table.stdout and "total" in table.stdout
+
+
+def test_a_snapshot_taken_while_the_daemon_rotates_reads_each_record_once(
+        make_daemon: Callable[..., Daemon]) -> None:
+    daemon = make_daemon(function_toml("ok", "outcomes.returns"),
+                         server="[metering]\nrotate_bytes = 4096\nbackups = 1000\n")
+    metering = daemon.folder / "var" / "metering.jsonl"
+    answered = [0]
+    stop = threading.Event()
+
+    def load() -> None:
+        while not stop.is_set():
+            daemon.invoke("ok", {})
+            answered[0] += 1  # its record was written before its response
+
+    invoker = threading.Thread(target=load)
+    invoker.start()
+    try:
+        while answered[0] < 300:
+            before = answered[0]
+            ids = []
+            for f in snapshot(metering):
+                with f:  # a line without its newline is still being written: not yet a record
+                    ids += [json.loads(text)["request_id"] for text in f if text.endswith(b"\n")]
+            assert len(ids) == len(set(ids))  # none read twice
+            assert len(ids) >= before  # none missed
+    finally:
+        stop.set()
+        invoker.join()
+    assert len(files(metering)) > 10  # it did rotate under the reader
+
+
+def test_rotate_daily_starts_a_file_at_the_first_record_of_a_new_day(
+        make_daemon: Callable[..., Daemon]) -> None:
+    def yesterdays_file(folder: Path) -> None:
+        (folder / "var").mkdir()
+        old = folder / "var" / "metering.jsonl"
+        old.write_text('{"request_id": "yesterday"}\n')
+        os.utime(old, (time.time() - 86400, time.time() - 86400))
+
+    daemon = make_daemon(function_toml("ok", "outcomes.returns"), before_start=yesterdays_file,
+                         server="[metering]\nrotate_daily = true\n")
+    daemon.invoke("ok", {})
+    daemon.invoke("ok", {})  # the same day: the same file
+    daemon.stop()
+    folder = daemon.folder / "var"
+    assert (folder / "metering.jsonl.1").read_text() == '{"request_id": "yesterday"}\n'
+    lines = (folder / "metering.jsonl").read_text().splitlines()
+    assert [json.loads(text)["function"] for text in lines] == ["ok", "ok"]
+    assert not (folder / "metering.jsonl.2").exists()

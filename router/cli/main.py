@@ -513,7 +513,7 @@ def cmd_usage(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     except ValueError as e:
         print(f"headwater: --since: {e}", file=sys.stderr)
         return 2
-    found = usage.files(path)
+    found = usage.snapshot(path)
     if not found:
         print(f"headwater: no metering file at {path}", file=sys.stderr)
         return 1

@@ -69,7 +69,7 @@ class Meter:
     def __init__(self, config: MeteringConfig) -> None:
         self.config = config
         self.file = RotatingFile(config.path, config.rotate_bytes, config.backups,
-                                 config.buffer_bytes)
+                                 config.buffer_bytes, config.rotate_daily)
         self._encoder = msgspec.json.Encoder()
         self._clock = _Clock()
 

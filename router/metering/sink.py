@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 import stat
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -62,9 +63,18 @@ class BatchWriter:
                 os.set_blocking(self.fd, True)
 
 
+def utc_day(epoch: float) -> int:
+    """Days since 1970-01-01 in UTC: the day a record written at ``epoch`` belongs to."""
+    return int(epoch // 86400)
+
+
 class RotatingFile(BatchWriter):
-    """A ``BatchWriter`` on an append-only file, rotated to ``PATH.1`` … ``PATH.N`` by size, that
-    fails closed.
+    """A ``BatchWriter`` on an append-only file, rotated to ``PATH.1`` … ``PATH.N`` by size (and,
+    with ``daily``, at the first batch of each UTC day), that fails closed.
+
+    Rotation happens between batches, by renames only, so each record is in exactly one file
+    whatever the moment of a crash. The day of a file already there is the day it was last
+    written (its mtime): a daemon started the next morning rotates yesterday's file first.
 
     A batch is written whole or not at all: if a write fails (no space, no permission, the folder
     removed, the file deleted under the open descriptor), what was written of it is truncated away,
@@ -75,14 +85,15 @@ class RotatingFile(BatchWriter):
     """
 
     def __init__(self, path: str | Path, rotate_bytes: int, backups: int,
-                 buffer_bytes: int = 64 * 1024 * 1024) -> None:
+                 buffer_bytes: int = 64 * 1024 * 1024, daily: bool = False) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.rotate_bytes = rotate_bytes
         self.backups = backups
         self.buffer_bytes = buffer_bytes
+        self.daily = daily
         super().__init__(self._open())
-        self.size = os.fstat(self.fd).st_size
+        self._opened()
         self.failing: OSError | None = None
         self.buffered = 0  # bytes written to this object and not yet to the file
         self.dropped = 0  # records refused for want of buffer while failing
@@ -126,7 +137,7 @@ class RotatingFile(BatchWriter):
         try:
             if self.fd < 0:
                 self.fd = self._open()
-                self.size = os.fstat(self.fd).st_size
+                self._opened()
             if data:
                 self._write_batch(data)
         except OSError as e:
@@ -136,9 +147,18 @@ class RotatingFile(BatchWriter):
         self.buffered = 0
         return True
 
+    def _opened(self) -> None:
+        st = os.fstat(self.fd)
+        self.size = st.st_size
+        self.day = utc_day(st.st_mtime)
+
     def _write_batch(self, data: bytes) -> None:
-        if self.size and self.size + len(data) > self.rotate_bytes:
+        today = utc_day(time.time())
+        if self.size and (self.size + len(data) > self.rotate_bytes
+                          or (self.daily and today != self.day)):
             self.rotate()
+        if not self.size:  # an empty file belongs to the day of its first record
+            self.day = today
         before = self.size
         try:
             view = memoryview(data)
@@ -193,7 +213,7 @@ class RotatingFile(BatchWriter):
         else:
             self.path.unlink(missing_ok=True)
         self.fd = self._open()
-        self.size = 0
+        self._opened()
 
     def close(self) -> None:
         """Write what is pending (one last attempt if failing); what still cannot be written goes

@@ -1,9 +1,9 @@
 """What the metering files add up to, for ``headwater usage``: requests, errors, throttles,
 GB-seconds, billed duration and cost, by function, source or day.
 
-Pure apart from ``read``: the records are read from the metering file and its rotated copies
-(``PATH.N`` … ``PATH.1``, then ``PATH``: oldest first), each line one record. A line that is not a
-whole record (the file's last line while the daemon writes it) is counted and left out.
+Pure apart from ``snapshot`` and ``read``: the records are read from the metering file and its
+rotated copies (``PATH.N`` … ``PATH.1``, then ``PATH``: oldest first), each line one record. A line
+that is not a whole record (the file's last line while the daemon writes it) is counted and left out.
 """
 
 from __future__ import annotations
@@ -12,11 +12,12 @@ import csv
 import io
 import json
 import math
+import os
 import re
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 import msgspec
 
@@ -62,11 +63,42 @@ def files(path: Path) -> list[Path]:
     return [*rotated, *([path] if path.exists() else [])]
 
 
-def read(paths: Iterable[Path], skipped: list[int]) -> Iterator[Line]:
-    """The records of ``paths``; ``skipped[0]`` counts the lines that are not whole records."""
+def snapshot(path: Path) -> list[BinaryIO]:
+    """The files of ``files(path)`` opened, oldest first, as they were at one moment although the
+    daemon may rotate them meanwhile.
+
+    They are opened newest first, by number, on past the highest number listed while the next one
+    exists: a rotation between two opens moves every file one number up, so the reader meets the
+    file it opened last again (the same inode: skipped) and then the rest under their new names.
+    Nothing is read twice or missed. (Oldest first, a rotation would move records behind it.)
+    """
+    def numbered(n: int) -> Path:
+        return path if n == 0 else path.with_name(f"{path.name}.{n}")
+
+    last = max((int(p.suffix[1:]) for p in files(path) if p != path), default=0)
+    opened: list[BinaryIO] = []
+    seen: set[tuple[int, int]] = set()
+    n = -1
+    while (n := n + 1) <= last or numbered(n).exists():
+        try:
+            f = numbered(n).open("rb")
+        except FileNotFoundError:  # a gap in the numbers, or rotated past the last backup
+            continue
+        st = os.fstat(f.fileno())
+        if (st.st_dev, st.st_ino) in seen:
+            f.close()
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        opened.append(f)
+    return opened[::-1]
+
+
+def read(opened: Iterable[BinaryIO], skipped: list[int]) -> Iterator[Line]:
+    """The records of the files in ``opened``, each closed once read; ``skipped[0]`` counts the
+    lines that are not whole records."""
     decoder = msgspec.json.Decoder(Line)
-    for path in paths:
-        with path.open("rb") as f:
+    for f in opened:
+        with f:
             for raw in f:
                 try:
                     yield decoder.decode(raw)

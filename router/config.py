@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 import msgspec
 from msgspec import Meta, Struct
 
+from router import tls
 from router.api.routes import Route, RouteError, RouteTable, parse_route
 from sources.cron import ScheduleError, zone
 from sources.cron import parse as parse_schedule
@@ -98,6 +99,10 @@ class ServerConfig(Struct, frozen=True, forbid_unknown_fields=True):
     # Load balancers and proxies (addresses or CIDR networks) whose X-Forwarded-For / Forwarded
     # header names the caller: a function's sourceIp is then the client's, not the balancer's.
     trusted_proxies: list[str] = []
+    # HTTPS on listen: a PEM certificate chain (leaf first) and its key, both or neither; "" =
+    # plain HTTP, as behind a balancer that ends TLS. A reload reads renewed files again.
+    tls_cert: str = ""
+    tls_key: str = ""
 
 
 class SandboxConfig(Struct, frozen=True, forbid_unknown_fields=True):
@@ -367,7 +372,9 @@ def parse(raw: dict[str, Any], base: Path, environ: Mapping[str, str],
     server = msgspec.structs.replace(
         config.server,
         listen=listen or environ.get("HEADWATER_LISTEN") or config.server.listen,
-        data_dir=str(_data_dir(base, environ, config.server.data_dir)))
+        data_dir=str(_data_dir(base, environ, config.server.data_dir)),
+        tls_cert=config.server.tls_cert and str(base / config.server.tls_cert),
+        tls_key=config.server.tls_key and str(base / config.server.tls_key))
     metering = msgspec.structs.replace(
         config.metering,
         path=str(_metering_path(base, environ, config.metering.path)))
@@ -602,6 +609,10 @@ def check(config: Config, path: str | None) -> None:
     if config.sandbox.mode == "none" and not is_loopback(host):
         raise ConfigError(f'sandbox.mode: "none" is allowed only when listening on loopback, '
                           f"not on {host}")
+    if bool(server.tls_cert) != bool(server.tls_key):
+        raise ConfigError("server.tls_cert: TLS needs both tls_cert and tls_key")
+    if server.tls_cert and (problem := tls.load_problem(server.tls_cert, server.tls_key)):
+        raise ConfigError(f"server.tls_cert: {problem}")
     for i, proxy in enumerate(server.trusted_proxies):
         try:
             ipaddress.ip_network(proxy, strict=False)

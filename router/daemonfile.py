@@ -14,16 +14,20 @@ NAME = "daemon.json"
 class State(msgspec.Struct, frozen=True):
     url: str  # an address a client on this machine can reach
     pid: int
+    # With TLS, the daemon's certificate: a client trusts it as well as the system's CAs, so a
+    # self-signed one works for the client commands on this machine.
+    cert: str = ""
 
 
-def client_url(host: str, port: int) -> str:
+def client_url(host: str, port: int, tls: bool = False) -> str:
     """The URL a local client uses for a daemon bound to ``host``: a wildcard address is
     reached through loopback."""
     if host in ("", "0.0.0.0"):
         host = "127.0.0.1"
     elif host == "::":
         host = "::1"
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    scheme = "https" if tls else "http"
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
 def write(data_dir: str | Path, state: State) -> None:

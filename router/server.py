@@ -8,11 +8,12 @@ import ctypes
 import logging
 import os
 import signal
+import ssl
 from collections.abc import Callable, Mapping
 
 from aiohttp import web
 
-from router import daemonfile, systemd
+from router import daemonfile, systemd, tls
 from router.api.dispatch import build_server
 from router.config import Config, ConfigError, split_listen
 from router.health import HealthListener
@@ -52,9 +53,10 @@ class Lifecycle:
 
 
 async def reload(registry: Registry, reread: Callable[[], Config],
-                 environ: Mapping[str, str]) -> None:
+                 environ: Mapping[str, str], context: ssl.SSLContext | None) -> None:
     """SIGHUP: read the config file again and put it in effect; a file that fails validation
-    leaves the running configuration as it is."""
+    leaves the running configuration as it is. With TLS, the certificate files are read again
+    (a renewed certificate serves new connections; TLS on or off needs a restart)."""
     systemd.notify(environ, "RELOADING=1")
     try:
         try:
@@ -63,6 +65,12 @@ async def reload(registry: Registry, reread: Callable[[], Config],
             log.error("reload refused, the running configuration is kept: %s", e)
             return
         changes = await registry.reload(config)
+        if context is not None and config.server.tls_cert:
+            try:
+                context.load_cert_chain(config.server.tls_cert, config.server.tls_key)
+                changes.append("TLS certificate read again")
+            except (OSError, ssl.SSLError) as e:  # changed again since the check: keep serving
+                log.error("reload: cannot read the TLS certificate, the old one is kept: %s", e)
         log.info("reloaded: %s", "; ".join(changes) or "nothing changed")
     finally:
         systemd.notify(environ, "READY=1")
@@ -86,7 +94,7 @@ async def serve(config: Config, environ: Mapping[str, str],
         if reloading and not reloading[-1].done():
             log.warning("SIGHUP: a reload is already running")
             return
-        reloading.append(asyncio.create_task(reload(registry, reread, environ)))
+        reloading.append(asyncio.create_task(reload(registry, reread, environ, context)))
 
     started = asyncio.Event()
     loop.add_signal_handler(RELOAD_SIGNAL, on_sighup)
@@ -106,7 +114,9 @@ async def serve(config: Config, environ: Mapping[str, str],
     runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=grace)
     await runner.setup()
     host, port = split_listen(config.server.listen)
-    site = web.TCPSite(runner, host, port, reuse_address=True)
+    cert = config.server.tls_cert
+    context = tls.server_context(cert, config.server.tls_key) if cert else None
+    site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=context)
     try:
         await site.start()
     except OSError as e:
@@ -126,13 +136,13 @@ async def serve(config: Config, environ: Mapping[str, str],
         await runner.cleanup()
         await registry.close(0)
         return 1
-    state = daemonfile.State(daemonfile.client_url(host, bound[1]), os.getpid())
+    state = daemonfile.State(daemonfile.client_url(host, bound[1], cert != ""), os.getpid(), cert)
     try:
         daemonfile.write(config.server.data_dir, state)
     except OSError as e:  # the client commands then need --url; the daemon itself is fine
         log.warning("cannot write %s: %s", daemonfile.NAME, e.strerror)
     # Last, once daemon.json says where: a client that waits for this line finds it there.
-    log.info("Headwater listening on http://%s:%d with %d function(s)",
+    log.info("Headwater listening on %s://%s:%d with %d function(s)", "https" if cert else "http",
              host, bound[1], len(registry.pools))
     systemd.notify(environ, "READY=1")
     started.set()

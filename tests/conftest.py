@@ -28,7 +28,7 @@ from multidict import CIMultiDict
 
 FUNCTIONS = Path(__file__).with_name("functions")
 RUNTIME = f"python3.{sys.version_info.minor}"
-LISTENING = re.compile(r"listening on (http://\S+)")
+LISTENING = re.compile(r"listening on (https?://\S+)")
 
 
 class Response:

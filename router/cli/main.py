@@ -22,6 +22,8 @@ import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from router import tls
+
 DEFAULT_URL = "http://127.0.0.1:9000"
 
 
@@ -136,8 +138,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
 
         print(json.dumps(sample_event(args.kind), indent=2))
         return 0
-    url, origin = locate(args.url, environ)
-    api = Api(url, args.token, environ, origin)
+    url, origin, cafile = locate(args.url, environ)
+    api = Api(url, args.token, environ, origin, cafile)
     try:
         return COMMANDS[args.command](args, api)
     except ApiError as e:
@@ -182,37 +184,40 @@ def cmd_init(args: argparse.Namespace) -> int:
 # --- the API client --------------------------------------------------------------------------
 
 
-def locate(url: str | None, environ: Mapping[str, str]) -> tuple[str, str]:
-    """The daemon's address, and where it was found (for the message when it cannot be reached):
+def locate(url: str | None, environ: Mapping[str, str]) -> tuple[str, str, str | None]:
+    """The daemon's address, where it was found (for the message when it cannot be reached):
     --url, $HEADWATER_URL, the daemon.json of the daemon serving ./config.toml (or
-    $HEADWATER_CONFIG), or the default."""
+    $HEADWATER_CONFIG), or the default; and a certificate to trust besides the system's CAs for
+    https: the daemon's own from daemon.json, else $AWS_CA_BUNDLE as the AWS CLI reads it."""
+    bundle = environ.get("AWS_CA_BUNDLE")
     if url:
-        return url, "--url"
+        return url, "--url", bundle
     if environ.get("HEADWATER_URL"):
-        return environ["HEADWATER_URL"], "$HEADWATER_URL"
+        return environ["HEADWATER_URL"], "$HEADWATER_URL", bundle
     from router import daemonfile
     from router.config import data_dir_of
 
     config = Path(environ.get("HEADWATER_CONFIG", "config.toml"))
     data_dir = data_dir_of(config, environ)
     if data_dir is None:
-        return DEFAULT_URL, f"the default: no --url, no $HEADWATER_URL, and no {config} here"
+        return DEFAULT_URL, f"the default: no --url, no $HEADWATER_URL, and no {config} here", bundle
     state = daemonfile.read(data_dir)
     if state is None:
         return DEFAULT_URL, (f"the default: no --url, no $HEADWATER_URL, and no running daemon "
-                             f"recorded in {data_dir / daemonfile.NAME}")
-    return state.url, str(data_dir / daemonfile.NAME)
+                             f"recorded in {data_dir / daemonfile.NAME}"), bundle
+    return state.url, str(data_dir / daemonfile.NAME), state.cert or bundle
 
 
 class Api:
     """Requests to the daemon's Lambda API, with a bearer token or a SigV4 signature."""
 
     def __init__(self, url: str, token: str | None, environ: Mapping[str, str],
-                 origin: str = "--url") -> None:
+                 origin: str = "--url", cafile: str | None = None) -> None:
         self.url = url.rstrip("/")
         self.token = token
         self.environ = environ
         self.origin = origin  # where the address came from
+        self.context = tls.client_context(cafile) if self.url.startswith("https:") else None
 
     def call(self, method: str, path: str, body: bytes | None = None,
              headers: dict[str, str] | None = None) -> tuple[int, Mapping[str, str], bytes]:
@@ -224,7 +229,7 @@ class Api:
             headers = self._signed(method, url, body, headers)
         request = urllib.request.Request(url, data=body, method=method, headers=headers)
         try:
-            with urllib.request.urlopen(request, timeout=960) as response:
+            with urllib.request.urlopen(request, timeout=960, context=self.context) as response:
                 return response.status, response.headers, response.read()
         except urllib.error.HTTPError as e:
             raw = e.read()

@@ -8,12 +8,13 @@ import ctypes
 import logging
 import os
 import signal
+import socket
 import ssl
 from collections.abc import Callable, Mapping
 
 from aiohttp import web
 
-from router import daemonfile, systemd, tls
+from router import daemonfile, listener, systemd, tls
 from router.api.dispatch import build_server
 from router.config import Config, ConfigError, split_listen
 from router.health import HealthListener
@@ -26,6 +27,7 @@ HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 RELOAD_SIGNAL = signal.SIGHUP
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 STORE_WAIT_S = 15.0
+QUEUED_WAIT_S = 1.0  # at the listener's close, for the connections it had queued to be answered
 
 
 def fix_mmap_threshold(size: int = 128 * 1024) -> None:
@@ -116,14 +118,16 @@ async def serve(config: Config, environ: Mapping[str, str],
     host, port = split_listen(config.server.listen)
     cert = config.server.tls_cert
     context = tls.server_context(cert, config.server.tls_key) if cert else None
-    site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=context)
     try:
-        await site.start()
+        sockets = listener.bind(host, port)
     except OSError as e:
         log.error("cannot listen on %s: %s", config.server.listen, e.strerror)
         await runner.cleanup()
         await registry.close(0)
         return 1
+    sites = [web.SockSite(runner, sock, ssl_context=context) for sock in sockets]
+    for site in sites:
+        await site.start()
     bound = runner.addresses[0]
     metrics_listen, health_listen = config.server.metrics_listen, config.server.health_listen
     operations = await _serve_operations(registry, metrics_listen) if metrics_listen else None
@@ -164,7 +168,7 @@ async def serve(config: Config, environ: Mapping[str, str],
     # before the connections close. The listener stays open meanwhile: a late client gets a 503
     # rather than a refused or reset connection.
     await registry.close(grace)
-    await site.stop()
+    await _close_listeners(server, sockets, sites, context)
     await runner.cleanup()
     if operations is not None:
         await operations.cleanup()
@@ -174,6 +178,29 @@ async def serve(config: Config, environ: Mapping[str, str],
     daemonfile.remove(config.server.data_dir, state.pid)
     log.info("stopped")
     return 0
+
+
+async def _close_listeners(server: web.Server, sockets: list[socket.socket],
+                           sites: list[web.SockSite], context: ssl.SSLContext | None) -> None:
+    """Close the listening sockets without resetting a connection the kernel queued on them: new
+    handshakes are refused first, and the queued connections served (see ``router.listener``)."""
+    loop = asyncio.get_running_loop()
+    for sock in sockets:
+        listener.refuse_new(sock)
+    await asyncio.sleep(listener.HANDSHAKE_S)
+    queued = [conn for sock in sockets for conn in listener.take_queued(sock)]
+    for site in sites:
+        await site.stop()
+    transports = []
+    for conn in queued:
+        with contextlib.suppress(OSError):  # gone already, or its TLS handshake failed
+            transports.append((await loop.connect_accepted_socket(server, conn, ssl=context))[0])
+    # Each gets its 503 with Connection: close and closes; one that connected and sends nothing
+    # is not waited for long (the runner's cleanup closes it). Polled: aiohttp's handler tells
+    # nobody when its connection closes.
+    deadline = loop.time() + QUEUED_WAIT_S
+    while any(not t.is_closing() for t in transports) and loop.time() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
 
 
 def _serve_health(registry: Registry, listen: str) -> HealthListener | None:

@@ -265,9 +265,16 @@ class FunctionPool:
         """A worker is free: give it the next queued invocation, or park it."""
         if worker.killed:
             return  # killed already (its last frame was on its way): its exit replaces it
-        if self.closing or worker.tag is not self.config:
+        if self.closing:
+            # The queued invocations were accepted: they run on the workers left, which stop
+            # as the queue empties (the grace bounds it all).
+            if self.queue:
+                self._run(worker, self.queue.popleft())
+            else:
+                worker.stop()
+        elif worker.tag is not self.config:
             worker.stop()
-            if self.queue and not self.closing:
+            if self.queue:
                 self.scale(time.monotonic())  # its replacement runs the new configuration
         elif self.queue:
             if self.capacity.saturated and len(self.workers) > self.capacity.cap(self):
@@ -377,6 +384,7 @@ class FunctionPool:
             log.warning("%s: idle worker %d exited: %s", self.config.name, worker.pid,
                         exit_text(returncode))
         self.scale(time.monotonic())
+        self._turn_away_unserved()
 
     def _init_failed(self, failure: StartFailure, init_ms: float) -> None:
         status, error_type, error = failure
@@ -531,15 +539,21 @@ class FunctionPool:
         return len(self.workers) - len(self.starting) - len(self.idle)
 
     def close(self) -> None:
-        """Stop taking work; what is queued is turned away, what runs may finish."""
+        """Stop taking work: what runs may finish, and what is queued runs after it on the same
+        workers; no worker starts. What no worker is left to run is turned away."""
         self.closing = True
-        while self.queue:
-            inv = self.queue.popleft()
-            self._finish(inv, Outcome("throttled", b"", "ServiceUnavailable"))
         self.wake_room(every=True)
         for worker in self.idle:
             worker.stop()
         self.idle.clear()
+        self._turn_away_unserved()
+
+    def _turn_away_unserved(self) -> None:
+        """Closing, with invocations queued and no worker left to run them (the last one crashed,
+        or was killed at the end of the grace): each caller is told it was not run."""
+        if self.closing and not self.serving:
+            while self.queue:
+                self._finish(self.queue.popleft(), Outcome("throttled", b"", "ServiceUnavailable"))
 
     async def stopped(self) -> None:
         """Wait until every worker has exited (callers bound this with a timeout)."""

@@ -112,6 +112,22 @@ def test_sigterm_drains_in_flight_invocations(make_daemon) -> None:  # type: ign
     assert any("draining" in line for line in d.lines)
 
 
+def test_sigterm_runs_the_invocations_queued_behind_the_running_one(make_daemon) -> None:  # type: ignore[no-untyped-def]
+    d = make_daemon(function_toml("sleeps", "outcomes.sleeps", timeout_s=10, max_workers=1))
+    d.invoke("sleeps", {"seconds": 0})  # warm: the queue waits behind one worker, not a start
+    results: list[int] = []
+    callers = [threading.Thread(target=lambda: results.append(
+        d.invoke("sleeps", {"seconds": 0.5}).status)) for _ in range(3)]
+    for caller in callers:
+        caller.start()
+    time.sleep(0.2)  # one runs, two are queued
+    assert d.stop(signal.SIGTERM) == 0
+    for caller in callers:
+        caller.join()
+    assert results == [200, 200, 200]  # accepted, so run: none turned away by the drain
+    assert [r["outcome"] for r in d.records()].count("success") == 4
+
+
 def test_sigterm_keeps_serving_through_the_drain_delay_and_answers_every_request(
         make_daemon) -> None:  # type: ignore[no-untyped-def]
     d = make_daemon(function_toml("quick", "outcomes.returns", max_workers=2),

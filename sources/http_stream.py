@@ -118,14 +118,17 @@ async def streamed(request: web.BaseRequest, inv: Invocation,
         response = web.StreamResponse(status=status, headers=headers)
         response.enable_chunked_encoding()
         await response.prepare(request)
-        if body:
-            await response.write(body)
-        while (chunk := await stream.read()) is not None:
-            await response.write(chunk)
-        if inv.future.result().status == "success":
-            await response.write_eof()
-        elif request.transport is not None:
-            request.transport.close()  # after what was sent, without the body's end: cut short
+        try:
+            if body:
+                await response.write(body)
+            while (chunk := await stream.read()) is not None:
+                await response.write(chunk)
+            if inv.future.result().status == "success":
+                await response.write_eof()
+            elif request.transport is not None:
+                request.transport.close()  # after what was sent, without the body's end: cut short
+        except ConnectionResetError:
+            pass  # the caller went away; the function runs on (and is billed) as on Lambda
         return response
     finally:
         stream.abandon()

@@ -66,6 +66,8 @@ async def invoke_with_response_stream(request: web.BaseRequest, registry: Regist
                 await response.write(message)
         await response.write(completion(outcome))
         await response.write_eof()
+    except ConnectionResetError:
+        pass  # the caller went away; the function runs on (and is billed) as on Lambda
     finally:
         stream.abandon()  # a caller that went away leaves the function streaming into nothing
     return response

@@ -19,6 +19,7 @@ from conftest import Daemon, function_toml
 from test_nodejs import MAJOR
 from test_nodejs import RUNTIME as NODE_RUNTIME
 
+from router.intake.stream import HIGH_WATER, LOW_WATER, ResponseStream
 from sources import eventstream
 from sources.http_stream import BadPrelude, Prelude, PreludeReader
 from workers.runtimes.base import BASE_PYTHON
@@ -348,3 +349,52 @@ def test_node_streams_through_boto3_and_errors_in_trailers(client, daemon: Daemo
     assert daemon.record(r["ResponseMetadata"]["RequestId"])["outcome"] == "error"
     whole = daemon.invoke("node-plain", {})
     assert whole.status == 200 and whole.body == b"a,b\n1,2\n"
+
+
+def test_a_caller_that_goes_away_leaves_the_function_to_finish(daemon: Daemon) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=30)
+    body = json.dumps({"chunks": ["first", "second", "last"], "delay": 0.3})
+    conn.request("POST", "/urls/streamer/", body=body)
+    r = conn.getresponse()
+    assert r.read1(65536) == b"first"
+    request_id = r.getheader("apigw-requestid")
+    conn.close()
+    daemon.wait_for_line(f"END RequestId: {request_id}")
+    # Billed whole, as Lambda bills a stream whose caller left; the worker is free again.
+    assert daemon.record(request_id)["outcome"] == "success"
+    assert daemon.request("POST", "/urls/streamer/", json.dumps({"chunks": ["again"]}).encode()).body \
+        == b"again"
+    assert not [line for line in daemon.lines if "Traceback" in line or "Error handling" in line]
+
+
+async def test_a_stream_holds_the_worker_back_while_its_reader_is_behind() -> None:
+    resumed: list[bool] = []
+    stream = ResponseStream()
+    stream.begin("text/plain", lambda: resumed.append(True))
+    block = b"x" * (HIGH_WATER // 4)
+    assert [stream.write(block) for _ in range(4)] == [True, True, True, False]
+    taken = 0
+    while HIGH_WATER - taken > LOW_WATER + len(block):
+        taken += len(await stream.read() or b"")
+        assert not resumed
+    await stream.read()
+    assert resumed  # below the low-water mark: the worker's connection is read again
+    stream.end()
+    assert await stream.read() == block and await stream.read() is None
+    collector = ResponseStream(reader=False)
+    collector.begin("text/plain", lambda: None)
+    assert all(collector.write(block) for _ in range(8))  # nobody reads: it only collects
+    assert collector.collected() == block * 8
+
+
+def test_a_url_stream_that_fails_midway_is_cut_short(daemon: Daemon) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=30)
+    conn.request("POST", "/urls/streamer/", body=json.dumps({"chunks": ["so far"], "error": True}))
+    r = conn.getresponse()
+    assert r.status == 200  # sent before the failure
+    with pytest.raises(http.client.IncompleteRead) as cut:
+        r.read()
+    conn.close()
+    assert cut.value.partial == b"so far"
+    assert daemon.record(r.getheader("apigw-requestid"))["error_type"] == "Function.Midway"
+    assert not [line for line in daemon.lines if "Traceback" in line]

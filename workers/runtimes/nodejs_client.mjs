@@ -85,9 +85,11 @@ class ResponseStream extends Writable {
   fail(error) {  // the handler failed: the stream ends with the error in its trailers
     const object = errorObject(error);
     const request = this.open();
-    request.addTrailers({ [ERROR_TYPE]: object.errorType,
-                          [ERROR_BODY]: Buffer.from(JSON.stringify(object)).toString("base64") });
-    request.end();
+    if (!request.writableEnded) {  // else it ended whole before the handler threw: nothing to say
+      request.addTrailers({ [ERROR_TYPE]: object.errorType,
+                            [ERROR_BODY]: Buffer.from(JSON.stringify(object)).toString("base64") });
+      request.end();
+    }
     return object;
   }
 }

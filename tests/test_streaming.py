@@ -139,6 +139,10 @@ while True:
             data = piece.encode()
             sock.sendall(b"%x\r\n%s\r\n" % (len(data), data))
             print("STREAMED", json.dumps({"chunk": piece, "at": time.time()}), flush=True)
+        if event.get("hangup"):  # leave without the stream's end, and live on for a while
+            sock.close()
+            time.sleep(event["hangup"])
+            continue
         block = b"x" * 65536
         for _ in range(event.get("size", 0) // len(block)):
             sock.sendall(b"%x\r\n%s\r\n" % (len(block), block))
@@ -398,3 +402,17 @@ def test_a_url_stream_that_fails_midway_is_cut_short(daemon: Daemon) -> None:
     assert cut.value.partial == b"so far"
     assert daemon.record(r.getheader("apigw-requestid"))["error_type"] == "Function.Midway"
     assert not [line for line in daemon.lines if "Traceback" in line]
+
+
+def test_a_bad_prelude_is_a_502(daemon: Daemon) -> None:
+    event = {"chunks": ["{not json" + "\0" * 8, "body"],
+             "type": "application/vnd.awslambda.http-integration-response"}
+    r = daemon.request("POST", "/urls/streamer/", json.dumps(event).encode())
+    assert r.status == 502 and r.json() == {"message": "Internal Server Error"}
+
+
+def test_a_runtime_that_hangs_up_midway_ends_the_stream(client, daemon: Daemon) -> None:  # type: ignore[no-untyped-def]
+    r, events = stream_events(client, "streamer", {"chunks": ["half"], "hangup": 1.8})
+    chunks, complete = payload_of(events)
+    assert chunks == [b"half"] and complete["ErrorCode"] == "Runtime.TruncatedResponse"
+    assert daemon.record(r["ResponseMetadata"]["RequestId"])["outcome"] == "error"

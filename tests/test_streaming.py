@@ -16,6 +16,7 @@ import pytest
 from botocore.config import Config
 from botocore.eventstream import EventStreamBuffer
 from conftest import Daemon, function_toml
+from test_deploy import create
 from test_nodejs import MAJOR
 from test_nodejs import RUNTIME as NODE_RUNTIME
 
@@ -416,3 +417,19 @@ def test_a_runtime_that_hangs_up_midway_ends_the_stream(client, daemon: Daemon) 
     chunks, complete = payload_of(events)
     assert chunks == [b"half"] and complete["ErrorCode"] == "Runtime.TruncatedResponse"
     assert daemon.record(r["ResponseMetadata"]["RequestId"])["outcome"] == "error"
+
+
+def test_the_url_config_api_sets_the_invoke_mode(client, daemon: Daemon) -> None:  # type: ignore[no-untyped-def]
+    create(client, "api-url")
+    made = client.create_function_url_config(FunctionName="api-url", AuthType="NONE",
+                                             InvokeMode="RESPONSE_STREAM")
+    assert made["InvokeMode"] == "RESPONSE_STREAM"
+    assert client.get_function_url_config(FunctionName="api-url")["InvokeMode"] == "RESPONSE_STREAM"
+    r = daemon.request("GET", "/urls/api-url/x")  # a Python function answers whole
+    assert r.status == 200 and r.json() == {"version": 1}
+    client.update_function_url_config(FunctionName="api-url", InvokeMode="BUFFERED")
+    assert client.get_function_url_config(FunctionName="api-url")["InvokeMode"] == "BUFFERED"
+    bad = daemon.request("PUT", "/2021-10-31/functions/api-url/url",
+                         json.dumps({"InvokeMode": "SIDEWAYS"}).encode(),
+                         {"Content-Type": "application/json"})
+    assert bad.status == 400 and "InvokeMode" in bad.json()["message"], bad

@@ -246,10 +246,10 @@ class Connection(asyncio.Protocol):
             return
         self._close_after |= close
         extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
-        close = "Connection: close\r\n" if self._close_after else ""
+        closing = "Connection: close\r\n" if self._close_after else ""
         self.transport.write(
             f"HTTP/1.1 {status} {REASONS.get(status, 'Unknown')}\r\nContent-Type: {content_type}\r\n"
-            f"Content-Length: {len(body)}\r\n{extra}{close}\r\n".encode() + body)
+            f"Content-Length: {len(body)}\r\n{extra}{closing}\r\n".encode() + body)
         self._waiting = False
         if self._close_after:
             self.transport.close()

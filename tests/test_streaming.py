@@ -162,6 +162,22 @@ while True:
 '''
 BOOTSTRAP = '#!/bin/sh\nexec "$STREAM_PYTHON" /var/task/streamer.py\n'
 
+# After AWS's custom runtime tutorial, streaming: curl uploads what the handler writes to a pipe,
+# chunk by chunk as it comes.
+CURL_STREAMER = """\
+#!/bin/sh
+set -eu
+API="http://${AWS_LAMBDA_RUNTIME_API}/2018-06-01/runtime"
+while true; do
+  HEADERS="$(mktemp)"
+  curl -sS -LD "$HEADERS" -o /dev/null "$API/invocation/next"
+  REQUEST_ID=$(grep -Fi Lambda-Runtime-Aws-Request-Id "$HEADERS" | tr -d '[:space:]' | cut -d: -f2)
+  { printf 'tick '; sleep 1; printf 'tock'; } | curl -sS -o /dev/null -X POST -T - \\
+    -H "Lambda-Runtime-Function-Response-Mode: streaming" -H "Transfer-Encoding: chunked" \\
+    -H "Content-Type: text/plain" "$API/invocation/$REQUEST_ID/response"
+done
+"""
+
 NODE_HANDLERS = """\
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 exports.web = awslambda.streamifyResponse(async (event, responseStream, context) => {
@@ -193,6 +209,7 @@ def daemon(make_daemon) -> Daemon:  # type: ignore[no-untyped-def]
     functions = "".join([
         function_toml("streamer", "x", code="streamer", url=url, timeout_s=3, **custom),
         function_toml("buffered-url", "x", code="streamer", url={"auth": "none"}, **custom),
+        function_toml("curl", "x", code="curl", url=url, runtime="provided.al2023"),
         function_toml("echo", "outcomes.echo"),
         *([function_toml("node-web", "index.web", code="node", url=url, runtime=NODE_RUNTIME),
            function_toml("node-plain", "index.plain", code="node", runtime=NODE_RUNTIME),
@@ -200,9 +217,10 @@ def daemon(make_daemon) -> Daemon:  # type: ignore[no-untyped-def]
           if MAJOR else []),
     ])
     d = make_daemon(functions, {"streamer/streamer.py": STREAMER, "streamer/bootstrap": BOOTSTRAP,
-                                "node/index.js": NODE_HANDLERS},
+                                "node/index.js": NODE_HANDLERS, "curl/bootstrap": CURL_STREAMER},
                     server="max_stream_bytes = 100000\n")
-    (d.folder / "streamer" / "bootstrap").chmod(0o755)
+    for name in ("streamer", "curl"):
+        (d.folder / name / "bootstrap").chmod(0o755)
     return d
 
 
@@ -433,3 +451,16 @@ def test_the_url_config_api_sets_the_invoke_mode(client, daemon: Daemon) -> None
                          json.dumps({"InvokeMode": "SIDEWAYS"}).encode(),
                          {"Content-Type": "application/json"})
     assert bad.status == 400 and "InvokeMode" in bad.json()["message"], bad
+
+
+def test_a_shell_bootstrap_streams_with_curl(daemon: Daemon) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=30)
+    conn.request("GET", "/urls/curl/")
+    r = conn.getresponse()
+    assert r.status == 200 and r.getheader("Content-Type") == "text/plain"
+    first = r.read1(65536)
+    first_at = time.monotonic()
+    rest = r.read()
+    conn.close()
+    assert first + rest == b"tick tock" and first == b"tick "
+    assert time.monotonic() - first_at >= 0.5  # "tock" came a second after "tick "

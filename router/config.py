@@ -103,6 +103,9 @@ class ServerConfig(Struct, frozen=True, forbid_unknown_fields=True):
     # plain HTTP, as behind a balancer that ends TLS. A reload reads renewed files again.
     tls_cert: str = ""
     tls_key: str = ""
+    # A response a function streams (function URLs in RESPONSE_STREAM mode,
+    # InvokeWithResponseStream) is cut with Function.ResponseSizeTooLarge past this: Lambda's 200 MB.
+    max_stream_bytes: _int(1024, 2**40) = 200 * 1024 * 1024
 
 
 class SandboxConfig(Struct, frozen=True, forbid_unknown_fields=True):
@@ -254,10 +257,15 @@ class Cors(Struct, frozen=True, forbid_unknown_fields=True):
     max_age: _int(0, 86400) = 0
 
 
+InvokeMode = typing.Literal["BUFFERED", "RESPONSE_STREAM"]
+
+
 class FunctionUrl(Struct, frozen=True, forbid_unknown_fields=True):
     enabled: bool = True
     auth: Auth = "auto"
     cors: Cors | None = None
+    # Lambda's InvokeMode: the response whole (BUFFERED), or streamed as the function writes it.
+    invoke_mode: InvokeMode = "BUFFERED"
 
 
 Network = Annotated[str, Meta(pattern=r"^(default|none|host)$",

@@ -2,10 +2,14 @@
 
 Each request becomes an API Gateway HTTP API payload 2.0 event; the outcome goes back as API
 Gateway would send it: the function's response, 502 for a function error, 504 for a timeout, 429
-for a throttle, 404 when no route matches, 413 for a body over the synchronous payload limit.
+for a throttle, 404 when no route matches, 413 for a body over the synchronous payload limit. A
+function URL in ``RESPONSE_STREAM`` mode answers a function that streams as it streams
+(``http_stream``).
 """
 
 from __future__ import annotations
+
+import logging
 
 import msgspec
 from aiohttp import web
@@ -16,9 +20,12 @@ from router.api.cors import is_preflight, preflight_headers, response_headers
 from router.config import AuthMode, effective_auth
 from router.intake.intake import Unavailable
 from router.intake.invocation import MAX_SYNC_PAYLOAD, Invocation
+from router.intake.stream import ResponseStream
 from router.run.pool import FunctionPool
 from router.run.registry import Registry
-from sources import apigw
+from sources import apigw, http_stream
+
+log = logging.getLogger("headwater.http")
 
 API_ID = "headwater"
 
@@ -67,7 +74,8 @@ def url_path(raw: str) -> str:
 
 async def run(request: web.BaseRequest, registry: Registry, pool: FunctionPool, mode: AuthMode, *,
               route_key: str, raw_path: str, raw_query: str, path_params: dict[str, str],
-              source: str) -> web.Response:
+              source: str, streaming: bool = False,
+              extra: dict[str, str] | None = None) -> web.StreamResponse:
     try:
         body = await take_body(request, registry.config.server, mode, MAX_SYNC_PAYLOAD, "Invoke")
     except Refusal as e:
@@ -80,7 +88,8 @@ async def run(request: web.BaseRequest, registry: Registry, pool: FunctionPool, 
         method=request.method, raw_path=raw_path, raw_query=raw_query,
         headers=tuple(request.headers.items()), body=body, source_ip=source_ip,
         protocol=f"HTTP/{request.version.major}.{request.version.minor}")
-    inv = Invocation(b"", registry.loop.create_future(), source=source)
+    inv = Invocation(b"", registry.loop.create_future(), source=source,
+                     stream=ResponseStream() if streaming else None)
     event = apigw.build_event(req, route_key=route_key, path_params=path_params,
                               request_id=inv.request_id, account_id=registry.config.server.account_id,
                               api_id=API_ID, now=inv.received)
@@ -88,14 +97,24 @@ async def run(request: web.BaseRequest, registry: Registry, pool: FunctionPool, 
     if len(inv.payload) > MAX_SYNC_PAYLOAD:  # base64 grows a body by a third
         return refuse(413, "Request Entity Too Large")
     try:
-        outcome = await registry.intake.submit(pool, inv)
+        future = registry.intake.submit(pool, inv)
     except Unavailable:
         return refuse(503, "Service Unavailable")
+    if inv.stream is not None:
+        try:
+            if (streamed := await http_stream.streamed(request, inv, extra)) is not None:
+                return streamed
+        except http_stream.BadPrelude as e:
+            log.warning("%s: a streamed response with a bad prelude: %s", pool.config.name, e)
+            return reply(apigw.error_response(*FUNCTION_ERROR), inv.request_id)
+    outcome = await future
     if outcome.status == "success":
         response = apigw.to_response(outcome.payload)
     else:
         response = apigw.error_response(*FAILED.get(outcome.status, FUNCTION_ERROR))
-    return reply(response, inv.request_id)
+    answer = reply(response, inv.request_id)
+    answer.headers.update(extra or {})
+    return answer
 
 
 async def function_url(request: web.BaseRequest, registry: Registry, name: str) -> web.Response:
@@ -108,11 +127,11 @@ async def function_url(request: web.BaseRequest, registry: Registry, name: str) 
         # Answered by the URL itself, before any credentials: a browser sends none with it.
         return web.Response(status=200, headers=preflight_headers(cors, request.headers))
     path, _, query = request.raw_path.partition("?")
-    response = await run(request, registry, pool, mode, route_key="$default",
-                         raw_path=url_path(path), raw_query=query, path_params={}, source="url")
-    if cors is not None and "Origin" in request.headers:
-        response.headers.update(response_headers(cors, request.headers))
-    return response
+    extra = response_headers(cors, request.headers) \
+        if cors is not None and "Origin" in request.headers else None
+    return await run(request, registry, pool, mode, route_key="$default", raw_path=url_path(path),
+                     raw_query=query, path_params={}, source="url",
+                     streaming=pool.config.url.invoke_mode == "RESPONSE_STREAM", extra=extra)
 
 
 async def route(request: web.BaseRequest, registry: Registry, name: str) -> web.Response:

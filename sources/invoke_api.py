@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from typing import NamedTuple
 
 import msgspec
 from aiohttp import web
@@ -18,6 +19,7 @@ from router.api.body import Refusal, take_body
 from router.asyncq.runner import MAX_ASYNC_PAYLOAD
 from router.intake.intake import Unavailable
 from router.intake.invocation import MAX_SYNC_PAYLOAD, Invocation
+from router.run.pool import FunctionPool
 from router.run.registry import Registry, parse_function_name
 
 MAX_CLIENT_CONTEXT = 3583  # bytes of base64, as Lambda allows
@@ -60,15 +62,27 @@ async def invoke_async(registry: Registry, function: str, body: bytes) -> web.Re
     try:
         request_id = await registry.asyncq.accept(function, body)
     except Unavailable as e:
-        return aws_error(503, "ServiceException", str(e), headers={"Retry-After": "1"})
+        return unavailable(e)
     return web.Response(status=202, headers={"x-amzn-RequestId": request_id})
 
 
-async def invoke(request: web.BaseRequest, registry: Registry, text: str) -> web.Response:
+class Call(NamedTuple):
+    """An Invoke request that passed every check."""
+
+    pool: FunctionPool
+    body: bytes
+    invocation_type: str
+    client_context: bytes | None
+    want_log: bool
+
+
+async def parse_call(request: web.BaseRequest, registry: Registry, text: str, operation: str,
+                     invocation_types: set[str]) -> Call | web.Response:
+    """The request checked as Lambda checks it, or the error response that refuses it."""
     # Credentials first: an anonymous caller learns nothing, not even which functions exist.
     try:
         body = await take_body(request, registry.config.server, registry.api_mode, MAX_SYNC_PAYLOAD,
-                               "InvokeFunction")
+                               operation)
     except Refusal as e:
         return e.response()
     qualifier = request.query.get("Qualifier") if request.query_string else None
@@ -82,10 +96,10 @@ async def invoke(request: web.BaseRequest, registry: Registry, text: str) -> web
                          f"Function not found: {arn}" + (f":{qualifier}" if qualifier else ""))
     headers = request.headers
     invocation_type = headers.get("X-Amz-Invocation-Type", "RequestResponse")
-    if invocation_type not in INVOCATION_TYPES:
+    if invocation_type not in invocation_types:
         return aws_error(400, "InvalidParameterValueException",
                          f"Unsupported invocation type {invocation_type!r}: expected "
-                         "RequestResponse, Event or DryRun")
+                         f"{' or '.join(sorted(invocation_types))}")
     log_type = headers.get("X-Amz-Log-Type", "None")
     if log_type not in ("None", "Tail"):
         return aws_error(400, "InvalidParameterValueException",
@@ -102,22 +116,37 @@ async def invoke(request: web.BaseRequest, registry: Registry, text: str) -> web
             return aws_error(400, "InvalidRequestContentException",
                              "Client context must be a valid Base64-encoded JSON object of at most "
                              f"{MAX_CLIENT_CONTEXT} bytes")
-    if invocation_type == "DryRun":
+    return Call(pool, body, invocation_type, context, log_type == "Tail")
+
+
+def throttled(pool: FunctionPool, request_id: str) -> web.Response:
+    reason = ("ReservedFunctionConcurrentInvocationLimitExceeded"
+              if pool.config.max_workers == 0 else "ConcurrentInvocationLimitExceeded")
+    return aws_error(429, "TooManyRequestsException", "Rate Exceeded.", Reason=reason,
+                     headers={"Retry-After": "1", "x-amzn-RequestId": request_id})
+
+
+def unavailable(e: Unavailable) -> web.Response:
+    return aws_error(503, "ServiceException", str(e), headers={"Retry-After": "1"})
+
+
+async def invoke(request: web.BaseRequest, registry: Registry, text: str) -> web.Response:
+    call = await parse_call(request, registry, text, "InvokeFunction", INVOCATION_TYPES)
+    if isinstance(call, web.Response):
+        return call
+    if call.invocation_type == "DryRun":
         return web.Response(status=204, headers={"X-Amz-Executed-Version": "$LATEST"})
-    if invocation_type == "Event":
-        return await invoke_async(registry, pool.config.name, body)
-    inv = Invocation(body, registry.loop.create_future(), source="invoke",
-                     client_context=context, want_log=log_type == "Tail")
+    if call.invocation_type == "Event":
+        return await invoke_async(registry, call.pool.config.name, call.body)
+    inv = Invocation(call.body, registry.loop.create_future(), source="invoke",
+                     client_context=call.client_context, want_log=call.want_log)
     try:
-        outcome = await registry.intake.submit(pool, inv)
+        outcome = await registry.intake.submit(call.pool, inv)
     except Unavailable as e:
-        return aws_error(503, "ServiceException", str(e), headers={"Retry-After": "1"})
+        return unavailable(e)
     out_headers = {"X-Amz-Executed-Version": "$LATEST", "x-amzn-RequestId": inv.request_id}
     if outcome.status == "throttled":
-        reason = ("ReservedFunctionConcurrentInvocationLimitExceeded"
-                  if pool.config.max_workers == 0 else "ConcurrentInvocationLimitExceeded")
-        return aws_error(429, "TooManyRequestsException", "Rate Exceeded.", Reason=reason,
-                         headers={"Retry-After": "1", "x-amzn-RequestId": inv.request_id})
+        return throttled(call.pool, inv.request_id)
     if outcome.function_error:
         out_headers["X-Amz-Function-Error"] = "Unhandled"
     if outcome.log is not None:

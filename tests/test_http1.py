@@ -9,7 +9,7 @@ import socket
 
 import pytest
 
-from workers.http1 import BadRequest, Connection, Request, dechunk, parse_head
+from workers.http1 import BadRequest, Connection, Dechunker, Request, parse_head
 
 
 @pytest.mark.parametrize(("head", "expected"), [
@@ -29,22 +29,30 @@ def test_parse_head_refuses(head: bytes) -> None:
         parse_head(head)
 
 
-@pytest.mark.parametrize(("data", "limit", "expected"), [
-    (b"5\r\nhello\r\n0\r\n\r\n", 100, (b"hello", 15)),
-    (b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nTrailer: x\r\n\r\nNEXT", 100, (b"hello world", 44)),
-    (b"5\r\nhel", 100, None),
-    (b"5\r\nhello\r\n0\r\n", 100, None),
+@pytest.mark.parametrize(("parts", "body", "trailers", "left"), [
+    ([b"5\r\nhello\r\n0\r\n\r\n"], b"hello", {}, b""),
+    ([b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nTrailer: x\r\n\r\nNEXT"], b"hello world",
+     {"trailer": "x"}, b"NEXT"),
+    ([b"5\r\nhel"], b"hel", None, b""),
+    ([b"5\r\nhello\r\n0\r\n"], b"hello", None, b""),
+    # Split anywhere: inside a size line, the data, its CRLF, a trailer.
+    ([b"1", b"0\r\n0123456789", b"abcdef\r", b"\n0\r\nX-Err", b"or: E\r\n", b"\r\n"],
+     b"0123456789abcdef", {"x-error": "E"}, b""),
 ])
-def test_dechunk(data: bytes, limit: int, expected: object) -> None:
-    assert dechunk(bytearray(data), limit) == expected
+def test_dechunker(parts: list[bytes], body: bytes, trailers: dict[str, str] | None,
+                   left: bytes) -> None:
+    reader, data, got = Dechunker(), bytearray(), b""
+    for part in parts:
+        data += part
+        got += b"".join(reader.feed(data))
+    assert (got, reader.trailers, bytes(data)) == (body, trailers, left)
 
 
-@pytest.mark.parametrize(("data", "status"), [(b"zz\r\n", 400), (b"5\r\nhello\r\n", 413),
-                                              (b"f" * 2000, 400)])
-def test_dechunk_refuses(data: bytes, status: int) -> None:
+@pytest.mark.parametrize("data", [b"zz\r\n", b"f" * 2000, b"2\r\nhiXX", b"0\r\nno colon\r\n\r\n"])
+def test_dechunker_refuses(data: bytes) -> None:
     with pytest.raises(BadRequest) as e:
-        dechunk(bytearray(data), 4)
-    assert e.value.args[0] == status
+        Dechunker().feed(bytearray(data))
+    assert e.value.args[0] == 400
 
 
 async def serve(limit: int = 1000) -> tuple[asyncio.Server, int, list[Request], list[Connection]]:
@@ -125,6 +133,7 @@ async def test_a_body_over_the_limit_is_not_read_and_the_connection_closes() -> 
     (b"GET / HTTP/1.1\r\n" + b"X: " + b"y" * 20000, b"431"),
     (b"NONSENSE\r\n\r\n", b"400"),
     (b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n", b"400"),
+    (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n" + b"400\r\n" + b"x" * 1024, b"413"),
 ])
 async def test_bad_requests_are_answered_and_closed(data: bytes, status: bytes) -> None:
     server, port, seen, _ = await serve()
@@ -152,3 +161,60 @@ async def test_a_flood_without_reading_answers_is_cut_off() -> None:
         finally:
             sock.close()
     assert held and sent < 2000 * 65536  # the server closed it instead of buffering it all
+
+
+class Collect:
+    """A receiver of streamed bodies that answers at the end with what it got."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self.pieces: list[bytes] = []
+        self.trailers: dict[str, str] | None = None
+
+    def chunk(self, data: bytes) -> None:
+        self.pieces.append(data)
+
+    def end(self, trailers: dict[str, str]) -> None:
+        self.trailers = trailers
+        self.connection.respond(202, b"|".join(self.pieces))
+
+    def lost(self) -> None:
+        pass
+
+
+async def test_a_streamed_body_reaches_its_receiver_as_it_arrives() -> None:
+    receivers: list[Collect] = []
+    seen: list[Request] = []
+
+    def streamer(connection: Connection, method: str, path: str,
+                 headers: dict[str, str]) -> Collect | None:
+        if path != "/stream":
+            return None
+        receivers.append(Collect(connection))
+        return receivers[-1]
+
+    def handle(connection: Connection, request: Request) -> None:
+        seen.append(request)
+        connection.respond(200, request.body or b"")
+
+    loop = asyncio.get_running_loop()
+    # The limit binds bodies read whole, not streamed ones (their receiver bounds them).
+    server = await loop.create_server(lambda: Connection(handle, 4, streamer), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /stream HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nfirst!\r\n")
+        for _ in range(100):
+            if receivers and receivers[0].pieces:
+                break
+            await asyncio.sleep(0.01)
+        assert receivers[0].pieces == [b"first!"] and receivers[0].trailers is None
+        writer.write(b"7\r\nsecond!\r\n0\r\nX-Why: done\r\n\r\n"
+                     b"POST /whole HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n")
+        answer = b""
+        async with asyncio.timeout(5):
+            while answer.count(b"HTTP/1.1") < 2 or not answer.endswith(b"ok"):
+                answer += await reader.read(65536)
+        writer.close()
+    assert receivers[0].trailers == {"x-why": "done"} and b"first!|second!" in answer
+    assert [r.path for r in seen] == ["/whole"] and seen[0].body == b"ok"

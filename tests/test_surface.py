@@ -278,7 +278,6 @@ def test_an_api_deployed_function_has_no_url_until_one_is_created(client, daemon
 
 
 @pytest.mark.parametrize(("kwargs", "words"), [
-    ({"AuthType": "NONE", "InvokeMode": "RESPONSE_STREAM"}, "InvokeMode"),
     ({"AuthType": "NONE", "Cors": {"MaxAge": 999999}}, "Cors"),
 ])
 def test_url_config_errors(client, kwargs: dict[str, object], words: str) -> None:  # type: ignore[no-untyped-def]

@@ -8,14 +8,16 @@ or chunked, ``Expect: 100-continue`` (curl's for larger bodies), keep-alive. One
 at a time per connection: the next is not parsed until the handler has answered (``respond``),
 which a long-polled ``/next`` may do much later. Every buffer is bounded: the head by ``HEAD_MAX``,
 the body by the connection's ``body_limit`` — a body over it reaches the handler as ``None``, is
-not read, and the connection closes after the answer.
+not read, and the connection closes after the answer — except a streamed body (a response in
+Lambda's ``streaming`` mode), which goes to its receiver piece by piece as it arrives, with reading
+paused while the receiver's caller is behind.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import NamedTuple, cast
+from typing import NamedTuple, Protocol, cast
 
 HEAD_MAX = 16 * 1024
 REASONS = {100: "Continue", 200: "OK", 202: "Accepted", 400: "Bad Request", 403: "Forbidden",
@@ -49,48 +51,98 @@ def parse_head(head: bytes) -> tuple[str, str, dict[str, str]]:
     return parts[0], parts[1].partition("?")[0], headers
 
 
-def dechunk(data: bytearray, limit: int) -> tuple[bytes | None, int] | None:
-    """A chunked body at the start of ``data``: ``(body, bytes used)``, with body None once past
-    ``limit``; None while incomplete."""
-    body = bytearray()
-    at = 0
-    while True:
-        end = data.find(b"\r\n", at)
-        if end < 0:
-            if len(data) - at > 1024:  # a size line that long is not one
-                raise BadRequest(400)
-            return None
+class Dechunker:
+    """A chunked body, decoded as it arrives: ``feed`` takes what it can from the front of the
+    connection's buffer and returns the body's bytes found there; ``trailers`` is set (to the
+    trailer fields, names in lower case) once the last chunk and its trailers are in."""
+
+    __slots__ = ("_left", "_fields", "trailers")
+
+    SIZE, DATA_END, TRAILERS = -1, -2, -3  # what ``_left`` is when no chunk data is expected
+
+    def __init__(self) -> None:
+        self._left = self.SIZE  # > 0: bytes of the current chunk still to come
+        self._fields: dict[str, str] = {}
+        self.trailers: dict[str, str] | None = None
+
+    def feed(self, data: bytearray) -> list[bytes]:
+        pieces: list[bytes] = []
+        while self.trailers is None:
+            if self._left > 0:
+                take = min(self._left, len(data))
+                if not take:
+                    break
+                pieces.append(bytes(data[:take]))
+                del data[:take]
+                self._left -= take
+                if not self._left:
+                    self._left = self.DATA_END
+            elif self._left == self.DATA_END:
+                if len(data) < 2:
+                    break
+                if data[:2] != b"\r\n":
+                    raise BadRequest(400)
+                del data[:2]
+                self._left = self.SIZE
+            else:
+                end = data.find(b"\r\n")
+                if end < 0:
+                    if len(data) > (1024 if self._left == self.SIZE else HEAD_MAX):
+                        raise BadRequest(400)  # a size line (or a trailer) that long is not one
+                    break
+                line = bytes(data[:end])
+                del data[:end + 2]
+                if self._left == self.SIZE:
+                    self._left = self._size(line)
+                elif line:
+                    name, colon, value = line.decode("latin-1").partition(":")
+                    if not colon or not name:
+                        raise BadRequest(400)
+                    self._fields[name.strip().lower()] = value.strip()
+                else:
+                    self.trailers = self._fields
+        return pieces
+
+    def _size(self, line: bytes) -> int:
         try:
-            size = int(bytes(data[at:end]).split(b";")[0], 16)
+            size = int(line.split(b";")[0], 16)
         except ValueError:
             raise BadRequest(400) from None
-        at = end + 2
-        if size == 0:
-            while True:  # trailers, if any, up to the blank line
-                end = data.find(b"\r\n", at)
-                if end < 0:
-                    return None
-                if end == at:
-                    return (bytes(body) if len(body) <= limit else None), end + 2
-                at = end + 2
-        if len(data) < at + size + 2:
-            return None
-        if len(body) + size > limit:
-            raise BadRequest(413)
-        body += data[at:at + size]
-        at += size + 2
+        if size < 0:
+            raise BadRequest(400)
+        return size or self.TRAILERS
+
+
+class Receiver(Protocol):
+    """Where a streamed request body goes, piece by piece, as it arrives."""
+
+    def chunk(self, data: bytes) -> None: ...
+    def end(self, trailers: dict[str, str]) -> None: ...  # the body is whole: now answer it
+    def lost(self) -> None: ...  # the connection closed before the body's end
+
+
+# Asked, for each chunked request, whether its body is to be streamed: a Receiver, or None to
+# have it read whole (within the connection's limit) and handed over as usual.
+Streamer = Callable[["Connection", str, str, dict[str, str]], "Receiver | None"]
 
 
 class Connection(asyncio.Protocol):
     """One client connection; ``handle(connection, request)`` is called for each request and
-    answers it with ``respond``."""
+    answers it with ``respond``. With a ``streamer``, a chunked body it wants goes to its receiver
+    as it arrives (not bounded by ``body_limit``: the receiver bounds it) and the request is
+    answered once the receiver has its end."""
 
-    def __init__(self, handle: Callable[[Connection, Request], None], body_limit: int) -> None:
+    def __init__(self, handle: Callable[[Connection, Request], None], body_limit: int,
+                 streamer: Streamer | None = None) -> None:
         self.handle = handle
         self.body_limit = body_limit
+        self.streamer = streamer
         self.transport: asyncio.Transport | None = None
         self._buffer = bytearray()
         self._head: tuple[str, str, dict[str, str]] | None = None
+        self._chunks: Dechunker | None = None  # the chunked body being read
+        self._body = bytearray()  # what of it has arrived, unless it is streamed
+        self._receiver: Receiver | None = None  # where the body being read goes, if streamed
         self._waiting = False  # a request handed over and not answered yet
         self._close_after = False
 
@@ -98,6 +150,8 @@ class Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is one, not a subclass
 
     def data_received(self, data: bytes) -> None:
+        if self.transport is None:
+            return  # answered and closed: what the client still sends is not read
         self._buffer += data
         try:
             self._parse()
@@ -117,30 +171,64 @@ class Connection(asyncio.Protocol):
                     return
                 self._head = parse_head(bytes(self._buffer[:end]))
                 del self._buffer[:end + 4]
-                headers = self._head[2]
+                method, path, headers = self._head
+                chunked = "chunked" in headers.get("transfer-encoding", "").lower()
+                if chunked:
+                    self._chunks = Dechunker()
+                    if self.streamer is not None:
+                        self._receiver = self.streamer(self, method, path, headers)
                 if headers.get("expect", "").lower() == "100-continue" and \
-                        self._length(headers) <= self.body_limit:
+                        (self._receiver is not None or self._length(headers) <= self.body_limit):
                     self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             method, path, headers = self._head
-            if "chunked" in headers.get("transfer-encoding", "").lower():
-                found = dechunk(self._buffer, self.body_limit)
-                if found is None:
+            trailers = None
+            if self._chunks is not None:
+                if not self._read_chunks():
                     return
-                body, used = found
+                body: bytes | None = bytes(self._body)
+                trailers, self._chunks, self._body = self._chunks.trailers, None, bytearray()
             else:
                 length = self._length(headers)
                 if length > self.body_limit:  # not read: answered, then the connection closes
-                    body, used, self._close_after = None, 0, True
+                    body, self._close_after = None, True
                 elif len(self._buffer) < length:
                     return
                 else:
-                    body, used = bytes(self._buffer[:length]), length
-            del self._buffer[:used]
+                    body = bytes(self._buffer[:length])
+                    del self._buffer[:length]
             self._head = None
             self._waiting = True
             if headers.get("connection", "").lower() == "close":
                 self._close_after = True
-            self.handle(self, Request(method, path, headers, body))
+            receiver, self._receiver = self._receiver, None
+            if receiver is not None:
+                receiver.end(trailers or {})
+            else:
+                self.handle(self, Request(method, path, headers, body))
+
+    def _read_chunks(self) -> bool:
+        """Take what has come of a chunked body; whether it is all in."""
+        assert self._chunks is not None
+        for piece in self._chunks.feed(self._buffer):
+            if self._receiver is not None:
+                self._receiver.chunk(piece)
+                if self.transport is None:  # the receiver answered (refused) and closed
+                    self._receiver = None
+                    return False
+            elif len(self._body) + len(piece) > self.body_limit:
+                raise BadRequest(413)
+            else:
+                self._body += piece
+        return self._chunks.trailers is not None
+
+    def pause(self) -> None:
+        """Stop reading (a streamed body's receiver is behind)."""
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
 
     @staticmethod
     def _length(headers: dict[str, str]) -> int:
@@ -153,14 +241,15 @@ class Connection(asyncio.Protocol):
         return length
 
     def respond(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None,
-                content_type: str = "application/json") -> None:
+                content_type: str = "application/json", close: bool = False) -> None:
         if self.transport is None or self.transport.is_closing():
             return
+        self._close_after |= close
         extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
-        close = "Connection: close\r\n" if self._close_after else ""
+        closing = "Connection: close\r\n" if self._close_after else ""
         self.transport.write(
             f"HTTP/1.1 {status} {REASONS.get(status, 'Unknown')}\r\nContent-Type: {content_type}\r\n"
-            f"Content-Length: {len(body)}\r\n{extra}{close}\r\n".encode() + body)
+            f"Content-Length: {len(body)}\r\n{extra}{closing}\r\n".encode() + body)
         self._waiting = False
         if self._close_after:
             self.transport.close()
@@ -178,6 +267,9 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
+        receiver, self._receiver = self._receiver, None
+        if receiver is not None:
+            receiver.lost()
 
     @property
     def open(self) -> bool:

@@ -3,10 +3,15 @@
 A custom runtime (``provided*``: the package's ``bootstrap``, awslambdaric, a shell loop around
 curl) or the Node.js client asks for work with ``GET /2018-06-01/runtime/invocation/next`` and
 answers on ``…/invocation/{id}/response`` or ``…/error``; an import that fails is reported on
-``/runtime/init/error``. Its fork server makes the listening socket inside the sandbox's network
-namespace before it execs the worker, names it in ``AWS_LAMBDA_RUNTIME_API``, and hands it to the
-router with the worker's pipes, so the endpoint is one the worker can reach and the host's other
-processes cannot (another worker of the same function could: the function is the sandbox's unit).
+``/runtime/init/error``. A response posted with ``Lambda-Runtime-Function-Response-Mode: streaming``
+(chunked) is passed on chunk by chunk as it arrives (``StreamedResponse``); an error in the middle
+of it comes in the trailers ``Lambda-Runtime-Function-Error-Type`` and
+``Lambda-Runtime-Function-Error-Body`` (base64).
+
+Its fork server makes the listening socket inside the sandbox's network namespace before it
+execs the worker, names it in ``AWS_LAMBDA_RUNTIME_API``, and hands it to the router with the
+worker's pipes, so the endpoint is one the worker can reach and the host's other processes cannot
+(another worker of the same function could: the function is the sandbox's unit).
 
 To the pool this is a ``Worker`` like any other: ``invoke`` hands over an invocation, and the
 result, the init error, readiness (its first ``/next``) and its exit reach the same ``Listener``.
@@ -18,6 +23,8 @@ refused (413) and ends the invocation as Lambda's ``Function.ResponseSizeTooLarg
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import json
 import logging
@@ -30,20 +37,23 @@ import msgspec
 
 from workers import protocol
 from workers.http1 import Connection, Request
-from workers.process import Listener, Worker
+from workers.process import EXIT_REPORT_S, Listener, Worker
 from workers.protocol import Invoke, Result
 
 log = logging.getLogger("headwater.runtime_api")
 
 PREFIX = "/2018-06-01/runtime"
+STREAM_CONTENT_TYPE = "application/octet-stream"  # a streamed response's type unless it names one
 STOP_GRACE_S = 2.0  # Lambda's shutdown phase gives a runtime 2 s after SIGTERM
 
 
 OK = b'{"status":"OK"}'
 
 
-def api_error(connection: Connection, status: int, error_type: str, message: str) -> None:
-    connection.respond(status, json.dumps({"errorMessage": message, "errorType": error_type}).encode())
+def api_error(connection: Connection, status: int, error_type: str, message: str,
+              close: bool = False) -> None:
+    connection.respond(status, json.dumps({"errorMessage": message, "errorType": error_type}).encode(),
+                       close=close)
 
 
 def invocation_headers(message: Invoke) -> dict[str, str]:
@@ -79,6 +89,77 @@ def error_payload(error_type: str, body: bytes) -> bytes:
                        "errorType": error_type}).encode()
 
 
+def trailer_error(trailers: dict[str, str]) -> tuple[str, bytes] | None:
+    """The error a streamed response ended with, from its trailers: (type, error object)."""
+    error_type = trailers.get("lambda-runtime-function-error-type")
+    encoded = trailers.get("lambda-runtime-function-error-body")
+    if not error_type and encoded is None:
+        return None
+    try:
+        body = base64.b64decode(encoded or "", validate=True)
+    except binascii.Error:
+        body = (encoded or "").encode()
+    error_type = error_type_of(error_type, body)
+    return error_type, error_payload(error_type, body)
+
+
+class StreamedResponse:
+    """The body of one streamed ``/response``, as the worker's connection reads it."""
+
+    __slots__ = ("worker", "connection", "request_id", "limit", "size")
+
+    def __init__(self, worker: ApiWorker, connection: Connection, request_id: str, limit: int) -> None:
+        self.worker = worker
+        self.connection = connection
+        self.request_id = request_id
+        self.limit = limit
+        self.size = 0
+
+    def _current(self) -> bool:
+        current = self.worker._current
+        return current is not None and current.request_id == self.request_id
+
+    def chunk(self, data: bytes) -> None:
+        if not self._current():
+            return
+        self.size += len(data)
+        if self.size > self.limit:
+            self.worker._fail_current("Function.ResponseSizeTooLarge",
+                                      f"Response payload size exceeded maximum allowed payload size "
+                                      f"({self.limit} bytes).")
+            api_error(self.connection, 413, "RequestEntityTooLarge",
+                      f"a streamed response may be at most {self.limit} bytes", close=True)
+        elif not self.worker.listener.worker_chunk(self.worker, data):
+            self.connection.pause()  # the caller is behind: the worker waits in its write
+
+    def end(self, trailers: dict[str, str]) -> None:
+        if not self._current():
+            api_error(self.connection, 403, "InvalidStateTransition",
+                      f"invocation {self.request_id} has ended already")
+            return
+        worker = self.worker
+        failed = trailer_error(trailers)
+        if failed is None:
+            result = Result(ok=True, error_type=None, max_memory_mb=worker.peak_mb(),
+                            output_pending=False, payload=msgspec.Raw(b""))
+        else:
+            result = Result(ok=False, error_type=failed[0], max_memory_mb=worker.peak_mb(),
+                            output_pending=False, payload=msgspec.Raw(failed[1]))
+        self.connection.respond(202, OK)
+        worker._finish(result)
+
+    def lost(self) -> None:
+        # Most often the worker is dying (killed at its deadline, or crashed), and its exit is what
+        # ends the invocation; a runtime that lives on without finishing is given the same moment.
+        asyncio.get_running_loop().call_later(EXIT_REPORT_S, self._truncated)
+
+    def _truncated(self) -> None:
+        if self._current() and self.worker.state == "busy":
+            self.worker._fail_current("Runtime.TruncatedResponse",
+                                      "the runtime closed its connection before the end of its "
+                                      "streamed response")
+
+
 class ApiWorker(Worker):
     __slots__ = ("_server", "_waiting", "_queued", "_current", "_answered")
 
@@ -105,7 +186,7 @@ class ApiWorker(Worker):
             return
         sock.setblocking(False)
         task = asyncio.ensure_future(self._loop.create_server(
-            lambda: Connection(self._handle, protocol.MAX_RESPONSE), sock=sock))
+            lambda: Connection(self._handle, protocol.MAX_RESPONSE, self._streamer), sock=sock))
         task.add_done_callback(self._serving)
 
     def _serving(self, task: asyncio.Future[asyncio.Server]) -> None:
@@ -162,6 +243,19 @@ class ApiWorker(Worker):
             self._answer(connection, request, route[2], route[3] == "response")
         else:
             api_error(connection, 404, "InvalidRequest", f"no such operation: {method} {path}")
+
+    def _streamer(self, connection: Connection, method: str, path: str,
+                  headers: dict[str, str]) -> StreamedResponse | None:
+        """A streamed answer to the invocation in flight; any other chunked body is read whole
+        (and answered by ``_answer``)."""
+        current = self._current
+        if method != "POST" or current is None or self.state != "busy" or \
+                headers.get("lambda-runtime-function-response-mode", "").lower() != "streaming" or \
+                path != f"{PREFIX}/invocation/{current.request_id}/response":
+            return None
+        limit = self.listener.worker_stream(self, headers.get("content-type", STREAM_CONTENT_TYPE),
+                                            connection.resume)
+        return StreamedResponse(self, connection, current.request_id, limit)
 
     def _next(self, connection: Connection) -> None:
         if self.state == "starting":  # its init is done once it asks for work

@@ -22,7 +22,7 @@ from router.api.httplog import RequestErrors
 from router.api.metrics import render
 from router.health import readiness
 from router.run.registry import Handler, Registry
-from sources import http_trigger, invoke_api, s3_webhook
+from sources import http_trigger, invoke_api, invoke_stream, s3_webhook
 
 
 async def healthz(request: web.BaseRequest, registry: Registry, _: str) -> web.Response:
@@ -79,8 +79,8 @@ PATHS: dict[str, dict[str, Handler]] = {
     dlq.PREFIX + "/redrive": {"POST": dlq.redrive},
 }
 # The Lambda API on one resource, PREFIX/NAME[/OPERATION], by prefix, operation and method: the
-# function operations (Invoke first, the hot path), function URL configs, tags (of an ARN), and
-# event source mappings (by UUID).
+# function operations (Invoke first, the hot path), InvokeWithResponseStream, function URL configs,
+# tags (of an ARN), and event source mappings (by UUID).
 RESOURCES: dict[str, dict[str, dict[str, Handler]]] = {
     FUNCTIONS + "/": {
         "": {"GET": management.get_function, "DELETE": management.delete_function},
@@ -88,6 +88,9 @@ RESOURCES: dict[str, dict[str, dict[str, Handler]]] = {
         "/configuration": {"GET": management.get_configuration,
                            "PUT": management.update_configuration},
         "/code": {"PUT": management.update_code},
+    },
+    "/2021-11-15/functions/": {
+        "/response-streaming-invocations": {"POST": invoke_stream.invoke_with_response_stream},
     },
     "/2021-10-31/functions/": {
         "/url": {"POST": urls.create_url, "GET": urls.get_url, "PUT": urls.update_url,

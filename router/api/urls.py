@@ -4,12 +4,14 @@ UpdateFunctionUrlConfig, DeleteFunctionUrlConfig and ListFunctionUrlConfigs (``/
 A function deployed through the API has no URL until CreateFunctionUrlConfig makes one; its
 ``AuthType`` is ``NONE`` (anyone) or ``AWS_IAM`` (SigV4 with one of the daemon's access keys). A
 function from config.toml has the URL its ``url`` table says, reported here but changed only there.
-``Cors`` is validated and stored, and served by the URL (``router.api.cors``).
+``Cors`` is validated and stored, and served by the URL (``router.api.cors``); ``InvokeMode`` is
+``BUFFERED`` (the default) or ``RESPONSE_STREAM`` (``sources.http_stream``).
 """
 
 from __future__ import annotations
 
 import json
+import typing
 from typing import Any
 
 import msgspec
@@ -27,7 +29,7 @@ from router.api.management import (
     readable,
     writable,
 )
-from router.config import Cors, FunctionUrl, effective_auth, function_arn
+from router.config import Cors, FunctionUrl, InvokeMode, effective_auth, function_arn
 from router.run.registry import Registry
 from router.store.store import Deployed, now_text
 
@@ -36,6 +38,7 @@ AUTH_TYPES = {"NONE": "none", "AWS_IAM": "aws_iam"}
 # "api" (the daemon's credentials, either kind) is what AWS_IAM means to a caller with an access key.
 REPORTED = {"none": "NONE", "aws_iam": "AWS_IAM", "api": "AWS_IAM", "token": "TOKEN"}
 URL_PARAMETERS = {"AuthType", "Cors", "InvokeMode"}
+INVOKE_MODES = typing.get_args(InvokeMode)
 
 
 def _pascal(name: str) -> str:
@@ -66,9 +69,12 @@ def url_settings(registry: Registry, current: FunctionUrl, body: dict[str, Any],
     unknown = sorted(set(body) - URL_PARAMETERS)
     if unknown:
         raise Invalid(f"Unknown parameter(s): {', '.join(unknown)}")
-    if body.get("InvokeMode", "BUFFERED") != "BUFFERED":
-        raise Invalid("InvokeMode: only BUFFERED is supported (no response streaming)")
     changes: dict[str, Any] = {"enabled": True}
+    if "InvokeMode" in body:
+        if body["InvokeMode"] not in INVOKE_MODES:
+            raise Invalid(f"InvokeMode: expected BUFFERED or RESPONSE_STREAM, got "
+                          f"{json.dumps(body['InvokeMode'])}")
+        changes["invoke_mode"] = body["InvokeMode"]
     if "AuthType" in body or creating:
         auth = AUTH_TYPES.get(body.get("AuthType"))  # type: ignore[arg-type]
         if auth is None:
@@ -89,7 +95,7 @@ def url_config(request: web.BaseRequest, registry: Registry, deployed: Deployed)
         "AuthType": REPORTED[effective_auth(fn.url.auth, registry.config.server)],
         "CreationTime": deployed.url_created or deployed.last_modified,
         "LastModifiedTime": deployed.url_modified or deployed.last_modified,
-        "InvokeMode": "BUFFERED",
+        "InvokeMode": fn.url.invoke_mode,
     }
     if fn.url.cors is not None:
         config["Cors"] = {_pascal(k): v for k, v in msgspec.structs.asdict(fn.url.cors).items()}

@@ -9,6 +9,8 @@ from typing import Literal
 
 import msgspec
 
+from router.intake.stream import ResponseStream
+
 MAX_SYNC_PAYLOAD = 6 * 1024 * 1024  # 6,291,456 bytes: Lambda's limit on a synchronous request
 Status = Literal["success", "error", "timeout", "crash", "oom", "throttled"]
 
@@ -47,12 +49,13 @@ class Invocation:
 
     __slots__ = ("request_id", "payload", "invocation_type", "source", "source_arn", "client_context",
                  "want_log", "future", "received", "started", "log", "cold", "log_started", "partial",
-                 "attempt")
+                 "attempt", "stream")
 
     def __init__(self, payload: bytes, future: asyncio.Future[Outcome], *, source: str,
                  invocation_type: str = "RequestResponse", client_context: bytes | None = None,
                  want_log: bool = False, request_id: str | None = None,
-                 source_arn: str | None = None, attempt: int = 1) -> None:
+                 source_arn: str | None = None, attempt: int = 1,
+                 stream: ResponseStream | None = None) -> None:
         self.request_id = request_id or new_request_id()
         self.payload = payload
         self.invocation_type = invocation_type
@@ -70,3 +73,6 @@ class Invocation:
         # The function's output since its last newline; made when first needed, since most
         # invocations print nothing or whole lines.
         self.partial: bytearray | None = None
+        # Where a response the function streams goes as it comes (a caller that reads it so), or,
+        # set by the pool when the function streams to a caller that does not, where it is collected.
+        self.stream = stream

@@ -15,6 +15,7 @@ import os
 import signal
 import time
 from collections import deque
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import cast
@@ -23,6 +24,7 @@ import msgspec
 
 from router.config import Config, FunctionConfig, function_arn, function_aws_env
 from router.intake.invocation import Invocation, Outcome, Status
+from router.intake.stream import ResponseStream
 from router.metering.record import Meter, billed_ms
 from router.metering.sink import LogWriter
 from router.run.capacity import Capacity
@@ -39,7 +41,7 @@ from workers.forkserver import (
     SandboxFailed,
 )
 from workers.process import Worker, WorkerSpec
-from workers.protocol import Invoke, Result
+from workers.protocol import MAX_RESPONSE, Invoke, Result
 from workers.runtime_api import ApiWorker
 from workers.runtimes import BadRuntime, Launcher, probe
 from workers.sandbox import RUNTIME_DIR, TASK_ROOT
@@ -306,6 +308,8 @@ class FunctionPool:
         self.meter.record(self.config.name, self.config.memory_mb, inv, outcome, billed, time.time())
         if not inv.future.done():
             inv.future.set_result(outcome)
+        if inv.stream is not None:  # after the outcome, which its reader looks at when it ends
+            inv.stream.end()
 
     def _throttle(self, inv: Invocation) -> None:
         self._finish(inv, Outcome("throttled", b"", "TooManyRequestsException"))
@@ -346,10 +350,25 @@ class FunctionPool:
         inv = cast(Invocation, worker.job)
         duration_ms = (time.monotonic() - inv.started) * 1000
         worker.job = None
-        self._finish(inv, Outcome("success" if result.ok else "error", bytes(result.payload),
+        payload = bytes(result.payload)
+        stream = inv.stream
+        if result.ok and stream is not None and stream.begun and not stream.reader:
+            payload = stream.collected()  # streamed to a caller that takes the response whole
+        self._finish(inv, Outcome("success" if result.ok else "error", payload,
                                   result.error_type, duration_ms, result.max_memory_mb,
                                   worker.init_duration_ms if inv.cold else None, worker.pid))
         self._next(worker)
+
+    def worker_stream(self, worker: Worker, content_type: str, resume: Callable[[], None]) -> int:
+        inv = cast(Invocation, worker.job)
+        if inv.stream is None:  # its caller wants the response whole: collected, within Invoke's limit
+            inv.stream = ResponseStream(reader=False)
+        inv.stream.begin(content_type, resume)
+        return self._daemon[0].server.max_stream_bytes if inv.stream.reader else MAX_RESPONSE
+
+    def worker_chunk(self, worker: Worker, data: bytes) -> bool:
+        stream = cast(Invocation, worker.job).stream
+        return stream is None or stream.write(data)
 
     def worker_output(self, worker: Worker, data: bytes) -> None:
         job = worker.job

@@ -3,10 +3,14 @@
 // index.mjs or index.cjs in LAMBDA_TASK_ROOT; CommonJS or an ES module), then asks the router for
 // each invocation and answers with the handler's result or error. Handlers may be async, return a
 // promise, or take a callback; console output carries Lambda's timestamp, request id and level.
+// A handler wrapped in awslambda.streamifyResponse gets (event, responseStream, context) and its
+// response is posted in Lambda's streaming mode, each write as a chunk; an error after the stream
+// began goes in the trailers. awslambda.HttpResponseStream.from writes a function URL's prelude.
 import http from "node:http";
 import fs from "node:fs";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
+import { Writable } from "node:stream";
 import { format } from "node:util";
 
 const api = process.env.AWS_LAMBDA_RUNTIME_API;
@@ -40,6 +44,83 @@ function post(route, object, errorType) {
   const headers = { "Content-Type": "application/json", "Content-Length": Buffer.byteLength(body) };
   if (errorType) headers["Lambda-Runtime-Function-Error-Type"] = errorType;
   return call("POST", route, body, headers);
+}
+
+const STREAMING = Symbol.for("aws.lambda.runtime.handler.streaming");
+const ERROR_TYPE = "Lambda-Runtime-Function-Error-Type";
+const ERROR_BODY = "Lambda-Runtime-Function-Error-Body";
+
+// The response of a streaming handler: a request to /response opened at its first write (so that
+// setContentType may come first), chunked, with the error trailers declared.
+class ResponseStream extends Writable {
+  constructor(route) {
+    super();
+    this.route = route;
+    this.contentType = "application/octet-stream";
+    this.request = null;
+    this.answered = new Promise((resolve, reject) => { this.answer = { resolve, reject }; });
+  }
+
+  setContentType(type) { this.contentType = type; }
+
+  open() {
+    if (this.request) return this.request;
+    const [host, port] = api.split(":");
+    const headers = { "Content-Type": this.contentType, "Transfer-Encoding": "chunked",
+                      "Lambda-Runtime-Function-Response-Mode": "streaming",
+                      Trailer: `${ERROR_TYPE}, ${ERROR_BODY}` };
+    this.request = http.request({ host, port, path: `${base}${this.route}`, method: "POST", agent, headers },
+                                (res) => { res.resume(); res.on("end", () => this.answer.resolve(res.statusCode)); });
+    this.request.on("error", (error) => this.answer.reject(error));
+    return this.request;
+  }
+
+  _write(chunk, encoding, done) {
+    // Each write leaves at once (no corking), so a caller sees it while the handler goes on.
+    if (this.open().write(chunk)) done(); else this.request.once("drain", done);
+  }
+
+  _final(done) { this.open().end(); done(); }
+
+  fail(error) {  // the handler failed: the stream ends with the error in its trailers
+    const object = errorObject(error);
+    const request = this.open();
+    if (!request.writableEnded) {  // else it ended whole before the handler threw: nothing to say
+      request.addTrailers({ [ERROR_TYPE]: object.errorType,
+                            [ERROR_BODY]: Buffer.from(JSON.stringify(object)).toString("base64") });
+      request.end();
+    }
+    return object;
+  }
+}
+
+class HttpResponseStream {
+  static from(stream, prelude) {
+    stream.setContentType("application/vnd.awslambda.http-integration-response");
+    stream.write(JSON.stringify(prelude ?? {}));
+    stream.write(new Uint8Array(8));  // the end of the prelude: 8 NUL bytes
+    return stream;
+  }
+}
+
+globalThis.awslambda = {
+  streamifyResponse(handler) { handler[STREAMING] = true; return handler; },
+  HttpResponseStream,
+};
+
+async function stream(handler, event, ctx, route) {
+  const response = new ResponseStream(route);
+  try {
+    await handler(event, response, ctx);
+    if (!response.writableEnded) response.end();
+    await new Promise((resolve, reject) => {
+      if (response.writableFinished) resolve(); else response.on("finish", resolve).on("error", reject);
+    });
+  } catch (error) {
+    const object = response.fail(error);
+    console.error(`Invoke Error \t${JSON.stringify(object)}`);
+  }
+  await response.answered;
 }
 
 for (const [method, level] of [["log", "INFO"], ["info", "INFO"], ["warn", "WARN"],
@@ -125,6 +206,10 @@ for (;;) {
   if (headers["lambda-runtime-trace-id"]) process.env._X_AMZN_TRACE_ID = headers["lambda-runtime-trace-id"];
   else delete process.env._X_AMZN_TRACE_ID;
   const route = `/invocation/${requestId}`;
+  if (handler[STREAMING]) {
+    await stream(handler, JSON.parse(next.body.toString() || "null"), context(headers), `${route}/response`);
+    continue;
+  }
   try {
     const result = await new Promise((resolve, reject) => {
       failCurrent = (error, type) => reject(Object.assign(error instanceof Error ? error : new Error(format(error)),

@@ -29,6 +29,7 @@ from router.run.capacity import Capacity
 from router.run.funclog import FunctionLog
 from router.run.isolation import Isolation
 from router.run.scaling import Snapshot, plan
+from router.store.opt import opt_folder
 from workers.bootstrap import INIT_FAILED
 from workers.forkserver import (
     ForkFailed,
@@ -42,7 +43,7 @@ from workers.process import Worker, WorkerSpec
 from workers.protocol import Invoke, Result
 from workers.runtime_api import ApiWorker
 from workers.runtimes import BadRuntime, Launcher, probe
-from workers.sandbox import RUNTIME_DIR, TASK_ROOT
+from workers.sandbox import OPT, RUNTIME_DIR, TASK_ROOT
 
 log = logging.getLogger("headwater.pool")
 
@@ -98,6 +99,16 @@ def worker_env(fn: FunctionConfig, config: Config, environ: dict[str, str],
     return {"PATH": path} | fn.env | function_aws_env(fn, config.aws) | reserved
 
 
+def layer_env(env: dict[str, str], launcher: Launcher, opt: str) -> dict[str, str]:
+    """The variables that lead a worker into its layers at ``opt``: /opt/bin on PATH, /opt/lib on
+    LD_LIBRARY_PATH and the runtime's ``layer_paths``, each after what ``env`` has in it (a
+    PYTHONPATH the function sets comes first, as it does on Lambda's sys.path)."""
+    wanted = {"PATH": ("bin",), "LD_LIBRARY_PATH": ("lib",), **launcher.layer_paths}
+    return {name: ":".join([*(p for p in env.get(name, "").split(":") if p),
+                            *(f"{opt}/{folder}" for folder in folders)])
+            for name, folders in wanted.items()}
+
+
 def worker_spec(fn: FunctionConfig, config: Config, environ: dict[str, str],
                 isolation: Isolation) -> WorkerSpec:
     """How the function's fork server and workers are started: runtime, environment, sandbox
@@ -106,12 +117,15 @@ def worker_spec(fn: FunctionConfig, config: Config, environ: dict[str, str],
         launcher = probe(fn.runtime, environ.get("PATH", os.defpath))
     except BadRuntime:  # gone since the config was checked: each start reports it
         launcher = Launcher(fn.runtime, fn.runtime, ())
-    sandbox = isolation.sandbox(fn, launcher)
+    opt = opt_folder(config.server.data_dir, fn.layers)
+    sandbox = isolation.sandbox(fn, launcher, opt)
     # The code and the runtime's files as the worker sees them: where the sandbox has them, or
     # where they are (unsandboxed, a Python function's packages are the daemon's site-packages).
     task, runtime = ((TASK_ROOT, RUNTIME_DIR) if sandbox is not None else
                      (fn.code, os.path.dirname(launcher.files[0]) if launcher.files else ""))
     env = worker_env(fn, config, environ, launcher if sandbox is not None else None, runtime)
+    if opt:
+        env |= layer_env(env, launcher, OPT if sandbox is not None else opt)
     command = tuple(arg.replace("{task}", task).replace("{runtime}", runtime) for arg in launcher.worker)
     return WorkerSpec(python=launcher.executable, env=env, cwd=fn.code,
                       fork=fn.fork_server and not launcher.worker, command=command,

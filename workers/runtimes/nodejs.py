@@ -35,6 +35,9 @@ def probe(runtime: str, path: str | None = None) -> Launcher:
     folders = list(BASE_FOLDERS)
     if not node.startswith("/usr/"):  # a Node installed elsewhere (nvm, /opt): bound as it is
         folders.append(str(Path(node).parent.parent))
+    # require() looks in NODE_PATH's folders after the code's node_modules, as on Lambda; ES
+    # modules' import does not (Node ignores NODE_PATH for them).
+    layers = (f"nodejs/node{wanted[1]}/node_modules", "nodejs/node_modules")
     return Launcher(runtime, BASE_PYTHON, tuple(dict.fromkeys(folders)),
                     path=(str(Path(node).parent),), worker=(node, "{runtime}/nodejs_client.mjs"),
-                    files=(CLIENT,))
+                    files=(CLIENT,), layer_paths={"NODE_PATH": layers})

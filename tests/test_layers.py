@@ -121,6 +121,18 @@ def test_a_python_function_imports_from_its_layer(client) -> None:  # type: igno
     assert client.get_function_configuration(FunctionName="pyuser")["Layers"] == made["Layers"]
 
 
+def test_without_a_sandbox_the_layers_are_on_the_paths_where_they_are(make_daemon) -> None:  # type: ignore[no-untyped-def]
+    bare = make_daemon('[sandbox]\nmode = "none"\n', server=SERVER)
+    client = lambda_client(bare)
+    publish_layer(client, "hostlib", {"python/greet.py": "def hello():\n    return 'host'\n",
+                                      f"python/lib/python{VERSION}/site-packages/deep.py": "X = 1\n"})
+    create(client, "hostuser", {"app.py": "import greet\n\ndef handler(event, context):\n"
+                                          "    return [greet.hello(), greet.__file__]\n"},
+           [ARN.format("hostlib", 1)])
+    folder = (bare.folder / "var" / "layers" / "hostlib" / "1").resolve()
+    assert call(client, "hostuser") == ["host", str(folder / "python" / "greet.py")]
+
+
 NODE_USER = """\
 const greeter = require("greeter");
 const versioned = require("versioned");

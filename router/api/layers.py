@@ -176,7 +176,8 @@ async def delete_version(request: web.BaseRequest, registry: Registry, text: str
         return bad_request(str(e))
     server = registry.config.server
     arn = version_arn(server.region, server.account_id, name, number)
-    await asyncio.to_thread(registry.layers.delete, name, number, registry.layers_in_use(), arn)
+    if registry.layers.delete(name, number) and arn not in registry.layers_in_use():
+        await asyncio.to_thread(registry.layers.remove, name, number)
     return web.Response(status=204)
 
 

@@ -186,16 +186,20 @@ class LayerStore:
             return None
         return found
 
-    def delete(self, name: str, number: int, in_use: set[str], arn: str) -> None:
-        """Take a version out of the API; its folder goes now unless ``arn`` is ``in_use``."""
+    def delete(self, name: str, number: int) -> bool:
+        """Take a version out of the API; whether it was there. Its folder stays for the caller
+        to ``remove`` once no function names it."""
         layer = self.layers.get(name)
         found = layer.version(number) if layer is not None else None
         if layer is None or found is None or found.deleted:
-            return
+            return False
         found.deleted = True
         self._save(layer)
-        if arn not in in_use:
-            shutil.rmtree(content_folder(self.data_dir, name, number), ignore_errors=True)
+        return True
+
+    def remove(self, name: str, number: int) -> None:
+        """Remove a deleted version's folder. Blocking: run it in a thread."""
+        shutil.rmtree(content_folder(self.data_dir, name, number), ignore_errors=True)
 
     def prune(self, in_use: Iterable[str], arn_of: Callable[[str, int], str]) -> None:
         """Remove the folders of deleted versions no function names (``arn_of(name, version)``
@@ -205,6 +209,5 @@ class LayerStore:
         for layer in self.layers.values():
             for v in layer.versions:
                 if v.deleted and arn_of(layer.name, v.version) not in used:
-                    shutil.rmtree(content_folder(self.data_dir, layer.name, v.version),
-                                  ignore_errors=True)
+                    self.remove(layer.name, v.version)
             shutil.rmtree(self.root / layer.name / ".unpacked", ignore_errors=True)

@@ -154,6 +154,42 @@ def test_a_node_function_requires_from_its_layer(client) -> None:  # type: ignor
                                         "from": "/opt/nodejs/node_modules/greeter/index.js"}
 
 
+SHELL_RUNTIME = (Path(__file__).parent.parent / "router" / "cli" / "blueprints" / "provided-shell"
+                 / "bootstrap").read_text()
+SHELL_HANDLER = "handler() {\n  printf '\"%s\"' \"$WHO\"\n}\n"
+
+
+def runtime_saying(who: str) -> str:
+    return SHELL_RUNTIME.replace("set -eu", f"set -eu\nexport WHO={who!r}")
+
+
+@pytest.mark.parametrize(("package", "want"), [
+    ({}, "the layer's"),
+    # The package's own bootstrap wins over a layer's, as on Lambda.
+    ({"bootstrap": runtime_saying("own")}, "own"),
+])
+def test_a_custom_runtime_from_a_layer(client, package: dict[str, str], want: str) -> None:  # type: ignore[no-untyped-def]
+    name = f"shellrt-{len(package)}"
+    layer = client.publish_layer_version(LayerName=name, Content={"ZipFile": zipped(
+        {"bootstrap": runtime_saying("the layer's")}, executable=("bootstrap",))})
+    client.create_function(FunctionName=name, Role=ROLE, Runtime="provided.al2023",
+                           Handler="function.handler", Layers=[layer["LayerVersionArn"]],
+                           Code={"ZipFile": zipped({"function.sh": SHELL_HANDLER, **package},
+                                                   executable=("bootstrap",))})
+    assert call(client, name) == want
+
+
+def test_a_layers_bootstrap_must_be_executable(client) -> None:  # type: ignore[no-untyped-def]
+    layer = publish_layer(client, "shellrt-noexec", {"bootstrap": SHELL_RUNTIME})
+    client.create_function(FunctionName="shellrt-noexec", Role=ROLE, Runtime="provided.al2023",
+                           Handler="function.handler", Layers=[layer["LayerVersionArn"]],
+                           Code={"ZipFile": zipped({"function.sh": SHELL_HANDLER})})
+    answer = client.invoke(FunctionName="shellrt-noexec", Payload=b"{}")
+    body = json.loads(answer["Payload"].read())
+    assert answer["FunctionError"] == "Unhandled" and body["errorType"] == "Runtime.InvalidEntrypoint"
+    assert "/opt/bootstrap" in body["errorMessage"], body
+
+
 ORDER_USER = """\
 import first, second, same
 

@@ -124,26 +124,42 @@ def worker_spec(fn: FunctionConfig, config: Config, environ: dict[str, str],
     task, runtime = ((TASK_ROOT, RUNTIME_DIR) if sandbox is not None else
                      (fn.code, os.path.dirname(launcher.files[0]) if launcher.files else ""))
     env = worker_env(fn, config, environ, launcher if sandbox is not None else None, runtime)
+    opt_inside = OPT if sandbox is not None else opt
     if opt:
-        env |= layer_env(env, launcher, OPT if sandbox is not None else opt)
-    command = tuple(arg.replace("{task}", task).replace("{runtime}", runtime) for arg in launcher.worker)
+        env |= layer_env(env, launcher, opt_inside)
+    command = tuple(arg.replace("{task}", task).replace("{runtime}", runtime).replace("{opt}", opt_inside)
+                    for arg in worker_command(launcher, fn.code, opt))
     return WorkerSpec(python=launcher.executable, env=env, cwd=fn.code,
                       fork=fn.fork_server and not launcher.worker, command=command,
                       sandbox=sandbox, memory_mb=fn.memory_mb, pids_max=config.sandbox.pids_max,
                       nofile=config.sandbox.nofile)
 
 
+def worker_command(launcher: Launcher, code: str, opt: str) -> tuple[str, ...]:
+    """What each worker execs: the launcher's command, or, for a runtime whose entry the package
+    may leave to a layer (a custom runtime's bootstrap), the layer's ``/opt/bootstrap`` when the
+    package has none and a layer has one, as Lambda looks for it."""
+    entry = launcher.layer_entry
+    if (entry and opt and not os.path.lexists(os.path.join(code, entry))
+            and os.path.lexists(os.path.join(opt, entry))):
+        return (f"{{opt}}/{entry}", *launcher.worker[1:])
+    return launcher.worker
+
+
 class BadEntrypoint(Exception):
     """The runtime's entry point (a custom runtime's ``bootstrap``) cannot be run."""
 
 
-def entrypoint_problem(spec: WorkerSpec, code: str) -> str | None:
+def entrypoint_problem(spec: WorkerSpec, code: str, opt: str) -> str | None:
     """Why the file a Runtime API worker execs cannot run, if it cannot (Lambda's message)."""
-    root = TASK_ROOT if spec.sandbox is not None else code
+    sandboxed = spec.sandbox is not None
     inside = spec.command[0] if spec.command else ""
-    if not inside.startswith(f"{root}/"):  # not in the package: the runtime's own, checked by probe
+    for root, folder in ((TASK_ROOT if sandboxed else code, code), (OPT if sandboxed else opt, opt)):
+        if folder and inside.startswith(f"{root}/"):
+            break
+    else:  # neither the package's nor a layer's: the runtime's own, checked by probe
         return None
-    host = Path(code, inside[len(root) + 1:])
+    host = Path(folder, inside[len(root) + 1:])
     if not host.is_file():
         return f"Couldn't find valid bootstrap(s): [{inside}]"
     if not host.stat().st_mode & 0o001:  # the function's uid is "other" to its files
@@ -459,7 +475,8 @@ class FunctionPool:
         """Start a worker: forked warm from the function's fork server, or a fresh process."""
         server = self._fork_server()
         try:
-            if problem := entrypoint_problem(self.spec, self.config.code):
+            opt = opt_folder(self._daemon[0].server.data_dir, self.config.layers)
+            if problem := entrypoint_problem(self.spec, self.config.code, opt):
                 raise BadEntrypoint(problem)
             await server.fork(worker, env, deadline)
             return

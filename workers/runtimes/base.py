@@ -35,3 +35,6 @@ class Launcher(msgspec.Struct, frozen=True):
     # folders under /opt it lists, searched before any the variable had (PATH and LD_LIBRARY_PATH,
     # /opt/bin and /opt/lib, are every runtime's).
     layer_paths: dict[str, tuple[str, ...]] = {}
+    # The file of ``worker``'s "{task}/FILE" that a layer may bring instead, at /opt/FILE, when the
+    # package has none ("bootstrap": a custom runtime published as a layer).
+    layer_entry: str = ""

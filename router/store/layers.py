@@ -5,7 +5,8 @@ number is never given twice, even after its version is deleted); ``NAME/N/`` is 
 unpacked once by ``router.store.archive`` (the same checks as function code: no zip-slip, no
 symlink out, no bomb) and never written again. A deleted version leaves the API at once, but its
 folder stays while a function still names it, as Lambda keeps a deleted version's content for the
-functions that use it; ``prune`` removes it once none does.
+functions that use it: it is removed at the delete if no function names it, else by ``prune`` at
+the first start after none does.
 
 Pure helpers (ARN parsing, folder paths) take the data folder and import nothing of the config, so
 ``router.config`` can check a config file's ``layers`` against the disk with them.

@@ -27,6 +27,7 @@ from msgspec import Meta, Struct
 
 from router import tls
 from router.api.routes import Route, RouteError, RouteTable, parse_route
+from router.store import layers as layer_store
 from sources.cron import ScheduleError, zone
 from sources.cron import parse as parse_schedule
 from sources.filters import FilterError, compile_filters
@@ -64,6 +65,8 @@ def _matching(pattern: str, description: str) -> Any:
 FunctionName = _matching(NAME_PATTERN, "a name of 1 to 64 letters, digits, '-' or '_'")
 Runtime = _matching(RUNTIME_PATTERN, f"a runtime such as {runtimes.EXAMPLES}")
 Handler = _matching(HANDLER_PATTERN, 'a handler such as "app.handler" (module.function)')
+LayerArn = _matching(layer_store.VERSION_ARN.pattern,
+                     "a layer version ARN: arn:aws:lambda:REGION:ACCOUNT:layer:NAME:VERSION")
 
 
 class ServerConfig(Struct, frozen=True, forbid_unknown_fields=True):
@@ -317,6 +320,8 @@ class FunctionConfig(Struct, frozen=True, forbid_unknown_fields=True):
     network: Network = "default"
     allow: list[Endpoint] = []  # host loopback endpoints the function may reach anyway
     env: dict[str, str] = {}
+    # Layer versions published through the API, unpacked in this order under /opt.
+    layers: Annotated[list[LayerArn], Meta(max_length=layer_store.MAX_LAYERS)] = []
     triggers: list[Trigger] = []
     credentials: Credentials | None = None  # its execution role's; None = [aws].functions
     url: FunctionUrl = FunctionUrl()  # the function URL: /urls/NAME/…
@@ -672,6 +677,8 @@ def check(config: Config, path: str | None) -> None:
             raise ConfigError(f"{at}.runtime: {e}") from None
         if not Path(f.code).is_dir():
             raise ConfigError(f"{at}.code: {json.dumps(f.code)} is not a directory")
+        if problem := layers_problem(f.layers, server):
+            raise ConfigError(f"{at}.layers: {problem}")
         if sandboxed_uid and (closed := closed_to_others(Path(f.code), f.handler)):
             raise ConfigError(f"{at}.code: {closed} cannot be read by the function, which runs as a "
                               "uid of its own: make it world-readable (chmod -R o+rX)")
@@ -700,6 +707,19 @@ def check(config: Config, path: str | None) -> None:
     for first, second in RouteTable(routes).conflicts():
         raise ConfigError(f"functions: route {second.key!r} of {second.target!r} conflicts with "
                           f"{first.key!r} of {first.target!r}")
+
+
+def layers_problem(arns: list[str], server: ServerConfig) -> str | None:
+    """Why a config file's function cannot have these layers: Lambda's rules, then a version
+    that is not under data_dir (publish it first; a deleted one a function used stays there)."""
+    if problem := layer_store.layers_problem(arns, server.region, server.account_id):
+        return problem
+    for arn in arns:
+        folder = layer_store.arn_folder(server.data_dir, arn)
+        if folder is None or not folder.is_dir():
+            return (f"layer version {arn} does not exist in {server.data_dir} (publish it with "
+                    "aws lambda publish-layer-version)")
+    return None
 
 
 def closed_to_others(code: Path, handler: str) -> str | None:

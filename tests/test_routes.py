@@ -8,7 +8,7 @@ import re
 import pytest
 
 from router.api import dispatch as app
-from router.api import esm, management
+from router.api import esm, layers, management
 from router.api.routes import Route, RouteError, RouteTable, Segment, parse_route, specificity
 from sources import http_trigger, invoke_api
 
@@ -285,6 +285,7 @@ def test_conflicts(keys: list[str], pairs: list[set[str]]) -> None:
 # --- router.api.dispatch.resolve: which handler serves a request ------------------------------------------
 
 F = "/2015-03-31/functions"
+L = "/2018-10-31/layers"
 
 
 @pytest.mark.parametrize(("method", "path", "handler", "name"), [
@@ -320,7 +321,21 @@ F = "/2015-03-31/functions"
     ("GET", F + "/noop/", app.unknown_operation, ""),
     ("POST", F + "//invocations", app.unknown_operation, ""),
     ("GET", F + "/noop/code/more", app.unknown_operation, ""),
-    ("GET", "/2018-10-31/layers", app.unknown_operation, ""),
+    ("GET", "/2018-10-30/layers", app.unknown_operation, ""),
+    # Layers: NAME/versions and NAME/versions/NUMBER; LayerName may be an ARN.
+    ("GET", L, layers.list_or_find, ""),
+    ("GET", L + "/", layers.list_or_find, ""),
+    ("POST", L + "/lib/versions", layers.publish, "lib"),
+    ("GET", L + "/lib/versions", layers.list_versions, "lib"),
+    ("GET", L + "/lib/versions/3", layers.get_version, "lib/3"),
+    ("DELETE", L + "/lib/versions/3", layers.delete_version, "lib/3"),
+    ("GET", L + "/arn%3Aaws%3Alambda%3Aus-east-1%3A1%3Alayer%3Alib/versions/1", layers.get_version,
+     "arn:aws:lambda:us-east-1:1:layer:lib/1"),
+    ("PUT", L + "/lib/versions/3", app.unknown_operation, ""),
+    ("GET", L + "/lib", app.unknown_operation, ""),
+    ("GET", L + "/lib/versions/", app.unknown_operation, ""),
+    ("GET", L + "/lib/versions/3/x", app.unknown_operation, ""),
+    ("GET", L + "//versions", app.unknown_operation, ""),
     ("GET", "/2018-10-31", http_trigger.route, ""),
     ("GET", "/items/1", http_trigger.route, ""),
     ("GET", "/", http_trigger.route, ""),

@@ -109,7 +109,7 @@ def test_read_ignore_skips_comments_and_blanks() -> None:
     ({"Architectures": ["x86_64"], "Publish": False, "Layers": []}, None),
     ({"TracingConfig": {"Mode": "PassThrough"}, "EphemeralStorage": {"Size": 512}}, None),
     ({"VpcConfig": {"SubnetIds": [], "SecurityGroupIds": []}}, None),
-    ({"Layers": ["arn"]}, "Not supported by Headwater: Layers"),
+    ({"FileSystemConfigs": [{"Arn": "arn"}]}, "Not supported by Headwater: FileSystemConfigs"),
     ({"Architectures": ["arm64"], "SnapStart": {"ApplyOn": "PublishedVersions"}},
      "Not supported by Headwater: Architectures, SnapStart"),
     ({"KMSKeyArn": "arn:aws:kms:x"}, "Not supported by Headwater: KMSKeyArn"),

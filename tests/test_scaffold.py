@@ -9,6 +9,7 @@ import io
 import json
 import logging
 import re
+import sys
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -19,7 +20,7 @@ from urllib.parse import unquote_plus
 
 import pytest
 
-from router.cli.scaffold import BLUEPRINTS, ScaffoldError, create, handler_of
+from router.cli.scaffold import BLUEPRINTS, ScaffoldError, create, handler_of, launch_of
 from sources.samples import KINDS, sample_event
 
 NOW = datetime(2020, 3, 12, 19, 3, 58, 390000, tzinfo=UTC)
@@ -248,10 +249,14 @@ def test_times_default_to_now() -> None:
 
 
 def test_blueprints_are_discovered() -> None:
-    assert BLUEPRINTS == ("hello", "http-api", "s3-resize-image", "scheduled", "sqs-consumer")
+    assert BLUEPRINTS == ("hello", "http-api", "nodejs-hello", "provided-shell", "s3-resize-image",
+                          "scheduled", "sqs-consumer")
 
 
-@pytest.mark.parametrize("blueprint", BLUEPRINTS)
+PYTHON_BLUEPRINTS = [b for b in BLUEPRINTS if b not in ("nodejs-hello", "provided-shell")]
+
+
+@pytest.mark.parametrize("blueprint", PYTHON_BLUEPRINTS)
 def test_create_makes_a_function_folder(tmp_path: Path, blueprint: str) -> None:
     folder = create("my-func_1", blueprint, tmp_path)
     assert folder == tmp_path / "my-func_1"
@@ -259,11 +264,25 @@ def test_create_makes_a_function_folder(tmp_path: Path, blueprint: str) -> None:
     assert {"app.py", "event.json"} <= names <= {"app.py", "event.json", "requirements.txt"}
     assert "def handler(event, context):" in (folder / "app.py").read_text()
     json.loads((folder / "event.json").read_text())
-    assert handler_of(blueprint) == "app.handler"
+    assert launch_of(blueprint) == (f"python3.{sys.version_info.minor}", "app.handler")
+
+
+@pytest.mark.parametrize(("blueprint", "files", "runtime", "handler"), [
+    ("nodejs-hello", {"index.mjs", "event.json"}, "nodejs", "index.handler"),
+    ("provided-shell", {"bootstrap", "function.sh", "event.json"}, "provided.al2023",
+     "function.handler"),
+])
+def test_blueprints_of_the_other_runtimes(tmp_path: Path, blueprint: str, files: set[str],
+                                          runtime: str, handler: str) -> None:
+    folder = create("fn", blueprint, tmp_path)
+    assert {p.name for p in folder.iterdir()} == files
+    assert launch_of(blueprint)[0].startswith(runtime) and handler_of(blueprint) == handler
+    if "bootstrap" in files:
+        assert (folder / "bootstrap").stat().st_mode & 0o777 == 0o755
 
 
 def test_only_the_image_resizer_needs_requirements(tmp_path: Path) -> None:
-    needs = {b for b in BLUEPRINTS if (create(b, b, tmp_path) / "requirements.txt").exists()}
+    needs = {b for b in PYTHON_BLUEPRINTS if (create(b, b, tmp_path) / "requirements.txt").exists()}
     assert needs == {"s3-resize-image"}
     assert "Pillow" in (tmp_path / "s3-resize-image" / "requirements.txt").read_text()
 

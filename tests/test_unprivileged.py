@@ -8,11 +8,15 @@ where both are bind-mounted under a world-readable folder, then drops to ``nobod
 
 from __future__ import annotations
 
+import base64
+import io
+import json
 import os
 import shutil
 import sys
 import sysconfig
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -51,6 +55,8 @@ def daemon() -> Iterator[Daemon]:
             function_toml("probe", "escape.probe", network="none", timeout_s=20),
             function_toml("victim", "outcomes.echo", network="none",
                           env={"VICTIM_SECRET": "victim-env-secret"}),
+            # Given layers through the API (pasta cannot give a sandbox a network here).
+            function_toml("layered", "outcomes.echo", network="none", api_writable=True),
         ])
         config = f'[server]\ntokens = ["t0ken"]\n{functions}'
         d = Daemon(home, config, command=command, env=env).start()
@@ -107,3 +113,34 @@ def test_without_cgroups_it_says_memory_is_polled(daemon: Daemon) -> None:
     ready = daemon.request("GET", "/readyz").json()
     assert ready["sandbox"] == "bubblewrap" and ready["memory_limits"] == "rss-poll", ready
     daemon.wait_for_line("resident memory polled every 20 ms")
+
+
+def test_layers_merge_and_bind_in_a_user_namespace(daemon: Daemon) -> None:
+    """The merged /opt (hard links made by an unprivileged daemon) is bound and read-only."""
+    auth = {"Authorization": "Bearer t0ken"}
+    arns = []
+    for name, text in (("first", "X = 'first'\n"), ("second", "X = 'second'\n")):
+        body = {"Content": {"ZipFile": zip_base64({"python/which.py": text})}}
+        r = daemon.request("POST", f"/2018-10-31/layers/{name}/versions",
+                           json.dumps(body).encode(), auth)
+        assert r.status == 201, r
+        arns.append(r.json()["LayerVersionArn"])  # type: ignore[index]
+    code = ("import os, which\n\ndef handler(event, context):\n"
+            "    return [which.X, bool(os.statvfs('/opt').f_flag & os.ST_RDONLY)]\n")
+    functions = "/2015-03-31/functions/layered"
+    r = daemon.request("PUT", f"{functions}/code",
+                       json.dumps({"ZipFile": zip_base64({"app.py": code})}).encode(), auth)
+    assert r.status == 200, r
+    r = daemon.request("PUT", f"{functions}/configuration",
+                       json.dumps({"Handler": "app.handler", "Layers": arns}).encode(), auth)
+    assert r.status == 200, r
+    r = daemon.invoke("layered", {}, headers=auth)
+    assert r.status == 200 and r.json() == ["second", True], r
+
+
+def zip_base64(files: dict[str, str]) -> str:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as z:
+        for name, text in files.items():
+            z.writestr(name, text)
+    return base64.b64encode(buffer.getvalue()).decode()

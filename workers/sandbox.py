@@ -5,7 +5,8 @@ it, so isolation is paid once per function, not once per cold start. What the sa
 
 - its own PID, IPC, UTS and mount namespaces; a root of its own in which the system's ``/usr`` and
   the runtime's folders are read-only, the code read-only at ``/var/task``, the bootstrap at
-  ``/var/runtime``, and a ``/tmp`` bounded by ``ephemeral_storage_mb``; nothing else of the host;
+  ``/var/runtime``, the function's layers read-only at ``/opt``, and a ``/tmp`` bounded by
+  ``ephemeral_storage_mb``; nothing else of the host;
 - an unprivileged host uid: a distinct one per function when the daemon runs as root (bubblewrap
   run by root sets up the mounts, then ``setpriv`` drops to the function's uid, its capabilities
   and bounding set; a user namespace alone would leave it root on the host), the daemon's own
@@ -29,6 +30,7 @@ import msgspec
 
 TASK_ROOT = "/var/task"
 RUNTIME_DIR = "/var/runtime"
+OPT = "/opt"  # where a function's layers are
 SANDBOX_UID = 993  # the uid a function sees when the sandbox maps one (Lambda's sbx_user1051)
 
 # Host files a function may need that hold nothing of the daemon's: name resolution, certificates,
@@ -55,6 +57,7 @@ class Sandbox(msgspec.Struct, frozen=True):
     network: Network
     hostname: str = "sandbox"
     files: tuple[str, ...] = ()  # host files of the runtime's own, read-only in /var/runtime
+    opt: str = ""  # host folder of the function's layers, read-only at /opt ("": no layers)
 
 
 def runtime_path(host: str) -> str:
@@ -113,6 +116,10 @@ def argv(sandbox: Sandbox, command: list[str], info_fd: int, block_fd: int | Non
     for folder in sandbox.runtime:
         if not folder.startswith("/usr/"):
             args += [*_parents(folder, made), "--ro-bind", folder, folder]
+    if sandbox.opt:
+        # A runtime the host keeps under /opt is hidden for a function with layers, as /opt is
+        # the layers' alone on Lambda too.
+        args += ["--ro-bind", sandbox.opt, OPT]
     args += [*_parents(TASK_ROOT, made), "--ro-bind", sandbox.code, TASK_ROOT,
              *_parents(bootstrap_path(sandbox), made), "--ro-bind", sandbox.bootstrap,
              bootstrap_path(sandbox)]

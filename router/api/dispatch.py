@@ -15,7 +15,7 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
-from router.api import dlq, esm, event_invoke, management, urls
+from router.api import dlq, esm, event_invoke, layers, management, urls
 from router.api.awserror import aws_error
 from router.api.body import Refusal, take_body
 from router.api.httplog import RequestErrors
@@ -75,6 +75,8 @@ PATHS: dict[str, dict[str, Handler]] = {
     FUNCTIONS + "/": _COLLECTION,
     MAPPINGS: _MAPPINGS,
     MAPPINGS + "/": _MAPPINGS,
+    layers.PREFIX: {"GET": layers.list_or_find},
+    layers.PREFIX + "/": {"GET": layers.list_or_find},
     dlq.PREFIX: {"GET": dlq.list_dead_letters},
     dlq.PREFIX + "/redrive": {"POST": dlq.redrive},
 }
@@ -130,6 +132,8 @@ def resolve(method: str, path: str) -> tuple[Handler, str]:
     if handler is not None:
         return handler, ""
     if _LAMBDA_API.match(path):
+        if path.startswith(layers.PREFIX + "/"):
+            return layers.resolve(wanted, path[len(layers.PREFIX) + 1:]) or (unknown_operation, "")
         for prefix, operations in RESOURCES.items():
             if path.startswith(prefix):
                 name, slash, operation = path[len(prefix):].partition("/")

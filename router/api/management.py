@@ -35,7 +35,8 @@ from router.config import (
     reserved_names,
 )
 from router.run.registry import Handler, Registry, parse_function_name
-from router.store import archive
+from router.store import archive, opt
+from router.store.layers import layers_problem, parse_version_arn, tree_size, unzipped_size
 from router.store.store import Deployed, stamp
 from workers.runtimes import EXAMPLES, BadRuntime, probe
 
@@ -90,7 +91,6 @@ def _off(value: Any) -> bool:
 # Lambda's parameters that Headwater does not implement, each with the test of a value that asks
 # for nothing Headwater lacks (Lambda's default): any other value is refused, naming the parameter.
 UNIMPLEMENTED: dict[str, Callable[[Any], bool]] = {
-    "Layers": _off,
     "VpcConfig": _off,
     "Architectures": lambda v: v in (None, [], ["x86_64"]),
     "SnapStart": lambda v: _off(v) or v == {"ApplyOn": "None"},
@@ -110,9 +110,9 @@ UNIMPLEMENTED: dict[str, Callable[[Any], bool]] = {
 }
 # What each operation implements, beyond the parameters in UNIMPLEMENTED.
 CREATE_PARAMETERS = {"FunctionName", "Runtime", "Role", "Handler", "Code", "Description", "Timeout",
-                     "MemorySize", "PackageType", "Environment", "Tags"}
+                     "MemorySize", "PackageType", "Environment", "Tags", "Layers"}
 UPDATE_PARAMETERS = {"Role", "Handler", "Description", "Timeout", "MemorySize", "Environment",
-                     "Runtime", "RevisionId"}
+                     "Runtime", "RevisionId", "Layers"}
 
 
 def unimplemented(body: dict[str, Any], implemented: set[str],
@@ -133,7 +133,7 @@ def refuse_unimplemented(body: dict[str, Any], implemented: set[str]) -> None:
         raise Invalid(f"Unknown parameter(s): {', '.join(unknown)}")
     if unsupported:
         raise Invalid(f"Not supported by Headwater: {', '.join(unsupported)} (only their "
-                      "defaults are: no layers, no VPC, x86_64, no SnapStart, no file systems, "
+                      "defaults are: no VPC, x86_64, no SnapStart, no file systems, "
                       "PassThrough tracing, no dead-letter queue, no publishing, 512 MB /tmp)")
 
 
@@ -160,7 +160,46 @@ def configuration(registry: Registry, deployed: Deployed) -> dict[str, Any]:
         "LastUpdateStatus": "Successful",
         "PackageType": "Zip",
         "Architectures": ["x86_64"],
+        **({"Layers": [{"Arn": arn, "CodeSize": code_size(registry, arn)} for arn in fn.layers]}
+           if fn.layers else {}),
     }
+
+
+def code_size(registry: Registry, arn: str) -> int:
+    version = registry.layers.referenced(arn)
+    return 0 if version is None else version.code_size
+
+
+def new_layers(registry: Registry, value: Any) -> list[str]:
+    """A Layers parameter's ARNs, each a version the API shows; ``Invalid`` (in Lambda's words)
+    if not."""
+    if value is None:
+        value = []
+    if not isinstance(value, list) or not all(isinstance(arn, str) for arn in value):
+        raise Invalid("Layers: expected a list of layer version ARNs")
+    server = registry.config.server
+    if problem := layers_problem(value, server.region, server.account_id):
+        raise Invalid(problem)
+    for arn in value:
+        _, _, name, number = parse_version_arn(arn)  # type: ignore[misc]  # checked above
+        if registry.layers.get(name, number) is None:
+            raise Invalid(f"Layer version {arn} does not exist.")
+    return value
+
+
+def check_total_size(registry: Registry, code_bytes: int, layers: list[str]) -> None:
+    """Lambda's 250 MB for a function's code and its layers together, unzipped."""
+    total = code_bytes + sum(v.unzipped for arn in layers
+                             if (v := registry.layers.referenced(arn)) is not None)
+    if total > archive.MAX_UNZIPPED:
+        raise Invalid(f"Function code combined with layers exceeds the maximum allowed size of "
+                      f"{archive.MAX_UNZIPPED} bytes. The actual size is {total} bytes.")
+
+
+async def prepare_layers(registry: Registry, layers: list[str]) -> None:
+    """The function's /opt made before a worker binds it (a merge, for several layers)."""
+    if len(layers) > 1:
+        await asyncio.to_thread(opt.ensure, registry.config.server.data_dir, layers)
 
 
 def _int(body: dict[str, Any], key: str, lo: int, hi: int) -> int:
@@ -217,15 +256,16 @@ def apply_settings(fn: FunctionConfig, body: dict[str, Any]) -> FunctionConfig:
     return msgspec.structs.replace(fn, **changes)
 
 
-def zip_of(code: Any) -> bytes:
+def zip_of(code: Any, field: str = "Code") -> bytes:
+    """The zip of a Code (or a layer's Content) parameter; ``Invalid`` if it has none."""
     if not isinstance(code, dict) or "ZipFile" not in code:
         if isinstance(code, dict) and ({"S3Bucket", "ImageUri"} & set(code)):
-            raise Invalid("Code: only Code.ZipFile is supported (no S3Bucket/ImageUri)")
-        raise Invalid("Code.ZipFile: a base64-encoded zip archive is required")
+            raise Invalid(f"{field}: only {field}.ZipFile is supported (no S3Bucket/ImageUri)")
+        raise Invalid(f"{field}.ZipFile: a base64-encoded zip archive is required")
     try:
         return base64.b64decode(code["ZipFile"], validate=True)
     except (binascii.Error, TypeError, ValueError):
-        raise Invalid("Code.ZipFile: not valid base64") from None
+        raise Invalid(f"{field}.ZipFile: not valid base64") from None
 
 
 # --- handlers ----------------------------------------------------------------------------------
@@ -330,15 +370,19 @@ async def create_function(request: web.BaseRequest, registry: Registry, _: str,
         # A function made through the API has no URL until CreateFunctionUrlConfig makes one.
         fn = apply_settings(FunctionConfig(name=name, handler="x.y", code="",
                                            url=FunctionUrl(enabled=False)), payload)
+        layers = new_layers(registry, payload.get("Layers"))
+        data = zip_of(payload.get("Code"))
+        check_total_size(registry, await asyncio.to_thread(unzipped_size, data), layers)
+        await prepare_layers(registry, layers)
         version, sha, size = await asyncio.to_thread(
-            lambda: registry.store.install_code(name, zip_of(payload.get("Code")), set()))
+            lambda: registry.store.install_code(name, data, set()))
     except Invalid as e:
         return bad_request(str(e))
     except archive.ArchiveError as e:  # checked whole before anything was written
         return bad_request(f"Code.ZipFile: {e}")
     if registry.lookup(name) is not None:  # created by a concurrent request meanwhile
         return aws_error(409, "ResourceConflictException", f"Function already exist: {name}")
-    deployed = Deployed(function=msgspec.structs.replace(fn, code=str(version)),
+    deployed = Deployed(function=msgspec.structs.replace(fn, code=str(version), layers=layers),
                         role=str(payload.get("Role", "")),
                         description=str(payload.get("Description", "")),
                         code_sha256=sha, code_size=size, tags=tags)
@@ -435,8 +479,11 @@ async def update_code(request: web.BaseRequest, body: bytes, registry: Registry,
     running = registry.code_in_use(name)  # on the loop, the only thread that changes them
     try:
         payload = await parse_json(body)
+        data = zip_of(payload)
+        check_total_size(registry, await asyncio.to_thread(unzipped_size, data),
+                         deployed.function.layers)
         version, sha, size = await asyncio.to_thread(
-            lambda: registry.store.install_code(name, zip_of(payload), running))
+            lambda: registry.store.install_code(name, data, running))
     except Invalid as e:
         return bad_request(str(e))
     except archive.ArchiveError as e:
@@ -460,8 +507,16 @@ async def update_configuration(request: web.BaseRequest, body: bytes, registry: 
                              "The Revision Id provided does not match the latest Revision Id. "
                              "Call the GetFunction/GetAlias API to retrieve the latest Revision Id")
         function = apply_settings(deployed.function, payload)
+        if "Layers" in payload:
+            layers = new_layers(registry, payload["Layers"])
+            check_total_size(registry, await asyncio.to_thread(tree_size, function.code), layers)
+            await prepare_layers(registry, layers)
+            function = msgspec.structs.replace(function, layers=layers)
     except Invalid as e:
         return bad_request(str(e))
+    if registry.deployed.get(deployed.function.name) is not deployed:
+        return aws_error(409, "ResourceConflictException",
+                         f"Function {deployed.function.name} was deleted during the update")
     deployed.function = function
     deployed.role = str(payload.get("Role", deployed.role))
     deployed.description = str(payload.get("Description", deployed.description))

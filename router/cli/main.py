@@ -67,7 +67,8 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     # scaffold.BLUEPRINTS and events.KINDS written out: importing those modules would add about
     # 30 ms to the start of every command, a third of it.
     init.add_argument("--blueprint", default="hello", help="hello, http-api, s3-resize-image, "
-                      "sqs-consumer or scheduled (default: hello)")
+                      "sqs-consumer, scheduled (Python), nodejs-hello (Node.js) or provided-shell "
+                      "(a shell bootstrap) (default: hello)")
     init.add_argument("--dir", default=".", help="where to create the folder (default: here)")
 
     deploy = client(commands.add_parser("deploy", help="zip a folder and deploy it"))
@@ -169,15 +170,16 @@ def cmd_serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from router.cli.scaffold import ScaffoldError, create, handler_of
+    from router.cli.scaffold import ScaffoldError, create, launch_of
 
     try:
         folder = create(args.name, args.blueprint, Path(args.dir))
     except ScaffoldError as e:
         print(f"headwater: {e}", file=sys.stderr)
         return 2
+    runtime, handler = launch_of(args.blueprint)
     print(f"created {folder} from the {args.blueprint} blueprint; deploy it with:\n"
-          f"  headwater deploy {folder} --name {args.name} --handler {handler_of(args.blueprint)}")
+          f"  headwater deploy {folder} --name {args.name} --runtime {runtime} --handler {handler}")
     return 0
 
 

@@ -1,5 +1,6 @@
-"""Create a function folder from a blueprint: ``app.py`` with ``handler``, a sample ``event.json``,
-and ``requirements.txt`` where the function needs packages.
+"""Create a function folder from a blueprint: its code (``app.py`` with ``handler`` for Python,
+``index.mjs`` for Node.js, ``bootstrap`` and ``function.sh`` for a custom runtime), a sample
+``event.json``, and ``requirements.txt`` where the function needs packages.
 
 Blueprints are package data under ``router/cli/blueprints/<name>/``, read through importlib.resources
 so they are found the same way from a checkout and from an installed wheel.
@@ -8,11 +9,13 @@ so they are found the same way from a checkout and from an installed wheel.
 from __future__ import annotations
 
 import re
+import sys
 from importlib.resources import files
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
 from router.config import NAME_PATTERN
+from workers.runtimes import nodejs
 
 SKIPPED = ("__pycache__", ".pyc")
 
@@ -35,8 +38,19 @@ BLUEPRINTS = _discover()
 
 def handler_of(blueprint: str) -> str:
     """The handler setting for a function made from ``blueprint``."""
+    return launch_of(blueprint)[1]
+
+
+def launch_of(blueprint: str) -> tuple[str, str]:
+    """(runtime, handler), read from the blueprint's entry file: a custom runtime's ``bootstrap``,
+    a Node.js ``index.mjs``, or else a Python ``app.py``."""
     _check_blueprint(blueprint)
-    return "app.handler"
+    root = blueprints_root() / blueprint
+    if (root / "bootstrap").is_file():
+        return "provided.al2023", "function.handler"
+    if (root / "index.mjs").is_file():
+        return nodejs.installed() or "nodejs20.x", "index.handler"
+    return f"python3.{sys.version_info.minor}", "app.handler"
 
 
 def create(name: str, blueprint: str, parent: Path) -> Path:
@@ -70,3 +84,7 @@ def _copy_tree(source: Traversable, target: Path) -> None:
             _copy_tree(entry, target / entry.name)
         else:
             (target / entry.name).write_bytes(entry.read_bytes())
+            if entry.name == "bootstrap":
+                # Package data carries no file modes, and Lambda runs a bootstrap only if it is
+                # executable.
+                (target / entry.name).chmod(0o755)

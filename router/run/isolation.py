@@ -73,7 +73,7 @@ class Isolation:
             self.memory_limit = "rss-poll"
             log.warning("memory limits: resident memory polled every 20 ms (no cgroup: %s)", why)
 
-    def sandbox(self, fn: FunctionConfig, launcher: Launcher) -> Sandbox | None:
+    def sandbox(self, fn: FunctionConfig, launcher: Launcher, opt: str = "") -> Sandbox | None:
         if not self.enabled:
             return None
         ports = {int(endpoint.rpartition(":")[2]) for endpoint in fn.allow}
@@ -83,7 +83,8 @@ class Isolation:
             ports.add(aws)
         return Sandbox(uid=self._uid(fn.name) if self.as_root else None, code=fn.code,
                        bootstrap=self.bootstrap, runtime=launcher.folders, files=launcher.files,
-                       tmp_mb=fn.ephemeral_storage_mb, network=Network(fn.network, tuple(sorted(ports))))
+                       tmp_mb=fn.ephemeral_storage_mb, network=Network(fn.network, tuple(sorted(ports))),
+                       opt=opt)
 
     def _uid(self, name: str) -> int:
         """A uid of the function's own, kept while it is deployed."""

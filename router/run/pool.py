@@ -31,6 +31,7 @@ from router.run.capacity import Capacity
 from router.run.funclog import FunctionLog
 from router.run.isolation import Isolation
 from router.run.scaling import Snapshot, plan
+from router.store.opt import opt_folder
 from workers.bootstrap import INIT_FAILED
 from workers.forkserver import (
     ForkFailed,
@@ -44,7 +45,7 @@ from workers.process import Worker, WorkerSpec
 from workers.protocol import MAX_RESPONSE, Invoke, Result
 from workers.runtime_api import ApiWorker
 from workers.runtimes import BadRuntime, Launcher, probe
-from workers.sandbox import RUNTIME_DIR, TASK_ROOT
+from workers.sandbox import OPT, RUNTIME_DIR, TASK_ROOT
 
 log = logging.getLogger("headwater.pool")
 
@@ -100,6 +101,16 @@ def worker_env(fn: FunctionConfig, config: Config, environ: dict[str, str],
     return {"PATH": path} | fn.env | function_aws_env(fn, config.aws) | reserved
 
 
+def layer_env(env: dict[str, str], launcher: Launcher, opt: str) -> dict[str, str]:
+    """The variables that lead a worker into its layers at ``opt``: /opt/bin on PATH, /opt/lib on
+    LD_LIBRARY_PATH and the runtime's ``layer_paths``, each after what ``env`` has in it (a
+    PYTHONPATH the function sets comes first, as it does on Lambda's sys.path)."""
+    wanted = {"PATH": ("bin",), "LD_LIBRARY_PATH": ("lib",), **launcher.layer_paths}
+    return {name: ":".join([*(p for p in env.get(name, "").split(":") if p),
+                            *(f"{opt}/{folder}" for folder in folders)])
+            for name, folders in wanted.items()}
+
+
 def worker_spec(fn: FunctionConfig, config: Config, environ: dict[str, str],
                 isolation: Isolation) -> WorkerSpec:
     """How the function's fork server and workers are started: runtime, environment, sandbox
@@ -108,30 +119,49 @@ def worker_spec(fn: FunctionConfig, config: Config, environ: dict[str, str],
         launcher = probe(fn.runtime, environ.get("PATH", os.defpath))
     except BadRuntime:  # gone since the config was checked: each start reports it
         launcher = Launcher(fn.runtime, fn.runtime, ())
-    sandbox = isolation.sandbox(fn, launcher)
+    opt = opt_folder(config.server.data_dir, fn.layers)
+    sandbox = isolation.sandbox(fn, launcher, opt)
     # The code and the runtime's files as the worker sees them: where the sandbox has them, or
     # where they are (unsandboxed, a Python function's packages are the daemon's site-packages).
     task, runtime = ((TASK_ROOT, RUNTIME_DIR) if sandbox is not None else
                      (fn.code, os.path.dirname(launcher.files[0]) if launcher.files else ""))
     env = worker_env(fn, config, environ, launcher if sandbox is not None else None, runtime)
-    command = tuple(arg.replace("{task}", task).replace("{runtime}", runtime) for arg in launcher.worker)
+    opt_inside = OPT if sandbox is not None else opt
+    if opt:
+        env |= layer_env(env, launcher, opt_inside)
+    command = tuple(arg.replace("{task}", task).replace("{runtime}", runtime).replace("{opt}", opt_inside)
+                    for arg in worker_command(launcher, fn.code, opt))
     return WorkerSpec(python=launcher.executable, env=env, cwd=fn.code,
                       fork=fn.fork_server and not launcher.worker, command=command,
                       sandbox=sandbox, memory_mb=fn.memory_mb, pids_max=config.sandbox.pids_max,
                       nofile=config.sandbox.nofile)
 
 
+def worker_command(launcher: Launcher, code: str, opt: str) -> tuple[str, ...]:
+    """What each worker execs: the launcher's command, or, for a runtime whose entry the package
+    may leave to a layer (a custom runtime's bootstrap), the layer's ``/opt/bootstrap`` when the
+    package has none and a layer has one, as Lambda looks for it."""
+    entry = launcher.layer_entry
+    if (entry and opt and not os.path.lexists(os.path.join(code, entry))
+            and os.path.lexists(os.path.join(opt, entry))):
+        return (f"{{opt}}/{entry}", *launcher.worker[1:])
+    return launcher.worker
+
+
 class BadEntrypoint(Exception):
     """The runtime's entry point (a custom runtime's ``bootstrap``) cannot be run."""
 
 
-def entrypoint_problem(spec: WorkerSpec, code: str) -> str | None:
+def entrypoint_problem(spec: WorkerSpec, code: str, opt: str) -> str | None:
     """Why the file a Runtime API worker execs cannot run, if it cannot (Lambda's message)."""
-    root = TASK_ROOT if spec.sandbox is not None else code
+    sandboxed = spec.sandbox is not None
     inside = spec.command[0] if spec.command else ""
-    if not inside.startswith(f"{root}/"):  # not in the package: the runtime's own, checked by probe
+    for root, folder in ((TASK_ROOT if sandboxed else code, code), (OPT if sandboxed else opt, opt)):
+        if folder and inside.startswith(f"{root}/"):
+            break
+    else:  # neither the package's nor a layer's: the runtime's own, checked by probe
         return None
-    host = Path(code, inside[len(root) + 1:])
+    host = Path(folder, inside[len(root) + 1:])
     if not host.is_file():
         return f"Couldn't find valid bootstrap(s): [{inside}]"
     if not host.stat().st_mode & 0o001:  # the function's uid is "other" to its files
@@ -472,7 +502,8 @@ class FunctionPool:
         """Start a worker: forked warm from the function's fork server, or a fresh process."""
         server = self._fork_server()
         try:
-            if problem := entrypoint_problem(self.spec, self.config.code):
+            opt = opt_folder(self._daemon[0].server.data_dir, self.config.layers)
+            if problem := entrypoint_problem(self.spec, self.config.code, opt):
                 raise BadEntrypoint(problem)
             await server.fork(worker, env, deadline)
             return

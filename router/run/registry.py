@@ -33,6 +33,8 @@ from router.metering.sink import LogWriter
 from router.run.capacity import Capacity
 from router.run.isolation import Isolation
 from router.run.pool import FunctionPool
+from router.store import opt
+from router.store.layers import LayerStore, version_arn
 from router.store.store import Deployed, Store, stamp
 from sources.mappings import Mappings
 from sources.scheduler import Scheduler
@@ -118,6 +120,8 @@ class Registry:
                 deployed.function = msgspec.structs.replace(deployed.function,
                                                             url=FunctionUrl(enabled=False))
             self._add(deployed)
+        self.layers = LayerStore(config.server.data_dir)
+        self._settle_layers()
         self.routes = route_table(config)
         self.mappings = Mappings(config, self.intake, self.lookup)  # SQS and S3 triggers
         self.asyncq = AsyncInvoker(config, self.intake, self.lookup, self.mappings.clients,
@@ -127,6 +131,19 @@ class Registry:
         self.trusted = trusted_networks(config.server)  # proxies whose X-Forwarded-For counts
         self._ticker: asyncio.Task[None] | None = None
         self.leaving = False  # SIGTERM came: /readyz says so, responses close their connections
+
+    def layers_in_use(self) -> set[str]:
+        """The layer versions the deployed functions name (their content must stay)."""
+        return {arn for d in self.deployed.values() for arn in d.function.layers}
+
+    def _settle_layers(self) -> None:
+        """At start-up, before any worker: the deployed functions' merged /opt folders made,
+        and the folders no function needs any more removed (deleted versions, old merges)."""
+        server = self.config.server
+        self.layers.prune(self.layers_in_use(),
+                          lambda name, n: version_arn(server.region, server.account_id, name, n))
+        merged = {opt.ensure(server.data_dir, d.function.layers) for d in self.deployed.values()}
+        opt.prune(server.data_dir, merged)
 
     def _add_from_file(self, fn: FunctionConfig) -> FunctionPool:
         """A function of the config file (read-only through the API unless it says otherwise)."""
@@ -192,6 +209,9 @@ class Registry:
             if name in self.deployed:
                 await self.undeploy(name)
                 done.append(f"removed {name}")
+        for fn in wanted.values():  # merged before a worker of the new config binds it
+            if len(fn.layers) > 1:
+                await asyncio.to_thread(opt.ensure, self.config.server.data_dir, fn.layers)
         for name, fn in wanted.items():
             deployed = self.deployed.get(name)
             if deployed is None:

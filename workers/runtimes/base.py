@@ -31,3 +31,10 @@ class Launcher(msgspec.Struct, frozen=True):
     # Host files and folders of the runtime's own (its client, its packages), bound by name in
     # /var/runtime, which is LAMBDA_RUNTIME_DIR.
     files: tuple[str, ...] = ()
+    # Where the runtime looks into a function's layers, as Lambda's does: each variable with the
+    # folders under /opt it lists, searched before any the variable had (PATH and LD_LIBRARY_PATH,
+    # /opt/bin and /opt/lib, are every runtime's).
+    layer_paths: dict[str, tuple[str, ...]] = {}
+    # The file of ``worker``'s "{task}/FILE" that a layer may bring instead, at /opt/FILE, when the
+    # package has none ("bootstrap": a custom runtime published as a layer).
+    layer_entry: str = ""

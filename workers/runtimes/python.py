@@ -78,5 +78,8 @@ def probe(runtime: str, path: str | None = None) -> Launcher:
                          f"{' '.join(detail[0].split())}") from None
     if f"python{version}" != runtime:
         raise BadRuntime(f"{json.dumps(runtime)} ({found}) is Python {version}")
+    # The bootstrap puts PYTHONPATH after the code and before the runtime's boto3 on sys.path:
+    # where Lambda's Python has a layer's packages.
+    layers = (f"python/lib/python{version}/site-packages", "python")
     return Launcher(runtime, executable, (base,), path=(os.path.dirname(executable),),
-                    files=packages())
+                    files=packages(), layer_paths={"PYTHONPATH": layers})

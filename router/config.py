@@ -26,6 +26,7 @@ import msgspec
 from msgspec import Meta, Struct
 
 from router.api.routes import Route, RouteError, RouteTable, parse_route
+from router.store.images import ImageError, Overrides, Registry, parse_reference, resolve_local
 from sources.cron import ScheduleError, zone
 from sources.cron import parse as parse_schedule
 from sources.filters import FilterError, compile_filters
@@ -281,8 +282,10 @@ class AsyncInvoke(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True)
 
 class FunctionConfig(Struct, frozen=True, forbid_unknown_fields=True):
     name: FunctionName
-    handler: Handler
-    code: str
+    # A zip-style function has a handler and its code folder; an image function has neither: it
+    # has ``image`` (and after its fetch, ``code`` is the unpacked image's cache folder).
+    handler: Handler = ""
+    code: str = ""
     # The router's own Python unless the function names another.
     runtime: Runtime = f"python3.{sys.version_info.minor}"
     memory_mb: _int(*MEMORY_MB) = 128
@@ -310,6 +313,17 @@ class FunctionConfig(Struct, frozen=True, forbid_unknown_fields=True):
     # Whether the Lambda API may update or delete this config-defined function (its changes are
     # kept under data_dir and win over this file's code and settings at the next start).
     api_writable: bool = False
+    # PackageType Image: a registry reference ("127.0.0.1:5000/repo:tag"), "oci:PATH[:TAG]" or
+    # "docker-archive:PATH"; ImageConfig's overrides of its ENTRYPOINT, CMD and WORKDIR.
+    image: str = ""
+    image_config: Overrides | None = None
+
+
+class ImagesConfig(Struct, frozen=True, forbid_unknown_fields=True):
+    """How container images are fetched: per registry (its host[:port]), credentials and TLS."""
+
+    registries: dict[str, Registry] = {}
+    pull_timeout_s: _number(1) = 300.0
 
 
 class AsyncConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -338,6 +352,7 @@ class Config(Struct, frozen=True, forbid_unknown_fields=True):
     metering: MeteringConfig = MeteringConfig()
     aws: AwsConfig = AwsConfig()
     async_: AsyncConfig = msgspec.field(default_factory=AsyncConfig, name="async")
+    images: ImagesConfig = ImagesConfig()
     functions: list[FunctionConfig] = []
 
 
@@ -370,7 +385,9 @@ def parse(raw: dict[str, Any], base: Path, environ: Mapping[str, str],
     metering = msgspec.structs.replace(
         config.metering,
         path=str(_metering_path(base, environ, config.metering.path)))
-    functions = [msgspec.structs.replace(f, code=str(base / f.code)) for f in config.functions]
+    functions = [msgspec.structs.replace(f, code=str(base / f.code) if f.code else "",
+                                         image=resolve_local(f.image, base))
+                 for f in config.functions]
     config = msgspec.structs.replace(config, server=server, metering=metering, functions=functions)
     check(config, environ.get("PATH", os.defpath))
     return config
@@ -646,6 +663,13 @@ def check(config: Config, path: str | None) -> None:
         if f.name in seen:
             raise ConfigError(f"{at}.name: duplicate function name {json.dumps(f.name)}")
         seen.add(f.name)
+        if f.image or f.image_config is not None:
+            if problem := image_problem(f, config.sandbox):
+                raise ConfigError(f"{at}.{problem}")
+            continue
+        for key in ("handler", "code"):
+            if not getattr(f, key):
+                raise ConfigError(f"{at}.{key}: required key is missing (or give an image)")
         try:
             probe(f.runtime, path)
         except BadRuntime as e:
@@ -680,6 +704,25 @@ def check(config: Config, path: str | None) -> None:
     for first, second in RouteTable(routes).conflicts():
         raise ConfigError(f"functions: route {second.key!r} of {second.target!r} conflicts with "
                           f"{first.key!r} of {first.target!r}")
+
+
+def image_problem(fn: FunctionConfig, sandbox: SandboxConfig) -> str | None:
+    """What is wrong with an image function's settings ("key: why"), if anything."""
+    if not fn.image:
+        return "image: required with image_config"
+    if fn.handler or fn.code:
+        return f"{'handler' if fn.handler else 'code'}: an image function has none (its CMD is the handler)"
+    if sandbox.mode != "bubblewrap":
+        return 'image: an image runs in the sandbox: it needs [sandbox] mode = "bubblewrap"'
+    try:
+        parse_reference(fn.image, local=True)
+    except ImageError as e:
+        return str(e) if str(e).startswith("image:") else f"image: {e}"
+    overrides = fn.image_config
+    if overrides is not None and overrides.working_directory and \
+            not overrides.working_directory.startswith("/"):
+        return "image_config.working_directory: must be an absolute path"
+    return None
 
 
 def closed_to_others(code: Path, handler: str) -> str | None:

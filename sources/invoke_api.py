@@ -80,6 +80,9 @@ async def invoke(request: web.BaseRequest, registry: Registry, text: str) -> web
         arn = pool.arn if pool else f"function:{text}"
         return aws_error(404, "ResourceNotFoundException",
                          f"Function not found: {arn}" + (f":{qualifier}" if qualifier else ""))
+    if pool.unavailable is not None:  # its image could not be had: Lambda's answer for a Failed one
+        return aws_error(409, "CodeArtifactUserFailedException",
+                         f"Lambda failed to prepare the function's image: {pool.unavailable}")
     headers = request.headers
     invocation_type = headers.get("X-Amz-Invocation-Type", "RequestResponse")
     if invocation_type not in INVOCATION_TYPES:

@@ -29,5 +29,8 @@ class Launcher(msgspec.Struct, frozen=True):
     # that execs a command speaks the Lambda Runtime API.
     worker: tuple[str, ...] = ()
     # Host files and folders of the runtime's own (its client, its packages), bound by name in
-    # /var/runtime, which is LAMBDA_RUNTIME_DIR.
+    # /var/runtime, which is LAMBDA_RUNTIME_DIR (an image's sandbox: under HOST_DIR, by path).
     files: tuple[str, ...] = ()
+    # What runs ``executable`` in front of it: an image's sandbox starts the daemon's Python
+    # through the host's dynamic loader (see workers.runtimes.image).
+    loader: tuple[str, ...] = ()

@@ -111,7 +111,12 @@ def parse_reference(text: str, local: bool) -> Source:
                          "\"127.0.0.1:5000/repository:tag\" or \"repository@sha256:…\"")
     host = m["host"] or ""
     if not host or not ("." in host or ":" in host or host == "localhost"):
-        host = "docker.io"  # "library/python": a Docker Hub repository, as docker reads it
+        # "library/python": a Docker Hub repository, as docker reads it; then the first part is
+        # a path component, which is lower-case.
+        if host != host.lower():
+            raise ImageError(f"image: {json.dumps(text)} is not an image reference (repository "
+                             "names are lower-case)")
+        host = "docker.io"
     if not m["tag"] and not m["digest"]:
         ref += ":latest"
     return Source(f"docker://{ref}", host)

@@ -669,7 +669,7 @@ def check(config: Config, path: str | None) -> None:
             continue
         for key in ("handler", "code"):
             if not getattr(f, key):
-                raise ConfigError(f"{at}.{key}: required key is missing (or give an image)")
+                raise ConfigError(f"{at}.{key}: required key is missing")
         try:
             probe(f.runtime, path)
         except BadRuntime as e:

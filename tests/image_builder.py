@@ -13,13 +13,18 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import time
+import warnings
 from pathlib import Path
 
 from workers.runtimes.base import BASE_PYTHON
 from workers.runtimes.image import ldd
 from workers.runtimes.python import distribution_files
+
+USER, PASSWORD = "puller", "s3cret-Pa55"  # the htpasswd registry's one account
 
 # A shell bootstrap that needs nothing but the shell's builtins and curl.
 SHELL_BOOTSTRAP = r"""#!/bin/sh
@@ -32,6 +37,10 @@ while true; do
   done < /tmp/headers
   read -r EVENT < /tmp/event
   echo "shell handling $REQUEST_ID"
+  case "$EVENT" in
+    *spin*) while :; do :; done ;;
+    *exit*) exit 3 ;;
+  esac
   HOST=no; [ -e /etc/shadow ] && HOST=yes
   BODY="{\"event\": $EVENT, \"handler\": \"$1\", \"cwd\": \"$(pwd)\", \"greeting\": \"$GREETING\","
   BODY="$BODY \"from_image\": \"$FROM_IMAGE\", \"marker\": \"$(cat /image-marker)\", \"shadow\": \"$HOST\"}"
@@ -171,3 +180,33 @@ def save(oci: str, tarball: Path, name: str) -> str:
     """The image as ``docker save`` writes it; its ``docker-archive:`` reference."""
     run("skopeo", "copy", "--quiet", oci, f"docker-archive:{tarball}:{name}")
     return f"docker-archive:{tarball}"
+
+
+def start_registry(folder: Path, auth: bool) -> tuple[subprocess.Popen[bytes], str]:
+    """Debian's docker-registry on a loopback port of its own, its storage in ``folder``; no
+    debug or metrics listener (the config names none)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    lines = ["version: 0.1", "log:", "  level: error", "  accesslog:", "    disabled: true",
+             "storage:", "  filesystem:", f"    rootdirectory: {folder / 'storage'}",
+             "http:", f"  addr: 127.0.0.1:{port}"]
+    if auth:
+        with warnings.catch_warnings():  # deprecated, and the one bcrypt the machine has
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import crypt
+        hashed = crypt.crypt(PASSWORD, crypt.mksalt(crypt.METHOD_BLOWFISH))
+        (folder / "htpasswd").write_text(f"{USER}:{hashed}\n")
+        lines += ["auth:", "  htpasswd:", "    realm: headwater-tests", f"    path: {folder / 'htpasswd'}"]
+    (folder / "config.yml").write_text("\n".join(lines) + "\n")
+    proc = subprocess.Popen(["docker-registry", "serve", str(folder / "config.yml")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        done = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                               f"http://127.0.0.1:{port}/v2/"], capture_output=True, text=True)
+        if done.stdout in ("200", "401"):
+            return proc, f"127.0.0.1:{port}"
+        time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("docker-registry did not start")

@@ -9,14 +9,13 @@ import json
 import os
 import shutil
 import subprocess
-import time
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import image_builder
 import pytest
-from conftest import Daemon, free_port
+from conftest import Daemon
+from image_builder import PASSWORD, USER, start_registry
 
 from router.store.images import (
     ImageError,
@@ -32,8 +31,6 @@ from workers.sandbox import HOST_DIR, Network, Sandbox, argv
 pytestmark = pytest.mark.skipif(
     not all(shutil.which(t) for t in ("skopeo", "umoci", "docker-registry")),
     reason="needs skopeo, umoci and docker-registry (apt-get install skopeo umoci docker-registry)")
-
-USER, PASSWORD = "puller", "s3cret-Pa55"
 
 # --- pure parts --------------------------------------------------------------------------------
 
@@ -122,34 +119,6 @@ def test_an_images_sandbox_is_rooted_in_its_rootfs(tmp_path: Path) -> None:
 # --- registries and images -----------------------------------------------------------------------
 
 
-def start_registry(folder: Path, auth: bool) -> tuple[subprocess.Popen[bytes], str]:
-    """Debian's docker-registry on a loopback port of its own, its storage in ``folder``; no
-    debug or metrics listener (the config names none)."""
-    port = free_port()
-    lines = ["version: 0.1", "log:", "  level: error", "  accesslog:", "    disabled: true",
-             "storage:", "  filesystem:", f"    rootdirectory: {folder / 'storage'}",
-             "http:", f"  addr: 127.0.0.1:{port}"]
-    if auth:
-        with warnings.catch_warnings():  # deprecated, and the one bcrypt the machine has
-            warnings.simplefilter("ignore", DeprecationWarning)
-            import crypt
-        hashed = crypt.crypt(PASSWORD, crypt.mksalt(crypt.METHOD_BLOWFISH))
-        (folder / "htpasswd").write_text(f"{USER}:{hashed}\n")
-        lines += ["auth:", "  htpasswd:", "    realm: headwater-tests", f"    path: {folder / 'htpasswd'}"]
-    (folder / "config.yml").write_text("\n".join(lines) + "\n")
-    proc = subprocess.Popen(["docker-registry", "serve", str(folder / "config.yml")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        done = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
-                               f"http://127.0.0.1:{port}/v2/"], capture_output=True, text=True)
-        if done.stdout in ("200", "401"):
-            return proc, f"127.0.0.1:{port}"
-        time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("docker-registry did not start")
-
-
 class Images:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
@@ -228,6 +197,7 @@ def daemon(make_daemon, images, tmp_path_factory) -> Daemon:  # type: ignore[no-
             "entrypoint": ["/bin/sh", "/var/task/bootstrap"], "command": ["custom.handler"],
             "working_directory": "/"}),
         image_toml("shell-private", f"{auth_registry}/private/shell:v1"),
+        image_toml("shell-limits", built.shell_oci, timeout_s=1),
         image_toml("corrupt", corrupt),
     ])
     # [images] is a table of its own: it goes after [server]'s keys, before the functions.
@@ -296,10 +266,24 @@ def test_functions_of_one_image_share_its_rootfs(daemon: Daemon) -> None:
     digest = first["Configuration"]["CodeSha256"]  # type: ignore[index]
     assert first["Code"]["ResolvedImageUri"].endswith(f"/python@sha256:{digest}")  # type: ignore[index]
     assert invoke(daemon, "py-twin", {})["function_name"] == "py-twin"
-    # One unpacked tree per image: the shell image from the registry, the layout and the
-    # archive are one digest each only where their manifests are the same bytes.
-    assert digest in cache(daemon)
-    assert not any(name.startswith(".staging") for name in cache(daemon))
+    # One unpacked tree per image (per manifest): the shell image is one for the functions of
+    # its layout and of the private registry, whose manifest is the same bytes; the archive's
+    # is another (docker save writes its own manifest).
+    digests = {daemon.request("GET", f"/2015-03-31/functions/{name}").json()[  # type: ignore[index]
+        "Configuration"]["CodeSha256"] for name in ("py", "py-other", "shell-oci", "shell-private",
+                                                    "shell-overridden", "shell-archive")}
+    assert len(digests) == 3 and cache(daemon) == digests
+
+
+def test_timeouts_and_crashes_hold_for_an_image_function(daemon: Daemon) -> None:
+    r = daemon.invoke("shell-limits", "spin")
+    assert r.status == 200 and r.headers["X-Amz-Function-Error"] == "Unhandled", r
+    assert r.json()["errorType"] == "Sandbox.Timedout"  # type: ignore[index]
+    assert daemon.record(r.headers["x-amzn-RequestId"])["outcome"] == "timeout"
+    r = daemon.invoke("shell-limits", "exit")
+    assert r.json()["errorType"] == "Runtime.ExitError", r  # type: ignore[index]
+    assert daemon.record(r.headers["x-amzn-RequestId"])["outcome"] == "crash"
+    assert invoke(daemon, "shell-limits", {"again": 1})["event"] == {"again": 1}  # a fresh worker
 
 
 def test_the_rootfs_is_read_only_and_the_host_is_not_there(daemon: Daemon) -> None:

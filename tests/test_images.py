@@ -25,6 +25,7 @@ from router.store.images import (
     inside,
     launch,
     parse_reference,
+    prepare_rootfs,
 )
 from workers.sandbox import HOST_DIR, Network, Sandbox, argv
 
@@ -95,6 +96,20 @@ def test_links_in_an_image_resolve_inside_it(tmp_path: Path) -> None:
     assert inside(root, "/usr/bin/escape") == root / "etc/shadow"  # clamped at the image's root
     assert inside(root, "/../../../etc") == root / "etc"
     assert inside(root, "/loop") is None
+
+
+def test_a_rootfs_is_made_safe_to_bind(tmp_path: Path) -> None:
+    root = tmp_path / "rootfs"
+    (root / "bin").mkdir(parents=True)
+    (root / "bin/su").write_text("")
+    (root / "bin/su").chmod(0o6755)
+    os.symlink("/etc", root / "tmp")  # a mount point that leads out of the image
+    (root / "proc").write_text("not a folder")
+    prepare_rootfs(root)
+    assert (root / "bin/su").stat().st_mode & 0o7777 == 0o755
+    for name in ("tmp", "proc", "dev", ".headwater"):
+        assert (root / name).is_dir() and not (root / name).is_symlink()
+    assert (root / "etc/resolv.conf").read_text() == "" and (root / "etc/hosts").exists()
 
 
 def test_an_images_sandbox_is_rooted_in_its_rootfs(tmp_path: Path) -> None:

@@ -276,7 +276,7 @@ def prepare_rootfs(root: Path) -> None:
             elif not stat.S_ISLNK(mode) and mode & (stat.S_ISUID | stat.S_ISGID):
                 os.chmod(path, stat.S_IMODE(mode) & ~(stat.S_ISUID | stat.S_ISGID))
     etc = root / "etc"
-    if etc.is_symlink():
+    if etc.is_symlink() or (etc.exists() and not etc.is_dir()):
         return  # the image's own; nothing is bound over it
     etc.mkdir(mode=0o755, exist_ok=True)
     for name in ETC_FILES:
@@ -301,10 +301,10 @@ class Images:
         there yet) and its settings, once its entry point is known to exist for this function's
         ``overrides`` and environment. Raises ``ImageError``."""
         source = parse_reference(reference, local)
-        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         staging = self.root / f".staging-{secrets.token_hex(8)}"
-        staging.mkdir(mode=0o700)
         try:
+            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            staging.mkdir(mode=0o700)
             auth = self._auth(source, staging)
             manifest = self._run(inspect_argv(source, self.registries, auth), "skopeo", staging)
             digest = hashlib.sha256(manifest).hexdigest()
@@ -324,6 +324,8 @@ class Images:
                     if not (folder / "image.json").is_file():
                         raise
             return folder, settings
+        except OSError as e:  # a tree umoci wrote that cannot be prepared, a full disk
+            raise ImageError(f"cannot unpack the image: {e}") from None
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 

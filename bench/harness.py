@@ -18,7 +18,7 @@ import tempfile
 import textwrap
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,9 +129,11 @@ def raw_server(wrap: tuple[str, ...] = ()) -> Iterator[Server]:
 
 @contextlib.contextmanager
 def headwater(functions: str, files: dict[str, str], server: str = "",
-              wrap: tuple[str, ...] = (), executable: tuple[str, ...] = ()) -> Iterator[Server]:
+              wrap: tuple[str, ...] = (), executable: tuple[str, ...] = (),
+              prepare: Callable[[Path], None] | None = None) -> Iterator[Server]:
     """A daemon on a free port; ``functions`` is TOML whose code paths are folders of ``files``
-    (those named in ``executable`` made executable: a custom runtime's bootstrap)."""
+    (those named in ``executable`` made executable: a custom runtime's bootstrap), and of what
+    ``prepare`` puts in the folder before the daemon starts."""
     with tempfile.TemporaryDirectory(prefix="hw-bench-") as tmp:
         Path(tmp).chmod(0o755)  # sandboxed functions run as uids of their own and read their code
         for name, source in files.items():
@@ -139,6 +141,8 @@ def headwater(functions: str, files: dict[str, str], server: str = "",
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(textwrap.dedent(source))
             path.chmod(0o755 if name in executable else 0o644)
+        if prepare is not None:
+            prepare(Path(tmp))
         port = free_port()
         config = Path(tmp) / "config.toml"
         config.write_text(textwrap.dedent(f"""

@@ -28,6 +28,7 @@ from msgspec import Meta, Struct
 from router import tls
 from router.api.routes import Route, RouteError, RouteTable, parse_route
 from router.store import layers as layer_store
+from router.store.images import ImageError, Overrides, Registry, parse_reference, resolve_local
 from sources.cron import ScheduleError, zone
 from sources.cron import parse as parse_schedule
 from sources.filters import FilterError, compile_filters
@@ -298,8 +299,10 @@ class AsyncInvoke(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True)
 
 class FunctionConfig(Struct, frozen=True, forbid_unknown_fields=True):
     name: FunctionName
-    handler: Handler
-    code: str
+    # A zip-style function has a handler and its code folder; an image function has neither: it
+    # has ``image`` (and after its fetch, ``code`` is the unpacked image's cache folder).
+    handler: Handler = ""
+    code: str = ""
     # The router's own Python unless the function names another.
     runtime: Runtime = f"python3.{sys.version_info.minor}"
     memory_mb: _int(*MEMORY_MB) = 128
@@ -329,6 +332,17 @@ class FunctionConfig(Struct, frozen=True, forbid_unknown_fields=True):
     # Whether the Lambda API may update or delete this config-defined function (its changes are
     # kept under data_dir and win over this file's code and settings at the next start).
     api_writable: bool = False
+    # PackageType Image: a registry reference ("127.0.0.1:5000/repo:tag"), "oci:PATH[:TAG]" or
+    # "docker-archive:PATH"; ImageConfig's overrides of its ENTRYPOINT, CMD and WORKDIR.
+    image: str = ""
+    image_config: Overrides | None = None
+
+
+class ImagesConfig(Struct, frozen=True, forbid_unknown_fields=True):
+    """How container images are fetched: per registry (its host[:port]), credentials and TLS."""
+
+    registries: dict[str, Registry] = {}
+    pull_timeout_s: _number(1) = 300.0
 
 
 class AsyncConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -357,6 +371,7 @@ class Config(Struct, frozen=True, forbid_unknown_fields=True):
     metering: MeteringConfig = MeteringConfig()
     aws: AwsConfig = AwsConfig()
     async_: AsyncConfig = msgspec.field(default_factory=AsyncConfig, name="async")
+    images: ImagesConfig = ImagesConfig()
     functions: list[FunctionConfig] = []
 
 
@@ -391,7 +406,9 @@ def parse(raw: dict[str, Any], base: Path, environ: Mapping[str, str],
     metering = msgspec.structs.replace(
         config.metering,
         path=str(_metering_path(base, environ, config.metering.path)))
-    functions = [msgspec.structs.replace(f, code=str(base / f.code)) for f in config.functions]
+    functions = [msgspec.structs.replace(f, code=str(base / f.code) if f.code else "",
+                                         image=resolve_local(f.image, base))
+                 for f in config.functions]
     config = msgspec.structs.replace(config, server=server, metering=metering, functions=functions)
     check(config, environ.get("PATH", os.defpath))
     return config
@@ -671,17 +688,11 @@ def check(config: Config, path: str | None) -> None:
         if f.name in seen:
             raise ConfigError(f"{at}.name: duplicate function name {json.dumps(f.name)}")
         seen.add(f.name)
-        try:
-            probe(f.runtime, path)
-        except BadRuntime as e:
-            raise ConfigError(f"{at}.runtime: {e}") from None
-        if not Path(f.code).is_dir():
-            raise ConfigError(f"{at}.code: {json.dumps(f.code)} is not a directory")
-        if problem := layers_problem(f.layers, server):
-            raise ConfigError(f"{at}.layers: {problem}")
-        if sandboxed_uid and (closed := closed_to_others(Path(f.code), f.handler)):
-            raise ConfigError(f"{at}.code: {closed} cannot be read by the function, which runs as a "
-                              "uid of its own: make it world-readable (chmod -R o+rX)")
+        if f.image or f.image_config is not None:
+            if problem := image_problem(f, config.sandbox):
+                raise ConfigError(f"{at}.{problem}")
+        else:
+            check_package(f, at, path, server, sandboxed_uid)
         if f.async_.on_success == "dlq":
             raise ConfigError(f'{at}.async.on_success: "dlq" keeps failures; a success goes to a '
                               "function or a queue")
@@ -709,6 +720,25 @@ def check(config: Config, path: str | None) -> None:
                           f"{first.key!r} of {first.target!r}")
 
 
+def check_package(f: FunctionConfig, at: str, path: str | None, server: ServerConfig,
+                  sandboxed_uid: bool) -> None:
+    """A zip function's code, runtime and layers."""
+    for key in ("handler", "code"):
+        if not getattr(f, key):
+            raise ConfigError(f"{at}.{key}: required key is missing")
+    try:
+        probe(f.runtime, path)
+    except BadRuntime as e:
+        raise ConfigError(f"{at}.runtime: {e}") from None
+    if not Path(f.code).is_dir():
+        raise ConfigError(f"{at}.code: {json.dumps(f.code)} is not a directory")
+    if problem := layers_problem(f.layers, server):
+        raise ConfigError(f"{at}.layers: {problem}")
+    if sandboxed_uid and (closed := closed_to_others(Path(f.code), f.handler)):
+        raise ConfigError(f"{at}.code: {closed} cannot be read by the function, which runs as a "
+                          "uid of its own: make it world-readable (chmod -R o+rX)")
+
+
 def layers_problem(arns: list[str], server: ServerConfig) -> str | None:
     """Why a config file's function cannot have these layers: Lambda's rules, then a version
     that is not under data_dir (publish it first; a deleted one a function used stays there)."""
@@ -719,6 +749,27 @@ def layers_problem(arns: list[str], server: ServerConfig) -> str | None:
         if folder is None or not folder.is_dir():
             return (f"layer version {arn} does not exist in {server.data_dir} (publish it with "
                     "aws lambda publish-layer-version)")
+    return None
+
+
+def image_problem(fn: FunctionConfig, sandbox: SandboxConfig) -> str | None:
+    """What is wrong with an image function's settings ("key: why"), if anything."""
+    if not fn.image:
+        return "image: required with image_config"
+    if fn.handler or fn.code:
+        return f"{'handler' if fn.handler else 'code'}: an image function has none (its CMD is the handler)"
+    if fn.layers:
+        return "layers: an image function has none, as on Lambda (the image holds what they would)"
+    if sandbox.mode != "bubblewrap":
+        return 'image: an image runs in the sandbox: it needs [sandbox] mode = "bubblewrap"'
+    try:
+        parse_reference(fn.image, local=True)
+    except ImageError as e:
+        return str(e) if str(e).startswith("image:") else f"image: {e}"
+    overrides = fn.image_config
+    if overrides is not None and overrides.working_directory and \
+            not overrides.working_directory.startswith("/"):
+        return "image_config.working_directory: must be an absolute path"
     return None
 
 

@@ -12,12 +12,14 @@ import socket
 import ssl
 from collections.abc import Callable, Mapping
 
+import msgspec
 from aiohttp import web
 
 from router import daemonfile, listener, systemd, tls
 from router.api.dispatch import build_server
 from router.config import Config, ConfigError, split_listen
 from router.health import HealthListener
+from router.run import images
 from router.run.isolation import SandboxUnavailable
 from router.run.registry import Registry
 
@@ -100,8 +102,11 @@ async def serve(config: Config, environ: Mapping[str, str],
 
     started = asyncio.Event()
     loop.add_signal_handler(RELOAD_SIGNAL, on_sighup)
+    # Image functions' images are fetched before the daemon listens, so that none is Pending.
+    functions, failures = await images.resolve(config.functions, images.cache_of(config))
+    config = msgspec.structs.replace(config, functions=functions)
     try:
-        registry = Registry(config, environ)
+        registry = Registry(config, environ, failures)
     except SandboxUnavailable as e:
         log.error("cannot start: %s", e)
         return 2

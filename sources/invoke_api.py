@@ -94,6 +94,9 @@ async def parse_call(request: web.BaseRequest, registry: Registry, text: str, op
         arn = pool.arn if pool else f"function:{text}"
         return aws_error(404, "ResourceNotFoundException",
                          f"Function not found: {arn}" + (f":{qualifier}" if qualifier else ""))
+    if pool.unavailable is not None:  # its image could not be had: Lambda's answer for a Failed one
+        return aws_error(409, "CodeArtifactUserFailedException",
+                         f"Lambda failed to prepare the function's image: {pool.unavailable}")
     headers = request.headers
     invocation_type = headers.get("X-Amz-Invocation-Type", "RequestResponse")
     if invocation_type not in invocation_types:

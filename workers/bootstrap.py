@@ -499,7 +499,8 @@ def fork_worker(ctrl: socket.socket, request: dict, handler, command: list, envi
                 close_other_fds(set())
                 os.environ.update(request["env"])
                 try:
-                    os.execv(command[0], command)
+                    # A bare name (an image's ENTRYPOINT "python3") is looked up on the worker's PATH.
+                    os.execvp(command[0], command)
                 except OSError as e:
                     os.write(2, ("cannot run %s: %s\n" % (command[0], e.strerror)).encode())
                     os._exit(127)

@@ -152,8 +152,8 @@ class ForkServer:
         sandbox = spec.sandbox
         bootstrap = BOOTSTRAP if sandbox is None else bootstrap_path(sandbox)
         mode = "api" if spec.command else "fork" if spec.fork else "exec"
-        command = [*python_argv(spec.python, bootstrap), "forkserver", str(theirs.fileno()), mode,
-                   *spec.command]
+        command = [*spec.loader, *python_argv(spec.python, bootstrap), "forkserver",
+                   str(theirs.fileno()), mode, *spec.command]
         handshake: tuple[int, int] | None = None
         if sandbox is not None:
             info_r, info_w = os.pipe()

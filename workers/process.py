@@ -87,6 +87,7 @@ class WorkerSpec(msgspec.Struct, frozen=True):
     python: str
     env: dict[str, str]
     cwd: str
+    loader: tuple[str, ...] = ()  # what runs ``python`` (an image's sandbox: the host's loader)
     fork: bool = True  # fork warm workers from an imported module; else exec a fresh interpreter
     # What each worker execs instead of the Python bootstrap: a Runtime API client (ApiWorker).
     command: tuple[str, ...] = ()

@@ -31,6 +31,9 @@ import msgspec
 TASK_ROOT = "/var/task"
 RUNTIME_DIR = "/var/runtime"
 OPT = "/opt"  # where a function's layers are
+# In an image's sandbox, where the host's files the fork server needs are (each at its host path
+# below it): out of the way of an image's own /var/runtime, /opt and the like.
+HOST_DIR = "/.headwater"
 SANDBOX_UID = 993  # the uid a function sees when the sandbox maps one (Lambda's sbx_user1051)
 
 # Host files a function may need that hold nothing of the daemon's: name resolution, certificates,
@@ -58,6 +61,12 @@ class Sandbox(msgspec.Struct, frozen=True):
     hostname: str = "sandbox"
     files: tuple[str, ...] = ()  # host files of the runtime's own, read-only in /var/runtime
     opt: str = ""  # host folder of the function's layers, read-only at /opt ("": no layers)
+    # A container image's unpacked rootfs: the sandbox's root, read-only, instead of the host's
+    # /usr (``code`` is then unused, the runtime's folders and files are under HOST_DIR), and
+    # the folder its workers start in (the image's WORKDIR).
+    root: str = ""
+    cwd: str = TASK_ROOT
+    setpriv: tuple[str, ...] = ("setpriv",)  # how setpriv runs in the sandbox (an image has none)
 
 
 def runtime_path(host: str) -> str:
@@ -66,7 +75,7 @@ def runtime_path(host: str) -> str:
 
 
 def bootstrap_path(sandbox: Sandbox) -> str:
-    return runtime_path(sandbox.bootstrap)
+    return HOST_DIR + sandbox.bootstrap if sandbox.root else runtime_path(sandbox.bootstrap)
 
 
 def _parents(path: str, made: set[str]) -> list[str]:
@@ -98,7 +107,46 @@ def argv(sandbox: Sandbox, command: list[str], info_fd: int, block_fd: int | Non
         # Only what setpriv needs to drop to the function's uid; it then drops these too.
         args += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID",
                  "--cap-add", "CAP_SETPCAP"]
-    args += ["--ro-bind", "/usr", "/usr"]
+    args += _image_root(sandbox) if sandbox.root else _host_root(sandbox, root)
+    args += [
+             "--proc", "/proc", "--dev", "/dev", "--chdir", sandbox.cwd, "--info-fd", str(info_fd)]
+    if block_fd is not None:
+        args += ["--block-fd", str(block_fd)]
+    if seccomp_fd is not None:
+        args += ["--seccomp", str(seccomp_fd)]
+    args.append("--")
+    if sandbox.uid is not None:
+        args += [*sandbox.setpriv, f"--reuid={sandbox.uid}", f"--regid={sandbox.uid}", "--clear-groups",
+                 "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--"]
+    return args + command
+
+
+def _tmp(sandbox: Sandbox) -> list[str]:
+    return ["--perms", "1777", "--size", str(sandbox.tmp_mb * 1024 * 1024), "--tmpfs", "/tmp"]
+
+
+def _image_root(sandbox: Sandbox) -> list[str]:
+    """An image's rootfs as the root, read-only (its mount points were made when it was unpacked:
+    nothing can be created in it); the host's resolver files over its own; the fork server's
+    interpreter and libraries under HOST_DIR, on a tmpfs made read-only once they are bound."""
+    args = ["--ro-bind", sandbox.root, "/"]
+    for path in ("/etc/resolv.conf", "/etc/hosts"):
+        # Only over a plain file of the image's: its links are resolved on the host here.
+        inside = [Path(sandbox.root, "etc"), Path(sandbox.root, path.lstrip("/"))]
+        if Path(path).exists() and not any(p.is_symlink() for p in inside) and inside[1].is_file():
+            args += ["--ro-bind", path, path]
+    args += _tmp(sandbox)
+    made = {HOST_DIR}
+    args += ["--perms", "0755", "--tmpfs", HOST_DIR]
+    for host in (*sandbox.runtime, *sandbox.files, sandbox.bootstrap):
+        args += [*_parents(HOST_DIR + host, made), "--ro-bind", host, HOST_DIR + host]
+    return [*args, "--remount-ro", HOST_DIR]
+
+
+def _host_root(sandbox: Sandbox, root: str) -> list[str]:
+    """The host's /usr and a few /etc files, the runtime's folders at their own paths, the code
+    at /var/task and the runtime's files in /var/runtime."""
+    args = ["--ro-bind", "/usr", "/usr"]
     for name in MERGED_USR:
         host = Path(root, name)
         if host.is_symlink():
@@ -111,7 +159,7 @@ def argv(sandbox: Sandbox, command: list[str], info_fd: int, block_fd: int | Non
             args += [*_parents(path, made), "--ro-bind", path, path]
     # /tmp first: a runtime that lives under /tmp (a virtualenv made there) is bound over it, not
     # hidden by it.
-    args += ["--perms", "1777", "--size", str(sandbox.tmp_mb * 1024 * 1024), "--tmpfs", "/tmp"]
+    args += _tmp(sandbox)
     made.add("/tmp")
     for folder in sandbox.runtime:
         if not folder.startswith("/usr/"):
@@ -125,17 +173,7 @@ def argv(sandbox: Sandbox, command: list[str], info_fd: int, block_fd: int | Non
              bootstrap_path(sandbox)]
     for file in sandbox.files:
         args += ["--ro-bind", file, runtime_path(file)]
-    args += [
-             "--proc", "/proc", "--dev", "/dev", "--chdir", TASK_ROOT, "--info-fd", str(info_fd)]
-    if block_fd is not None:
-        args += ["--block-fd", str(block_fd)]
-    if seccomp_fd is not None:
-        args += ["--seccomp", str(seccomp_fd)]
-    args.append("--")
-    if sandbox.uid is not None:
-        args += ["setpriv", f"--reuid={sandbox.uid}", f"--regid={sandbox.uid}", "--clear-groups",
-                 "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--"]
-    return args + command
+    return args
 
 
 def pasta_argv(sandbox: Sandbox, netns_fd: int, userns_fd: int | None) -> list[str]:

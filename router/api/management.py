@@ -15,6 +15,7 @@ import functools
 import json
 import re
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -36,6 +37,7 @@ from router.config import (
 )
 from router.run.registry import Handler, Registry, parse_function_name
 from router.store import archive, opt
+from router.store.images import LOCAL_TRANSPORTS, ImageError, Overrides
 from router.store.layers import layers_problem, parse_version_arn, tree_size, unzipped_size
 from router.store.store import Deployed, stamp
 from workers.runtimes import EXAMPLES, BadRuntime, probe
@@ -100,7 +102,6 @@ UNIMPLEMENTED: dict[str, Callable[[Any], bool]] = {
     "Publish": _off,
     "PublishTo": _off,
     "KMSKeyArn": _off,
-    "ImageConfig": _off,
     "CodeSigningConfigArn": _off,
     "EphemeralStorage": lambda v: _off(v) or v == {"Size": 512},
     "LoggingConfig": lambda v: _off(v) or v == {"LogFormat": "Text"},
@@ -110,9 +111,9 @@ UNIMPLEMENTED: dict[str, Callable[[Any], bool]] = {
 }
 # What each operation implements, beyond the parameters in UNIMPLEMENTED.
 CREATE_PARAMETERS = {"FunctionName", "Runtime", "Role", "Handler", "Code", "Description", "Timeout",
-                     "MemorySize", "PackageType", "Environment", "Tags", "Layers"}
+                     "MemorySize", "PackageType", "Environment", "Tags", "Layers", "ImageConfig"}
 UPDATE_PARAMETERS = {"Role", "Handler", "Description", "Timeout", "MemorySize", "Environment",
-                     "Runtime", "RevisionId", "Layers"}
+                     "Runtime", "RevisionId", "Layers", "ImageConfig"}
 
 
 def unimplemented(body: dict[str, Any], implemented: set[str],
@@ -139,7 +140,7 @@ def refuse_unimplemented(body: dict[str, Any], implemented: set[str]) -> None:
 
 def configuration(registry: Registry, deployed: Deployed) -> dict[str, Any]:
     fn = deployed.function
-    return {
+    described = {
         "FunctionName": fn.name,
         "FunctionArn": function_arn(registry.config.server, fn.name),
         "Runtime": fn.runtime,
@@ -163,6 +164,61 @@ def configuration(registry: Registry, deployed: Deployed) -> dict[str, Any]:
         **({"Layers": [{"Arn": arn, "CodeSize": code_size(registry, arn)} for arn in fn.layers]}
            if fn.layers else {}),
     }
+    if fn.image:
+        del described["Runtime"], described["Handler"]
+        # The unpacked image's folder is named by its manifest's digest (config functions too).
+        described |= {"PackageType": "Image", "CodeSha256": image_digest(fn), "CodeSize": 0}
+        if fn.image_config is not None:
+            described["ImageConfigResponse"] = {"ImageConfig": image_config_out(fn.image_config)}
+        if (failure := registry.unavailable(fn)) is not None:
+            described |= {"State": "Failed", "StateReason": failure,
+                          "StateReasonCode": failure.partition(":")[0]}
+    return described
+
+
+def image_digest(fn: FunctionConfig) -> str:
+    return Path(fn.code).name if fn.code else ""
+
+
+def image_config_out(overrides: Overrides) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if overrides.entrypoint is not None:
+        out["EntryPoint"] = overrides.entrypoint
+    if overrides.command is not None:
+        out["Command"] = overrides.command
+    if overrides.working_directory:
+        out["WorkingDirectory"] = overrides.working_directory
+    return out
+
+
+def image_config_in(value: Any) -> Overrides | None:
+    """Lambda's ImageConfig; ``Invalid`` if it is not one."""
+    if value is None or value == {}:
+        return None
+    if not isinstance(value, dict) or set(value) - {"EntryPoint", "Command", "WorkingDirectory"}:
+        raise Invalid("ImageConfig: expected an object with EntryPoint, Command, WorkingDirectory")
+    for key in ("EntryPoint", "Command"):
+        items = value.get(key)
+        if items is not None and (not isinstance(items, list) or len(items) > 1500 or
+                                  not all(isinstance(i, str) for i in items)):
+            raise Invalid(f"ImageConfig.{key}: expected a list of strings")
+    workdir = value.get("WorkingDirectory") or ""
+    if not isinstance(workdir, str) or (workdir and not workdir.startswith("/")) or len(workdir) > 1000:
+        raise Invalid("ImageConfig.WorkingDirectory: expected an absolute path")
+    return Overrides(value.get("EntryPoint"), value.get("Command"), workdir)
+
+
+async def fetch_image(registry: Registry, fn: FunctionConfig, uri: Any) -> tuple[FunctionConfig, str]:
+    """The function with its image fetched and unpacked (``code`` its cache folder), and the
+    image's digest; ``Invalid`` naming what failed, and nothing left in the cache then."""
+    if not isinstance(uri, str) or not uri:
+        raise Invalid("Code.ImageUri: required for PackageType Image")
+    try:
+        folder, settings = await asyncio.to_thread(registry.images.fetch, uri, fn.image_config,
+                                                   fn.env, False)
+    except ImageError as e:
+        raise Invalid(f"Code.ImageUri: {uri}: {e}") from None
+    return msgspec.structs.replace(fn, image=uri, code=str(folder)), settings.digest
 
 
 def code_size(registry: Registry, arn: str) -> int:
@@ -236,6 +292,10 @@ def apply_settings(fn: FunctionConfig, body: dict[str, Any]) -> FunctionConfig:
         changes["ephemeral_storage_mb"] = _int(storage, "Size", *EPHEMERAL_MB)
     if "Timeout" in body:
         changes["timeout_s"] = _int(body, "Timeout", *TIMEOUT_S)
+    if "ImageConfig" in body:
+        if not fn.image and body["ImageConfig"]:
+            raise Invalid("ImageConfig: only for PackageType Image")
+        changes["image_config"] = image_config_in(body["ImageConfig"])
     if "Environment" in body:
         environment = body["Environment"] or {}
         if not isinstance(environment, dict):
@@ -260,7 +320,8 @@ def zip_of(code: Any, field: str = "Code") -> bytes:
     """The zip of a Code (or a layer's Content) parameter; ``Invalid`` if it has none."""
     if not isinstance(code, dict) or "ZipFile" not in code:
         if isinstance(code, dict) and ({"S3Bucket", "ImageUri"} & set(code)):
-            raise Invalid(f"{field}: only {field}.ZipFile is supported (no S3Bucket/ImageUri)")
+            raise Invalid(f"{field}: only {field}.ZipFile is supported (no S3Bucket"
+                          + ("; ImageUri needs PackageType Image)" if field == "Code" else ")"))
         raise Invalid(f"{field}.ZipFile: a base64-encoded zip archive is required")
     try:
         return base64.b64decode(code["ZipFile"], validate=True)
@@ -355,11 +416,17 @@ async def create_function(request: web.BaseRequest, registry: Registry, _: str,
             raise Invalid(f"FunctionName: expected 1 to 64 letters, digits, '-' or '_', got "
                           f"{json.dumps(name)}")
         refuse_unimplemented(payload, CREATE_PARAMETERS)
-        if payload.get("PackageType", "Zip") != "Zip":
-            raise Invalid("PackageType: only Zip is supported")
+        package = payload.get("PackageType", "Zip")
+        if package not in ("Zip", "Image"):
+            raise Invalid(f"PackageType: expected Zip or Image, got {json.dumps(package)}")
         for key in ("Handler", "Runtime"):
-            if key not in payload:
+            if package == "Zip" and key not in payload:
                 raise Invalid(f"{key}: required")
+            if package == "Image" and key in payload:
+                raise Invalid(f"{key}: not supported for PackageType Image (the image's CMD is "
+                              "the handler)")
+        if package == "Zip" and payload.get("ImageConfig"):
+            raise Invalid("ImageConfig: only for PackageType Image")
         tags = check_tags(payload.get("Tags") or {})
         too_many_tags(tags)
         if registry.lookup(name) is not None:
@@ -368,14 +435,26 @@ async def create_function(request: web.BaseRequest, registry: Registry, _: str,
             return aws_error(409, "ResourceConflictException",
                              f"Function {name} is being deleted; try again shortly")
         # A function made through the API has no URL until CreateFunctionUrlConfig makes one.
-        fn = apply_settings(FunctionConfig(name=name, handler="x.y", code="",
-                                           url=FunctionUrl(enabled=False)), payload)
+        code = payload.get("Code")
+        uri = code.get("ImageUri") if isinstance(code, dict) and package == "Image" else None
+        if package == "Image" and not uri:
+            raise Invalid("Code.ImageUri: required for PackageType Image")
+        if package == "Image" and payload.get("Layers"):
+            raise Invalid("Layers: not supported for functions of PackageType Image (the image holds "
+                              "what they would)")
+        fn = apply_settings(FunctionConfig(name=name, handler="" if uri else "x.y",
+                                           image=str(uri or ""), url=FunctionUrl(enabled=False)),
+                            payload)
         layers = new_layers(registry, payload.get("Layers"))
-        data = zip_of(payload.get("Code"))
-        check_total_size(registry, await asyncio.to_thread(unzipped_size, data), layers)
-        await prepare_layers(registry, layers)
-        version, sha, size = await asyncio.to_thread(
-            lambda: registry.store.install_code(name, data, set()))
+        if package == "Image":
+            fn, sha = await fetch_image(registry, fn, uri)
+            version, size = Path(fn.code), 0
+        else:
+            data = zip_of(code)
+            check_total_size(registry, await asyncio.to_thread(unzipped_size, data), layers)
+            await prepare_layers(registry, layers)
+            version, sha, size = await asyncio.to_thread(
+                lambda: registry.store.install_code(name, data, set()))
     except Invalid as e:
         return bad_request(str(e))
     except archive.ArchiveError as e:  # checked whole before anything was written
@@ -411,10 +490,17 @@ def latest_name(text: str) -> str | None:
 @readable("GetFunction")
 async def get_function(request: web.BaseRequest, body: bytes, registry: Registry,
                        deployed: Deployed) -> web.Response:
-    return web.json_response({
-        "Configuration": configuration(registry, deployed),
-        "Code": {"RepositoryType": "Headwater", "Location": f"file://{deployed.function.code}"},
-        "Tags": deployed.tags})
+    fn = deployed.function
+    code: dict[str, str] = {"RepositoryType": "Headwater", "Location": f"file://{fn.code}"}
+    if fn.image:
+        name = fn.image.removeprefix("docker://").partition("@")[0]
+        if not fn.image.startswith(LOCAL_TRANSPORTS):
+            name = re.sub(r":[^:/]+$", "", name)
+        code = {"RepositoryType": "ECR", "ImageUri": fn.image}
+        if digest := image_digest(fn):
+            code["ResolvedImageUri"] = f"{name}@sha256:{digest}"
+    return web.json_response({"Configuration": configuration(registry, deployed), "Code": code,
+                              "Tags": deployed.tags})
 
 
 @readable("GetFunctionConfiguration")
@@ -477,13 +563,21 @@ async def update_code(request: web.BaseRequest, body: bytes, registry: Registry,
                       deployed: Deployed) -> web.Response:
     name = deployed.function.name
     running = registry.code_in_use(name)  # on the loop, the only thread that changes them
+    fn = deployed.function
     try:
         payload = await parse_json(body)
-        data = zip_of(payload)
-        check_total_size(registry, await asyncio.to_thread(unzipped_size, data),
-                         deployed.function.layers)
-        version, sha, size = await asyncio.to_thread(
-            lambda: registry.store.install_code(name, data, running))
+        if fn.image:
+            if "ZipFile" in payload:
+                raise Invalid("ZipFile: the function's PackageType is Image: give ImageUri")
+            fn, sha = await fetch_image(registry, fn, payload.get("ImageUri"))
+            version, size = Path(fn.code), 0
+        else:
+            if "ImageUri" in payload:
+                raise Invalid("ImageUri: the function's PackageType is Zip: give ZipFile")
+            data = zip_of(payload)
+            check_total_size(registry, await asyncio.to_thread(unzipped_size, data), fn.layers)
+            version, sha, size = await asyncio.to_thread(
+                lambda: registry.store.install_code(name, data, running))
     except Invalid as e:
         return bad_request(str(e))
     except archive.ArchiveError as e:
@@ -491,7 +585,7 @@ async def update_code(request: web.BaseRequest, body: bytes, registry: Registry,
     if registry.deployed.get(name) is not deployed:
         return aws_error(409, "ResourceConflictException",
                          f"Function {name} was deleted during the update")
-    deployed.function = msgspec.structs.replace(deployed.function, code=str(version))
+    deployed.function = msgspec.structs.replace(fn, code=str(version))
     deployed.code_sha256, deployed.code_size = sha, size
     return changed(registry, deployed)
 
@@ -508,10 +602,16 @@ async def update_configuration(request: web.BaseRequest, body: bytes, registry: 
                              "Call the GetFunction/GetAlias API to retrieve the latest Revision Id")
         function = apply_settings(deployed.function, payload)
         if "Layers" in payload:
+            if function.image and payload["Layers"]:
+                raise Invalid("Layers: not supported for functions of PackageType Image (the image holds "
+                                  "what they would)")
             layers = new_layers(registry, payload["Layers"])
             check_total_size(registry, await asyncio.to_thread(tree_size, function.code), layers)
             await prepare_layers(registry, layers)
             function = msgspec.structs.replace(function, layers=layers)
+        if function.image and ("ImageConfig" in payload or "Environment" in payload):
+            # Its entry point is checked again with what changed (the image is in the cache).
+            function, _ = await fetch_image(registry, function, function.image)
     except Invalid as e:
         return bad_request(str(e))
     if registry.deployed.get(deployed.function.name) is not deployed:

@@ -13,7 +13,7 @@ import os
 from router.config import Config, FunctionConfig, loopback_port
 from workers import cgroups
 from workers.runtimes import Launcher
-from workers.sandbox import Network, Sandbox, missing_tools
+from workers.sandbox import TASK_ROOT, Network, Sandbox, missing_tools
 
 log = logging.getLogger("headwater.sandbox")
 
@@ -73,7 +73,10 @@ class Isolation:
             self.memory_limit = "rss-poll"
             log.warning("memory limits: resident memory polled every 20 ms (no cgroup: %s)", why)
 
-    def sandbox(self, fn: FunctionConfig, launcher: Launcher, opt: str = "") -> Sandbox | None:
+    def sandbox(self, fn: FunctionConfig, launcher: Launcher, opt: str = "", root: str = "",
+                cwd: str = TASK_ROOT, setpriv: tuple[str, ...] = ("setpriv",)) -> Sandbox | None:
+        """The function's sandbox; ``opt`` its merged layers, ``root`` an image's rootfs, ``cwd``
+        its WORKDIR and ``setpriv`` how the host's setpriv runs there."""
         if not self.enabled:
             return None
         ports = {int(endpoint.rpartition(":")[2]) for endpoint in fn.allow}
@@ -84,7 +87,7 @@ class Isolation:
         return Sandbox(uid=self._uid(fn.name) if self.as_root else None, code=fn.code,
                        bootstrap=self.bootstrap, runtime=launcher.folders, files=launcher.files,
                        tmp_mb=fn.ephemeral_storage_mb, network=Network(fn.network, tuple(sorted(ports))),
-                       opt=opt)
+                       opt=opt, root=root, cwd=cwd, setpriv=setpriv)
 
     def _uid(self, name: str) -> int:
         """A uid of the function's own, kept while it is deployed."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
 import signal
 import time
@@ -31,6 +32,7 @@ from router.run.capacity import Capacity
 from router.run.funclog import FunctionLog
 from router.run.isolation import Isolation
 from router.run.scaling import Snapshot, plan
+from router.store.images import Launch, launch, read_settings
 from router.store.opt import opt_folder
 from workers.bootstrap import INIT_FAILED
 from workers.forkserver import (
@@ -45,12 +47,16 @@ from workers.process import Worker, WorkerSpec
 from workers.protocol import MAX_RESPONSE, Invoke, Result
 from workers.runtime_api import ApiWorker
 from workers.runtimes import BadRuntime, Launcher, probe
+from workers.runtimes.image import launcher as image_launcher
+from workers.runtimes.image import setpriv_argv
 from workers.sandbox import OPT, RUNTIME_DIR, TASK_ROOT
 
 log = logging.getLogger("headwater.pool")
 
 INIT_TIMEOUT_S = 10.0  # Lambda's limit on the init phase
 INIT_RETRY_S = (1.0, 60.0)  # back-off between init attempts after a failure: first, most
+UNAVAILABLE = "CodeArtifactUserFailedException"  # Lambda's, for a function whose image failed
+IMAGE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # an image's without ENV PATH
 
 
 class Stats(msgspec.Struct):
@@ -70,13 +76,16 @@ class InitFailure(msgspec.Struct):
 
 
 def worker_env(fn: FunctionConfig, config: Config, environ: dict[str, str],
-               launcher: Launcher | None, runtime_dir: str) -> dict[str, str]:
+               launcher: Launcher | None, runtime_dir: str,
+               image: Launch | None = None) -> dict[str, str]:
     """The worker's whole environment: Lambda's variables and the function's own, nothing else.
 
     The daemon's environment (which may hold secrets) is not inherited. Unsandboxed (no
     ``launcher``), its PATH is passed on, so that the function's subprocesses find what the
     machine has; in the sandbox, PATH is the runtime's and the system's folders, as on Lambda,
-    and the code is at /var/task. ``runtime_dir`` is where the runtime's own files are.
+    and the code is at /var/task. ``runtime_dir`` is where the runtime's own files are. An
+    ``image``'s ENV comes first (its PATH too), under the function's own and Lambda's; its
+    handler is its CMD, and AWS_EXECUTION_ENV is the image's to set, as on Lambda.
     """
     sandboxed = launcher is not None
     reserved = {
@@ -94,6 +103,10 @@ def worker_env(fn: FunctionConfig, config: Config, environ: dict[str, str],
         "LANG": "C.UTF-8",
         "TZ": "UTC",
     }
+    if image is not None:
+        reserved["_HANDLER"] = image.handler
+        del reserved["AWS_EXECUTION_ENV"]
+        return {"PATH": IMAGE_PATH} | image.env | fn.env | function_aws_env(fn, config.aws) | reserved
     if launcher is not None:
         path = ":".join([*launcher.path, "/usr/local/bin", "/usr/bin", "/bin"])
     else:
@@ -115,6 +128,8 @@ def worker_spec(fn: FunctionConfig, config: Config, environ: dict[str, str],
                 isolation: Isolation) -> WorkerSpec:
     """How the function's fork server and workers are started: runtime, environment, sandbox
     and limits."""
+    if fn.image:
+        return image_spec(fn, config, environ, isolation)
     try:
         launcher = probe(fn.runtime, environ.get("PATH", os.defpath))
     except BadRuntime:  # gone since the config was checked: each start reports it
@@ -146,6 +161,22 @@ def worker_command(launcher: Launcher, code: str, opt: str) -> tuple[str, ...]:
             and os.path.lexists(os.path.join(opt, entry))):
         return (f"{{opt}}/{entry}", *launcher.worker[1:])
     return launcher.worker
+def image_spec(fn: FunctionConfig, config: Config, environ: dict[str, str],
+               isolation: Isolation) -> WorkerSpec:
+    """An image function's: its ENTRYPOINT + CMD exec'd by a fork server in a sandbox whose root
+    is the image's rootfs (``fn.code`` is its cache folder; "" while it has none, and then the
+    pool is unavailable and starts nothing)."""
+    limits = {"memory_mb": fn.memory_mb, "pids_max": config.sandbox.pids_max,
+              "nofile": config.sandbox.nofile}
+    if not (Path(fn.code) / "image.json").is_file() if fn.code else True:
+        return WorkerSpec(python="", env={}, cwd="/", fork=False, command=("",), **limits)
+    run = launch(read_settings(Path(fn.code)), fn.image_config)
+    launcher = image_launcher(run.argv)
+    sandbox = isolation.sandbox(fn, launcher, root=f"{fn.code}/rootfs", cwd=run.cwd,
+                                setpriv=setpriv_argv())
+    env = worker_env(fn, config, environ, launcher, RUNTIME_DIR, image=run)
+    return WorkerSpec(python=launcher.executable, loader=launcher.loader, env=env, cwd="/",
+                      fork=False, command=run.argv, sandbox=sandbox, **limits)
 
 
 class BadEntrypoint(Exception):
@@ -154,6 +185,8 @@ class BadEntrypoint(Exception):
 
 def entrypoint_problem(spec: WorkerSpec, code: str, opt: str) -> str | None:
     """Why the file a Runtime API worker execs cannot run, if it cannot (Lambda's message)."""
+    if spec.sandbox is not None and spec.sandbox.root:
+        return None  # an image's: checked when it was fetched
     sandboxed = spec.sandbox is not None
     inside = spec.command[0] if spec.command else ""
     for root, folder in ((TASK_ROOT if sandboxed else code, code), (OPT if sandboxed else opt, opt)):
@@ -218,6 +251,9 @@ class FunctionPool:
         self._tasks: set[asyncio.Task[None]] = set()
         self._room: deque[asyncio.Future[None]] = deque()  # pollers waiting for room (see has_room)
         self.reserved = 0  # room taken by pollers whose invocation is not submitted yet
+        # Why the function cannot run at all (its image could not be fetched): every invocation
+        # fails at once with it, as Lambda's do on a function in the Failed state.
+        self.unavailable: str | None = None
 
     def _configure(self, fn: FunctionConfig) -> None:
         config, environ, logs = self._daemon
@@ -249,6 +285,9 @@ class FunctionPool:
             self._throttle(inv)
         elif self.failure is not None and now < self.failure.retry_at and not self.serving:
             self._fail_init(inv, self.failure)
+        elif self.unavailable is not None:
+            self._fail_init(inv, InitFailure("error", UNAVAILABLE, error_dict(
+                UNAVAILABLE, self.unavailable), 0.0, math.inf, 0.0))
         else:
             self.queue.append(inv)
             if len(self.workers) < self.config.max_workers:  # else there is nothing to decide
@@ -455,7 +494,7 @@ class FunctionPool:
     # --- scaling and deadlines -------------------------------------------------------------
 
     def scale(self, now: float) -> None:
-        if self.closing:
+        if self.closing or self.unavailable is not None:
             return
         decision = plan(Snapshot(
             queued=len(self.queue), busy=self.busy, starting=len(self.starting),
@@ -541,6 +580,8 @@ class FunctionPool:
         """Start the fork server and the warm floor (min_workers). The fork server starts even for
         a function scaled to zero, so that its first burst forks warm workers (an init error
         waits for a caller to see it)."""
+        if self.unavailable is not None:
+            return
         self._fork_server().ready.add_done_callback(self._prepared)
         self.scale(time.monotonic())
 

@@ -31,6 +31,7 @@ from router.intake.intake import Intake
 from router.metering.record import Meter
 from router.metering.sink import LogWriter
 from router.run.capacity import Capacity
+from router.run.images import cache_of, resolve
 from router.run.isolation import Isolation
 from router.run.pool import FunctionPool
 from router.store import opt
@@ -85,8 +86,12 @@ def route_table(config: Config) -> RouteTable:
 
 
 class Registry:
-    def __init__(self, config: Config, environ: Mapping[str, str]) -> None:
+    def __init__(self, config: Config, environ: Mapping[str, str],
+                 image_failures: Mapping[str, str] | None = None) -> None:
         self.config = config
+        self.images = cache_of(config)
+        # Why the image of a config file's image function could not be had (it is then Failed).
+        self.image_failures = dict(image_failures or {})
         self.meter = Meter(config.metering)
         self.intake = Intake(self.meter)
         self.loop = asyncio.get_running_loop()
@@ -166,10 +171,22 @@ class Registry:
         fn = deployed.function
         pool = FunctionPool(fn, self.config, self.meter, self.logs, self._environ, self.capacity,
                             self.isolation)
+        pool.unavailable = self.unavailable(fn)
         self.capacity.pools.append(pool)  # and removed by undeploy: the registry owns the list
         self.pools[fn.name] = pool
         self.deployed[fn.name] = deployed
         return pool
+
+    def unavailable(self, fn: FunctionConfig) -> str | None:
+        """Why an image function cannot run, if it cannot: its image was not fetched, or is
+        gone from the cache since."""
+        if not fn.image:
+            return None
+        if not fn.code:
+            return self.image_failures.get(fn.name, "the image was not fetched")
+        if not (Path(fn.code) / "image.json").is_file():
+            return "ImageDeleted: the unpacked image is gone from data_dir/images: update the code"
+        return None
 
     def deploy(self, deployed: Deployed) -> None:
         """A function created or changed through the API takes effect at once (a changed one is
@@ -178,6 +195,7 @@ class Registry:
         if pool is None:
             self._add(deployed).start()
         else:
+            pool.unavailable = self.unavailable(deployed.function)
             pool.reconfigure(deployed.function)
 
     async def undeploy(self, name: str) -> None:
@@ -203,6 +221,9 @@ class Registry:
         schedules. The [server], [sandbox], [metering], [aws] and [async] tables need a restart.
         What changed, one line each."""
         done: list[str] = []
+        functions, failures = await resolve(config.functions, cache_of(config))
+        config = msgspec.structs.replace(config, functions=functions)
+        self.image_failures = failures
         kept = {f.name: f for f in self.config.functions}
         wanted = {f.name: f for f in config.functions}
         for name in kept.keys() - wanted.keys():

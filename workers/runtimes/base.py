@@ -29,7 +29,7 @@ class Launcher(msgspec.Struct, frozen=True):
     # that execs a command speaks the Lambda Runtime API.
     worker: tuple[str, ...] = ()
     # Host files and folders of the runtime's own (its client, its packages), bound by name in
-    # /var/runtime, which is LAMBDA_RUNTIME_DIR.
+    # /var/runtime, which is LAMBDA_RUNTIME_DIR (an image's sandbox: under HOST_DIR, by path).
     files: tuple[str, ...] = ()
     # Where the runtime looks into a function's layers, as Lambda's does: each variable with the
     # folders under /opt it lists, searched before any the variable had (PATH and LD_LIBRARY_PATH,
@@ -38,3 +38,6 @@ class Launcher(msgspec.Struct, frozen=True):
     # The file of ``worker``'s "{task}/FILE" that a layer may bring instead, at /opt/FILE, when the
     # package has none ("bootstrap": a custom runtime published as a layer).
     layer_entry: str = ""
+    # What runs ``executable`` in front of it: an image's sandbox starts the daemon's Python
+    # through the host's dynamic loader (see workers.runtimes.image).
+    loader: tuple[str, ...] = ()

@@ -1,0 +1,41 @@
+"""The daemon's side of image functions: their images fetched (in threads) before they run."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import msgspec
+
+from router.config import Config, FunctionConfig
+from router.store.images import ImageError, Images
+
+log = logging.getLogger("headwater.images")
+
+
+def cache_of(config: Config) -> Images:
+    return Images(config.server.data_dir, config.images.registries, config.images.pull_timeout_s)
+
+
+async def resolve(functions: list[FunctionConfig], images: Images
+                  ) -> tuple[list[FunctionConfig], dict[str, str]]:
+    """The config file's functions with each image function's ``code`` its unpacked image, and
+    why each that has none could not get it (logged: such a function is Failed, its invocations
+    fail at once with the reason, as Lambda's do, while the others serve)."""
+    resolved: list[FunctionConfig] = []
+    failures: dict[str, str] = {}
+    for fn in functions:
+        if not fn.image:
+            resolved.append(fn)
+            continue
+        try:
+            folder, settings = await asyncio.to_thread(images.fetch, fn.image, fn.image_config,
+                                                       fn.env, True)
+        except ImageError as e:
+            log.error("%s: image %s cannot be used (%s): %s", fn.name, fn.image, e.reason, e)
+            failures[fn.name] = f"{e.reason}: {e}"
+            resolved.append(fn)
+            continue
+        log.info("%s: image %s is sha256:%s", fn.name, fn.image, settings.digest)
+        resolved.append(msgspec.structs.replace(fn, code=str(folder)))
+    return resolved, failures

@@ -1,0 +1,81 @@
+"""What the log formats cost the no-op invoke: this tree's text and JSON lines against the code of
+an earlier commit (by default the one before the log formats: untimestamped lines, no ring), run
+side by side in alternating rounds with the same load.
+
+Each invocation writes START, END and REPORT (the no-op prints nothing), so this is the per-
+invocation cost of timestamps, the format and the ring; stderr goes to /dev/null as in the other
+benchmarks. The ratios are medians of each round's new/old ratio.
+
+Usage: python bench/logs.py [--base COMMIT] [--seconds 3] [--rounds 3] [--workers 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import subprocess
+import tarfile
+import tempfile
+from pathlib import Path
+from statistics import median
+
+from harness import NOOP_FILES, NOOP_WORKERS, ROOT, TARGETS, headwater, load, median_run, noop_function, table
+
+BASE = "824ff34"  # the branch's start: text lines without timestamps, no ring
+
+
+def checkout(commit: str, into: Path) -> None:
+    """The tree of ``commit`` under ``into`` (git archive: the repository itself is not touched)."""
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", commit],
+                             capture_output=True, check=True).stdout
+    with tempfile.TemporaryFile() as f:
+        f.write(archive)
+        f.seek(0)
+        with tarfile.open(fileobj=f) as tar:
+            tar.extractall(into, filter="data")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--base", default=BASE)
+    parser.add_argument("--seconds", type=float, default=3)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=NOOP_WORKERS)
+    args = parser.parse_args()
+    _, method, path = TARGETS["invoke"]
+    functions = noop_function(args.workers)
+    labels = {"base": f"before ({args.base}): text", "text": "this tree: text",
+              "json": "this tree: json"}
+    results: dict[tuple[str, int], list] = {}
+    with tempfile.TemporaryDirectory(prefix="hw-base-") as base_tree, contextlib.ExitStack() as up:
+        checkout(args.base, Path(base_tree))
+        old_env = {**os.environ, "PYTHONPATH": base_tree}
+        servers = {
+            "base": up.enter_context(headwater(functions, NOOP_FILES, env=old_env)),
+            "text": up.enter_context(headwater(functions, NOOP_FILES)),
+            "json": up.enter_context(headwater(functions, NOOP_FILES, 'log_format = "json"')),
+        }
+        for server in servers.values():  # warm up: workers, connections, caches
+            load(server.url + path, 64, 1, method)
+        for _ in range(args.rounds):
+            for c in (1, 64):
+                for name, server in servers.items():
+                    results.setdefault((name, c), []).append(
+                        load(server.url + path, c, args.seconds, method))
+    rows = []
+    for c in (1, 64):
+        for name, label in labels.items():
+            r = median_run(results[(name, c)])
+            rows.append([label, str(c), f"{r.rps:,.0f}", f"{r.p50_us:,.0f}", f"{r.p99_us:,.0f}",
+                         str(r.errors)])
+        for name in ("text", "json"):
+            pairs = list(zip(results[(name, c)], results[("base", c)], strict=True))
+            paired = [median(getattr(x, f) / getattr(b, f) for x, b in pairs)
+                      for f in ("rps", "p50_us", "p99_us")]
+            rows.append([f"ratio {name}/before at c={c}", str(c), *(f"{v:.2f}" for v in paired), ""])
+    print(table(["server", "conc.", "req/s", "p50 µs", "p99 µs", "errors"], rows))
+
+
+if __name__ == "__main__":
+    main()

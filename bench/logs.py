@@ -1,6 +1,6 @@
 """What the log formats cost the no-op invoke: this tree's text and JSON lines against the code of
 an earlier commit (by default the one before the log formats: untimestamped lines, no ring), run
-side by side in alternating rounds with the same load.
+side by side in alternating rounds with the same load, each round starting with another.
 
 Each invocation writes START, END and REPORT (the no-op prints nothing), so this is the per-
 invocation cost of timestamps, the format and the ring; stderr goes to /dev/null as in the other
@@ -51,6 +51,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="hw-base-") as base_tree, contextlib.ExitStack() as up:
         checkout(args.base, Path(base_tree))
         old_env = {**os.environ, "PYTHONPATH": base_tree}
+        # `python -m` puts the working folder first on the path, before PYTHONPATH: from this
+        # repository's folder, the old tree's daemon would run this tree's code. Each daemon
+        # runs from an empty folder, then, and finds its code by PYTHONPATH or the install.
+        os.chdir(up.enter_context(tempfile.TemporaryDirectory(prefix="hw-cwd-")))
         servers = {
             "base": up.enter_context(headwater(functions, NOOP_FILES, env=old_env)),
             "text": up.enter_context(headwater(functions, NOOP_FILES)),
@@ -58,11 +62,13 @@ def main() -> None:
         }
         for server in servers.values():  # warm up: workers, connections, caches
             load(server.url + path, 64, 1, method)
-        for _ in range(args.rounds):
+        names = list(servers)
+        for n in range(args.rounds):
             for c in (1, 64):
-                for name, server in servers.items():
+                # Each round starts with another server: none always runs after the same one.
+                for name in names[n % 3:] + names[:n % 3]:
                     results.setdefault((name, c), []).append(
-                        load(server.url + path, c, args.seconds, method))
+                        load(servers[name].url + path, c, args.seconds, method))
     rows = []
     for c in (1, 64):
         for name, label in labels.items():

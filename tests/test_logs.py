@@ -29,6 +29,8 @@ TOKEN = "tok-logs-0123"
 FUNCTIONS = {"functions/logfns.py": """
     import base64, os, time, urllib.request
 
+    print("logfns imported")  # at init: output between invocations
+
     def says(event, context):
         print(event.get("text", "hello"))
         return {}
@@ -144,13 +146,17 @@ class FileDaemon(Daemon):
     """``headwater serve`` with extra flags, its stderr in a file (read as bytes, so that a line
     that is not UTF-8 is seen as such), its address from its daemon.json."""
 
-    def start_with(self, *flags: str, timeout: float = 20.0) -> FileDaemon:
+    def start_with(self, *flags: str, journal: bool = False, timeout: float = 20.0) -> FileDaemon:
+        """With ``journal``, the daemon is told its stderr is journald's stream, as systemd
+        tells it (JOURNAL_STREAM names the file's device and inode)."""
         self.stderr_path = self.folder / "stderr.log"
         with self.stderr_path.open("wb") as stderr:
+            st = os.fstat(stderr.fileno())
+            env = {**os.environ, "JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"} if journal else None
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "router", "serve", "--config", str(self.config_path),
                  "--listen", "127.0.0.1:0", *flags],
-                stdout=subprocess.DEVNULL, stderr=stderr, cwd=self.folder)
+                stdout=subprocess.DEVNULL, stderr=stderr, cwd=self.folder, env=env)
         state = self.folder / "var" / "daemon.json"
         deadline = time.monotonic() + timeout
         while not state.exists():
@@ -176,14 +182,14 @@ def file_daemon(tmp_path: Path) -> Iterator[Callable[..., FileDaemon]]:
     functions of this file; all are stopped at the end of the test."""
     started: list[FileDaemon] = []
 
-    def make(server: str, *flags: str) -> FileDaemon:
+    def make(server: str, *flags: str, journal: bool = False) -> FileDaemon:
         folder = tmp_path / f"d{len(started)}"
         shutil.copytree(TEST_FUNCTIONS, folder / "functions",
                         ignore=shutil.ignore_patterns("__pycache__"))
         for name, text in FUNCTIONS.items():
             (folder / name).write_text(textwrap.dedent(text))
         config = f"[server]\nshutdown_grace_s = 5\ndrain_delay_s = 0\n{server}\n{SERVED}"
-        d = FileDaemon(folder, config).start_with(*flags)
+        d = FileDaemon(folder, config).start_with(*flags, journal=journal)
         started.append(d)
         return d
 
@@ -214,7 +220,22 @@ def test_text_lines_start_with_a_parseable_utc_timestamp(daemon: Daemon) -> None
         assert fresh(m[0].strip()), line
     assert untimed(listening).startswith("INFO headwater: Headwater listening on")
     assert untimed(output) == f"[says] {rid}\tstamped-marker"
+    assert untimed(daemon.wait_for_line("[says] -\tlogfns imported")) == "[says] -\tlogfns imported"
     assert parse_time(STAMP.match(output)[0].strip()) <= parse_time(STAMP.match(report)[0].strip())  # type: ignore[index]
+
+
+def test_under_journald_text_lines_carry_a_priority_and_no_timestamp(
+        file_daemon: Callable[..., FileDaemon]) -> None:
+    d = file_daemon("", journal=True)
+    rid = says(d, "says", "journal-marker")
+    lines = [line.decode() for line in wait_for_raw(d, f"REPORT RequestId: {rid}".encode())]
+    assert not [line for line in lines if STAMP.match(line)], lines
+    assert any(line.startswith("<6>INFO headwater: Headwater listening on") for line in lines)
+    assert f"[says] {rid}\tjournal-marker" in lines
+    priorities = {"DEBUG": "7", "INFO": "6", "WARNING": "4", "ERROR": "3"}
+    for line in lines:  # the daemon's own lines start with their priority; a function's with [
+        m = re.match(r"<(\d)>([A-Z]+) ", line)
+        assert line.startswith("[") or (m is not None and priorities[m[2]] == m[1]), line
 
 
 def test_json_lines_parse_one_object_each_with_request_id_and_function(
@@ -236,6 +257,8 @@ def test_json_lines_parse_one_object_each_with_request_id_and_function(
         ("platform", "START"), ("function", "json-marker"), ("platform", "END"),
         ("platform", "REPORT")]
     assert all(p["function"] == "says" and p["level"] == "INFO" for p in mine)
+    imported = [p for p in parsed if p["message"] == "logfns imported" and p["function"] == "says"]
+    assert imported and all(p["logger"] == "function" and "request_id" not in p for p in imported)
     errors = [p for p in parsed if p.get("request_id") == slow_rid and p["level"] == "ERROR"]
     assert len(errors) == 1 and "Task timed out after 1.00 seconds" in errors[0]["message"]
     assert errors[0]["function"] == "sleeps" and errors[0]["logger"] == "platform"
@@ -341,10 +364,10 @@ def test_headwater_logs_shows_an_invocations_output(daemon: Daemon) -> None:
 def test_headwater_logs_since_leaves_out_older_lines(daemon: Daemon) -> None:
     old = says(daemon, "says", "before-since")
     daemon.wait_for_line(f"REPORT RequestId: {old}")
-    time.sleep(2.2)
+    time.sleep(3.1)
     new = says(daemon, "says", "after-since")
     daemon.wait_for_line(f"REPORT RequestId: {new}")
-    recent = cli(daemon, "logs", "says", "--since", "2s").stdout
+    recent = cli(daemon, "logs", "says", "--since", "3s").stdout
     assert "after-since" in recent and new in recent
     assert "before-since" not in recent and old not in recent
     assert "before-since" in cli(daemon, "logs", "says", "--since", "1h").stdout

@@ -17,7 +17,7 @@ from aiohttp import web
 
 from router.api.awserror import aws_error
 from router.api.management import readable
-from router.logs.format import Clock, Line
+from router.logs.format import Clock, Line, request_of
 from router.logs.ring import Entry
 from router.run.registry import Registry
 from router.store.store import Deployed
@@ -54,7 +54,7 @@ def parse_query(query: dict[str, str]) -> Query | str:
 def events(entries: list[Entry], function: str) -> list[Line]:
     clock = Clock()
     return [Line(clock.stamp(e.time), e.level, e.logger, line.decode(errors="replace"), function,
-                 e.request_id)
+                 request_of(e.request_id))
             for e in entries for line in e.text[:-1].split(b"\n")]
 
 

@@ -531,7 +531,7 @@ def log_line(event: dict[str, str], form: str) -> str:
         return json.dumps(event, ensure_ascii=False)
     if event["logger"] == "platform" and event["level"] != "ERROR":
         return f"{event['time']} {event['message']}"
-    return f"{event['time']} {event['request_id']}\t{event['message']}"
+    return f"{event['time']} {event.get('request_id', '-')}\t{event['message']}"
 
 
 def print_table(rows: list[tuple[str, ...]], numbers: bool = False) -> None:

@@ -116,6 +116,12 @@ class Line(msgspec.Struct, omit_defaults=True):
 
 
 _encode = msgspec.json.Encoder().encode
+BETWEEN = "-"  # the request id of output between invocations (a module's import, say)
+
+
+def request_of(request_id: str) -> str | None:
+    """A JSON line's request_id: none for output between invocations."""
+    return None if request_id == BETWEEN else request_id
 
 
 class TextLines:
@@ -146,9 +152,9 @@ class JsonLines:
         self.clock = clock
 
     def output(self, now: float, request_id: str, lines: bytes) -> bytes:
-        stamp, fn = self.clock.stamp(now), self.function
+        stamp, fn, rid = self.clock.stamp(now), self.function, request_of(request_id)
         return b"".join(
-            _encode(Line(stamp, "INFO", "function", line.decode(errors="replace"), fn, request_id))
+            _encode(Line(stamp, "INFO", "function", line.decode(errors="replace"), fn, rid))
             + b"\n" for line in lines[:-1].split(b"\n"))
 
     def platform(self, now: float, request_id: str, text: str, level: str = "INFO") -> bytes:

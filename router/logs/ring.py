@@ -15,7 +15,7 @@ ENTRY_BYTES = 96  # what an entry costs beside its text (tuple, floats, the requ
 class Entry(NamedTuple):
     seq: int  # increasing per function: a follower's position
     time: float  # epoch seconds
-    request_id: str  # "-" for output between invocations
+    request_id: str  # format.BETWEEN for output between invocations
     level: str  # "INFO", or "ERROR" for the errors Headwater reports
     logger: str  # "function" (its output) or "platform" (START, END, REPORT, errors)
     text: bytes  # whole lines, each ending in a newline

@@ -18,7 +18,7 @@ import time
 import msgspec
 
 from router.intake.invocation import Invocation, Outcome
-from router.logs.format import Clock, LineFormat, LogFormat, function_lines
+from router.logs.format import BETWEEN, Clock, LineFormat, LogFormat, function_lines
 from router.logs.ring import LogRing, LogRings
 from router.metering.sink import LogWriter
 
@@ -71,7 +71,7 @@ class FunctionLog:
         newline separately) waits for its end, or for END, in ``inv.partial``.
         """
         if inv is None:
-            self._output("-", data if data.endswith(b"\n") else data + b"\n")
+            self._output(BETWEEN, data if data.endswith(b"\n") else data + b"\n")
             return
         if not inv.log_started:
             self._platform(inv, self._start_line(inv))

@@ -36,6 +36,63 @@ def checkout(commit: str, into: Path) -> None:
             tar.extractall(into, filter="data")
 
 
+def per_invocation(base_tree: Path, rounds: int, n: int = 20_000) -> list[list[str]]:
+    """The log's own cost of one invocation, in process: the old tree's ``FunctionLog`` against
+    this tree's, text and JSON, with nothing printed and with one line printed, written to
+    /dev/null through the same ``LogWriter``; medians of alternating rounds."""
+    import asyncio
+    import importlib.util
+    import time
+
+    from router.intake.invocation import Invocation, Outcome
+    from router.logs.format import LogFormat
+    from router.logs.ring import LogRings
+    from router.metering.sink import LogWriter
+    from router.run.funclog import FunctionLogs
+
+    spec = importlib.util.spec_from_file_location("old_funclog",
+                                                  base_tree / "router" / "run" / "funclog.py")
+    assert spec is not None and spec.loader is not None
+    old = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(old)
+
+    async def run() -> dict[tuple[str, bool], list[float]]:
+        loop = asyncio.get_running_loop()
+        writer = LogWriter(os.open(os.devnull, os.O_WRONLY), delay=0.05)
+        logs = {"before": old.FunctionLog(writer, "noop", 128),
+                "text": FunctionLogs(writer, LogFormat("text"), LogRings(1 << 20)).of("noop", 128),
+                "json": FunctionLogs(writer, LogFormat("json"), LogRings(1 << 20)).of("noop", 128)}
+        outcome = Outcome("success", b"{}", None, 0.42, 15)
+        timings: dict[tuple[str, bool], list[float]] = {}
+        for _ in range(rounds):
+            for prints in (False, True):
+                for name, log in logs.items():
+                    invs = [Invocation(b"{}", loop.create_future(), source="bench")
+                            for _ in range(n)]
+                    started = time.perf_counter()
+                    for i, inv in enumerate(invs):
+                        if prints:
+                            log.output(inv, b"processed order 1234\n")
+                        log.end(inv, outcome, 1)
+                        if i % 256 == 0:
+                            writer.flush()
+                    writer.flush()
+                    timings.setdefault((name, prints), []).append(
+                        (time.perf_counter() - started) / n * 1e6)
+        return timings
+
+    timings = asyncio.run(run())
+    rows = []
+    for prints in (False, True):
+        before = timings[("before", prints)]
+        for name in ("before", "text", "json"):
+            mine = timings[(name, prints)]
+            ratio = median(m / b for m, b in zip(mine, before, strict=True))
+            rows.append([name, "one line" if prints else "nothing", f"{median(mine):.2f}",
+                         f"{ratio:.2f}"])
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--base", default=BASE)
@@ -50,6 +107,8 @@ def main() -> None:
     results: dict[tuple[str, int], list] = {}
     with tempfile.TemporaryDirectory(prefix="hw-base-") as base_tree, contextlib.ExitStack() as up:
         checkout(args.base, Path(base_tree))
+        print(table(["log", "printed", "µs per invocation", "ratio to before"],
+                    per_invocation(Path(base_tree), args.rounds)))
         old_env = {**os.environ, "PYTHONPATH": base_tree}
         # `python -m` puts the working folder first on the path, before PYTHONPATH: from this
         # repository's folder, the old tree's daemon would run this tree's code. Each daemon

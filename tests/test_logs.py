@@ -102,6 +102,7 @@ def test_clock_stamps_iso_utc_with_milliseconds() -> None:
     assert clock.stamp(0.0) == "1970-01-01T00:00:00.000Z"
     assert clock.stamp(1764748800.9996) == "2025-12-03T08:00:00.999Z"
     assert clock.stamp(1764748801.25) == "2025-12-03T08:00:01.250Z"
+    assert clock.stamp(1764748801.0) == "2025-12-03T08:00:01.000Z"
 
 
 def test_text_lines_tag_every_line() -> None:
@@ -131,7 +132,7 @@ def test_ring_is_bounded_in_bytes_and_read_after_a_position() -> None:
     assert [e.seq for e in ring.after(0, 23.0)] == [24, 25]
     assert list(ring.after(25, 0)) == []
     ring.add(99.0, "big", "INFO", "function", b"x" * 5000 + b"\n" + b"tail\n")
-    assert ring.entries[-1].text == b"tail\n" and ring.size <= ring.limit  # its end, whole lines
+    assert list(ring.after(25, 0))[-1].text == b"tail\n" and ring.size <= ring.limit  # its end, whole lines
 
 
 # --- against the daemon ------------------------------------------------------------------------

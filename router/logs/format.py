@@ -69,20 +69,25 @@ def decide(kind: str, environ: Mapping[str, str], fd: int = 2) -> LogFormat:
     return LogFormat("json" if kind == "json" else "text", stamped=not journal, journal=journal)
 
 
+_MILLIS = tuple(f".{ms:03d}Z" for ms in range(1000))
+
+
 class Clock:
-    """ISO 8601 UTC timestamps with milliseconds; the second's text is made once a second, since
-    every invocation asks for one."""
+    """ISO 8601 UTC timestamps with milliseconds. Every invocation asks for one, so the second's
+    text is made once a second and the milliseconds' are looked up: a formatted float cost a
+    third of the log's time per invocation."""
 
     def __init__(self) -> None:
         self._second = -1
         self._text = ""
 
     def stamp(self, t: float) -> str:
-        second = int(t)
+        ms = int(t * 1000)
+        second, millis = divmod(ms, 1000)
         if second != self._second:
             self._second = second
             self._text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        return f"{self._text}.{int((t - second) * 1000):03d}Z"
+        return self._text + _MILLIS[millis]
 
 
 def _escape(m: re.Match[bytes]) -> bytes:

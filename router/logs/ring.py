@@ -22,9 +22,12 @@ class Entry(NamedTuple):
 
 
 class LogRing:
+    """Entries are kept as plain tuples (an ``Entry`` costs a Python-level call to make, on every
+    invocation) and read as ``Entry``."""
+
     def __init__(self, limit_bytes: int) -> None:
         self.limit = limit_bytes
-        self.entries: deque[Entry] = deque()
+        self.entries: deque[tuple[int, float, str, str, str, bytes]] = deque()
         self.size = 0
         self.seq = 0
         self.waiters: list[asyncio.Future[None]] = []
@@ -36,10 +39,10 @@ class LogRing:
             if not text:
                 return
         self.seq += 1
-        self.entries.append(Entry(self.seq, time, request_id, level, logger, text))
+        self.entries.append((self.seq, time, request_id, level, logger, text))
         self.size += len(text) + ENTRY_BYTES
         while self.size > self.limit:
-            self.size -= len(self.entries.popleft().text) + ENTRY_BYTES
+            self.size -= len(self.entries.popleft()[5]) + ENTRY_BYTES
         if self.waiters:
             self.wake()
 
@@ -54,8 +57,8 @@ class LogRing:
         if not self.entries:
             return
         # Positions are consecutive, so the first one wanted is found by subtraction.
-        for i in range(max(0, seq - self.entries[0].seq + 1), len(self.entries)):
-            entry = self.entries[i]
+        for i in range(max(0, seq - self.entries[0][0] + 1), len(self.entries)):
+            entry = Entry._make(self.entries[i])
             if entry.time >= since:
                 yield entry
 

@@ -446,3 +446,26 @@ def test_a_function_cannot_read_another_functions_log(locked: Daemon) -> None:
     assert r.status == 200, r
     answer = r.json()
     assert answer.get("status") != 200, answer  # the sandbox keeps it off loopback
+
+
+def test_a_daemon_record_after_a_short_write_leaves_every_json_line_whole(make_daemon) -> None:  # type: ignore[no-untyped-def]
+    d = make_daemon(function_toml("floods", "noisy.floods", max_workers=1),
+                    server='log_format = "json"')
+    d.reading.clear()  # nobody reads the daemon's stderr: the pipe fills, a write comes up short
+    try:
+        r = d.invoke("floods", {"kib": 4096})
+        assert r.status == 200, r
+        # A reload writes a record of the daemon's while function lines wait in the backlog,
+        # one of them half written.
+        os.kill(d.proc.pid, signal.SIGHUP)  # type: ignore[union-attr]
+        time.sleep(0.5)
+    finally:
+        d.reading.set()
+    d.wait_for_line("reloaded: nothing changed", timeout=20)
+    broken = []
+    for line in list(d.lines):
+        try:
+            json.loads(line)
+        except ValueError:
+            broken.append(line[:200])
+    assert broken == []

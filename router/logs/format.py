@@ -31,7 +31,7 @@ import re
 import sys
 import time
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import msgspec
 
@@ -211,10 +211,30 @@ class JsonFormatter(logging.Formatter):
         return _encode(line).decode()
 
 
+class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The daemon's records on stderr, each after the function line a short write of theirs may
+    have left unfinished (``before``: the function logs' ``LogWriter.end_line``)."""
+
+    before: Callable[[], None] | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.before is not None:
+            self.before()
+        super().emit(record)
+
+
+def share_stderr(end_line: Callable[[], None]) -> None:
+    """Tell the daemon's handler (if ``install`` put one) how to finish a function's half
+    written line before each record."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, StderrHandler):
+            handler.before = end_line
+
+
 def install(fmt: LogFormat, level: str, clock: Clock) -> None:
     """The daemon's ``logging`` on stderr in ``fmt``, from ``level`` up (the function's own lines
     are not filtered: they are its log, whatever the daemon's level)."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = StderrHandler(sys.stderr)
     handler.setFormatter(JsonFormatter(clock) if fmt.kind == "json" else TextFormatter(fmt, clock))
     root = logging.getLogger()
     for old in root.handlers[:]:

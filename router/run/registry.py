@@ -28,7 +28,7 @@ from router.config import (
     trusted_networks,
 )
 from router.intake.intake import Intake
-from router.logs.format import decide
+from router.logs.format import decide, share_stderr
 from router.logs.ring import LogRings
 from router.metering.record import Meter
 from router.metering.sink import LogWriter
@@ -92,6 +92,7 @@ class Registry:
         self.intake = Intake(self.meter)
         self.loop = asyncio.get_running_loop()
         self.logs = LogWriter(2, delay=LOG_FLUSH_S)  # function logs share the daemon's stderr
+        share_stderr(self.logs.end_line)
         self.function_logs = FunctionLogs(self.logs, decide(config.server.log_format, environ),
                                           LogRings(config.server.log_ring_bytes))
         self._environ = dict(environ)

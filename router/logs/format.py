@@ -36,7 +36,6 @@ from collections.abc import Callable, Mapping
 import msgspec
 
 Kind = typing.Literal["text", "json"]
-LEVELS = ("debug", "info", "warning", "error")
 
 # C0 controls but tab and newline, DEL, and C1 controls as UTF-8 (U+0080-U+009F: 8-bit CSI and
 # the like, which some terminals obey).

@@ -103,10 +103,13 @@ def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 20.0) ->
 
 
 @contextlib.contextmanager
-def process(*argv: str, ready_url: str, wrap: tuple[str, ...] = ()) -> Iterator[int]:
-    """Run ``argv`` (under ``wrap``, a command prefix such as valgrind) until it answers; yield its pid."""
+def process(*argv: str, ready_url: str, wrap: tuple[str, ...] = (),
+            env: dict[str, str] | None = None) -> Iterator[int]:
+    """Run ``argv`` (under ``wrap``, a command prefix such as valgrind; with ``env``, in that
+    environment) until it answers; yield its pid."""
     # Function logs are not what is measured: they go to /dev/null, as to a fast journal.
-    proc = subprocess.Popen([*wrap, *argv], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([*wrap, *argv], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=env)
     try:
         wait_http(ready_url, proc, timeout=300 if wrap else 20)
         yield proc.pid
@@ -130,10 +133,12 @@ def raw_server(wrap: tuple[str, ...] = ()) -> Iterator[Server]:
 @contextlib.contextmanager
 def headwater(functions: str, files: dict[str, str], server: str = "",
               wrap: tuple[str, ...] = (), executable: tuple[str, ...] = (),
-              prepare: Callable[[Path], None] | None = None) -> Iterator[Server]:
+              prepare: Callable[[Path], None] | None = None,
+              env: dict[str, str] | None = None) -> Iterator[Server]:
     """A daemon on a free port; ``functions`` is TOML whose code paths are folders of ``files``
     (those named in ``executable`` made executable: a custom runtime's bootstrap), and of what
-    ``prepare`` puts in the folder before the daemon starts."""
+    ``prepare`` puts in the folder before the daemon starts; ``env`` is its environment (a
+    PYTHONPATH runs another tree's code)."""
     with tempfile.TemporaryDirectory(prefix="hw-bench-") as tmp:
         Path(tmp).chmod(0o755)  # sandboxed functions run as uids of their own and read their code
         for name, source in files.items():
@@ -154,7 +159,7 @@ def headwater(functions: str, files: dict[str, str], server: str = "",
         """) + textwrap.dedent(functions))
         base = f"http://127.0.0.1:{port}"
         with process(sys.executable, "-m", "router", "serve", "--config", str(config),
-                     ready_url=f"{base}/healthz", wrap=wrap) as pid:
+                     ready_url=f"{base}/healthz", wrap=wrap, env=env) as pid:
             yield Server(base, pid, Path(tmp))
 
 

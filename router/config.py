@@ -88,6 +88,14 @@ class ServerConfig(Struct, frozen=True, forbid_unknown_fields=True):
     # balancer, not Headwater, closes an idle connection, as AWS advises for its targets.
     keepalive_timeout_s: _number(0.1) = 75.0
     access_log: bool = False
+    # The daemon's stderr: "text" (timestamped lines) or "json" (one object a line), for its own
+    # records and the functions' lines alike; records below log_level are not written (a
+    # function's own lines always are). See the README's Logs.
+    log_format: Annotated[str, Meta(pattern=r"^(text|json)\Z", description='"text" or "json"')] = "text"
+    log_level: Annotated[str, Meta(pattern=r"^(debug|info|warning|error)\Z",
+                                   description='"debug", "info", "warning" or "error"')] = "info"
+    # Each function's recent log lines kept in memory for `headwater logs`, in bytes (0 = none).
+    log_ring_bytes: _int(0, 1 << 30) = 1 << 20
     # Credentials for the Lambda API (Invoke and management): "required", "none" (loopback only),
     # or "auto": required once any access key or token is configured (see the README).
     auth: Annotated[str, Meta(pattern=r"^(auto|required|none)$",

@@ -29,6 +29,13 @@ from multidict import CIMultiDict
 FUNCTIONS = Path(__file__).with_name("functions")
 RUNTIME = f"python3.{sys.version_info.minor}"
 LISTENING = re.compile(r"listening on (https?://\S+)")
+STAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z ")
+
+
+def untimed(line: str) -> str:
+    """A text log line without the timestamp it starts with."""
+    m = STAMP.match(line)
+    return line[m.end():] if m else line
 
 
 class Response:

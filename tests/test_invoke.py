@@ -9,7 +9,7 @@ import threading
 import time
 
 import pytest
-from conftest import Daemon, function_toml
+from conftest import Daemon, function_toml, untimed
 
 FUNCTIONS = "".join([
     function_toml("echo", "outcomes.echo", env={"GREETING": "hi"}),
@@ -245,14 +245,14 @@ def test_output_is_tagged_and_between_start_and_report(daemon: Daemon) -> None:
     assert r.status == 200 and r.json() == {"ok": True}
     rid = r.headers["x-amzn-RequestId"]
     report = daemon.wait_for_line(f"REPORT RequestId: {rid}")
-    lines = [line for line in daemon.lines if rid in line]
+    lines = [untimed(line) for line in daemon.lines if rid in line]
     texts = [line.split("\t", 1)[-1] for line in lines]
     assert lines[0] == f"[prints] START RequestId: {rid} Version: $LATEST"
     assert texts[1:4] == ["hello from print", "to stderr", "raw fd 1 write"], lines
     assert texts[-3] == "no newline at the end", lines
     assert any("logged at info" in t and rid in t and t.startswith("[INFO]") for t in texts)
     assert lines[-2] == f"[prints] END RequestId: {rid}"
-    assert lines[-1] == report
+    assert lines[-1] == untimed(report)
     assert "\tDuration: " in report and "\tBilled Duration: " in report
     assert "\tMemory Size: 128 MB\tMax Memory Used: " in report
 

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from router.api import dispatch as app
-from router.api import esm, layers, management
+from router.api import esm, layers, logs, management
 from router.api.routes import Route, RouteError, RouteTable, Segment, parse_route, specificity
 from sources import http_trigger, invoke_api
 
@@ -347,6 +347,12 @@ L = "/2018-10-31/layers"
     ("PUT", "/2015-03-31/event-source-mappings/u-1", esm.update_mapping, "u-1"),
     ("DELETE", "/2015-03-31/event-source-mappings/u-1", esm.delete_mapping, "u-1"),
     ("POST", "/2015-03-31/event-source-mappings/u-1", app.unknown_operation, ""),
+    # A function's recent log (headwater logs).
+    ("GET", "/headwater/logs/noop", logs.get_logs, "noop"),
+    ("HEAD", "/headwater/logs/noop", logs.get_logs, "noop"),
+    ("GET", "/headwater/logs/", http_trigger.route, ""),
+    ("GET", "/headwater/logs/noop/more", http_trigger.route, ""),
+    ("POST", "/headwater/logs/noop", http_trigger.route, ""),
 ])
 def test_resolve(method: str, path: str, handler: object, name: str) -> None:
     assert app.resolve(method, path) == (handler, name)

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 
 import pytest
-from conftest import Daemon, Response, function_toml
+from conftest import Daemon, Response, function_toml, untimed
 
 
 @pytest.fixture(scope="module", params=[True, False], ids=["forked", "fresh"])
@@ -124,7 +124,8 @@ def test_32_mb_without_a_newline_leaves_the_router_responsive(daemon: Daemon) ->
     assert daemon.record(rid)["outcome"] == "success"
     daemon.wait_for_line(f"REPORT RequestId: {rid}", timeout=10)
     # Cut into lines of 256 KiB, every byte kept.
-    pieces = [line.split("\t", 1)[1] for line in daemon.lines if line.startswith(f"[no_newline] {rid}\t")]
+    pieces = [line.split("\t", 1)[1] for line in map(untimed, daemon.lines)
+              if line.startswith(f"[no_newline] {rid}\t")]
     assert [len(p) for p in pieces] == [256 * 1024] * 128
     assert set("".join(pieces)) == {"x"}
 

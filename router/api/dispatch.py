@@ -15,7 +15,7 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
-from router.api import dlq, esm, event_invoke, layers, management, urls
+from router.api import dlq, esm, event_invoke, layers, logs, management, urls
 from router.api.awserror import aws_error
 from router.api.body import Refusal, take_body
 from router.api.httplog import RequestErrors
@@ -145,6 +145,10 @@ def resolve(method: str, path: str) -> tuple[Handler, str]:
         name = path[len(dlq.PREFIX) + 1:]
         if name and "/" not in name:
             return dlq.get_dead_letter, unquote(name)
+    if path.startswith(logs.PREFIX) and wanted == "GET":
+        name = path[len(logs.PREFIX):]
+        if name and "/" not in name:
+            return logs.get_logs, unquote(name)
     # After the Invoke API and function URLs, which are the hot paths: a webhook call is rare.
     if path.startswith(s3_webhook.PREFIX) and method == "POST":
         name = path[len(s3_webhook.PREFIX):]

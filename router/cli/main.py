@@ -40,6 +40,10 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
                        help="the configuration file (default: ./config.toml, or $HEADWATER_CONFIG)")
     serve.add_argument("--listen", metavar="HOST:PORT",
                        help="the address to listen on (overrides [server].listen)")
+    serve.add_argument("--log-format", choices=["text", "json"],
+                       help="the log's format on stderr (overrides [server].log_format)")
+    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
+                       help="the daemon's least level logged (overrides [server].log_level)")
 
     def client(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         p.add_argument("--url", help="the daemon's address (default: $HEADWATER_URL, else that of "
@@ -88,6 +92,15 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
                              "has none")
 
     client(commands.add_parser("functions", help="list the daemon's functions"))
+
+    logs = client(commands.add_parser("logs", help="print a function's recent log (what the "
+                                      "daemon keeps of it in memory)"))
+    logs.add_argument("function")
+    logs.add_argument("--since", help="only lines of the last 90s, 10m, 24h, 7d …")
+    logs.add_argument("--follow", "-f", action="store_true",
+                      help="then print new lines as they come, until interrupted")
+    logs.add_argument("--format", choices=["text", "json"], default="text",
+                      help="text (time, request id, message) or json (one object a line)")
 
     dlq = commands.add_parser("dlq", help="asynchronous events that failed: list, show, redrive")
     dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True)
@@ -149,24 +162,34 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
 
 
 def cmd_serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    from router import config as config_module  # the daemon's imports stay out of the client
+    import msgspec
 
+    from router import config as config_module  # the daemon's imports stay out of the client
+    from router.logs.format import Clock, decide, install
+
+    # Until the configuration names a format: its errors are for a person at a terminal.
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
+
+    def read() -> config_module.Config:  # at start and at SIGHUP; raises ConfigError
         config = config_module.load(args.config, environ, listen=args.listen)
+        server = config.server
+        return msgspec.structs.replace(config, server=msgspec.structs.replace(
+            server, log_format=args.log_format or server.log_format,
+            log_level=args.log_level or server.log_level))
+
+    try:
+        config = read()
     except config_module.ConfigError as e:
         print(f"headwater: invalid configuration {args.config}: {e}", file=sys.stderr)
         return 2
+    install(decide(config.server.log_format, environ), config.server.log_level, Clock())
 
     import uvloop
 
     from router.server import serve
 
-    def reread() -> config_module.Config:  # at SIGHUP; raises ConfigError
-        return config_module.load(args.config, environ, listen=args.listen)
-
-    return uvloop.run(serve(config, environ, reread))
+    return uvloop.run(serve(config, environ, read))
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -480,6 +503,44 @@ def cmd_dlq(args: argparse.Namespace, api: Api) -> int:
     return 0
 
 
+FOLLOW_WAIT_S = 20  # each long poll of --follow; the daemon answers sooner when a line comes
+
+
+def cmd_logs(args: argparse.Namespace, api: Api) -> int:
+    from router.metering.usage import since_seconds
+
+    try:
+        start_ms = int((time.time() - since_seconds(args.since)) * 1000) if args.since else 0
+    except ValueError as e:
+        print(f"headwater: --since: {e}", file=sys.stderr)
+        return 2
+    path = f"/headwater/logs/{urllib.parse.quote(args.function, safe='')}"
+    token = "0"
+    wait = 0
+    try:
+        while True:
+            query = urllib.parse.urlencode({"StartTime": start_ms, "After": token, "Wait": wait})
+            _, _, body = api.call("GET", f"{path}?{query}")
+            answer = json.loads(body)
+            for event in answer["Events"]:
+                print(log_line(event, args.format), flush=args.follow)
+            if not args.follow:
+                return 0
+            token, wait = answer["NextToken"], FOLLOW_WAIT_S
+    except KeyboardInterrupt:
+        return 0
+
+
+def log_line(event: dict[str, str], form: str) -> str:
+    """One event of ``headwater logs`` as printed: a JSON line, or time, request id and message
+    (Headwater's own lines, START/END/REPORT and errors, without a request id column)."""
+    if form == "json":
+        return json.dumps(event, ensure_ascii=False)
+    if event["logger"] == "platform" and event["level"] != "ERROR":
+        return f"{event['time']} {event['message']}"
+    return f"{event['time']} {event.get('request_id', '-')}\t{event['message']}"
+
+
 def print_table(rows: list[tuple[str, ...]], numbers: bool = False) -> None:
     """Columns padded to their widest cell; with ``numbers``, all but the first to the right."""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -535,7 +596,8 @@ def cmd_usage(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     return 0
 
 
-COMMANDS = {"invoke": cmd_invoke, "deploy": cmd_deploy, "functions": cmd_functions, "dlq": cmd_dlq}
+COMMANDS = {"invoke": cmd_invoke, "deploy": cmd_deploy, "functions": cmd_functions, "dlq": cmd_dlq,
+            "logs": cmd_logs}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -12,6 +12,7 @@ import asyncio
 import errno
 import logging
 import os
+import select
 import socket
 import stat
 import time
@@ -291,6 +292,26 @@ class LogWriter(BatchWriter):
         if written < len(data):
             self._backlog += memoryview(data)[written:]
             self._loop.add_writer(self._out, self._drain)
+
+    def end_line(self) -> None:
+        """Finish the line a short write left half written, waiting for room: called before the
+        daemon writes a record of its own (which waits for room anyway), so that the record
+        never lands inside a function's line, and a JSON line stays one object."""
+        end = self._backlog.find(b"\n") + 1
+        if not end:
+            return
+        view = memoryview(self._backlog)[:end]
+        while view:
+            try:
+                view = view[os.write(self.fd, view):]
+            except BlockingIOError:
+                select.select([], [self.fd], [])
+            except OSError:
+                break  # the reader is gone: nothing to keep whole
+        view.release()
+        del self._backlog[:end]
+        if not self._backlog:
+            self._loop.remove_writer(self._out)
 
     def _drain(self) -> None:
         del self._backlog[:self._try(self._backlog)]

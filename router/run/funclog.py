@@ -1,8 +1,10 @@
 """A function's log: Lambda's START / END / REPORT lines around the function's own output.
 
-Every line goes to the daemon's log (stderr, so journald keeps it), prefixed with the function's name,
-and the function's output lines with the request id as well. A caller that asked for the tail
-(``X-Amz-Log-Type: Tail``) also gets the invocation's own log, unprefixed, as Lambda shows it.
+Every line goes to the daemon's log (stderr, so journald keeps it) in the daemon's log format
+(``router.logs.format``: tagged with the function's name, and the function's output lines with the
+request id as well), and to the function's ring of recent lines, which ``headwater logs`` reads. A
+caller that asked for the tail (``X-Amz-Log-Type: Tail``) also gets the invocation's own log,
+untagged, as Lambda shows it.
 
 The function's output is bounded as it arrives: the tail keeps only its last 4 KB, and a line still
 without its newline at ``LINE_BYTES`` (a CloudWatch Logs event's limit) is cut there and written as
@@ -11,7 +13,13 @@ a line of its own, so 32 MB without a newline cost one copy per byte, not one pe
 
 from __future__ import annotations
 
+import time
+
+import msgspec
+
 from router.intake.invocation import Invocation, Outcome
+from router.logs.format import BETWEEN, Clock, LineFormat, LogFormat, function_lines
+from router.logs.ring import LogRing, LogRings
 from router.metering.sink import LogWriter
 
 TAIL_BYTES = 4096
@@ -43,10 +51,10 @@ def whole_lines(partial: bytearray, data: bytes, limit: int = LINE_BYTES) -> byt
 
 
 class FunctionLog:
-    def __init__(self, writer: LogWriter, function: str, memory_mb: int) -> None:
+    def __init__(self, writer: LogWriter, lines: LineFormat, ring: LogRing, memory_mb: int) -> None:
         self.writer = writer
-        self.prefix_text = f"[{function}] "
-        self.prefix = self.prefix_text.encode()
+        self.lines = lines
+        self.ring = ring
         self.memory_mb = memory_mb
 
     # START is written lazily: before the function's first output, or with END and REPORT when it
@@ -63,10 +71,10 @@ class FunctionLog:
         newline separately) waits for its end, or for END, in ``inv.partial``.
         """
         if inv is None:
-            self._tag(b"-", data if data.endswith(b"\n") else data + b"\n")
+            self._output(BETWEEN, data if data.endswith(b"\n") else data + b"\n")
             return
         if not inv.log_started:
-            self._emit(inv, self._start_line(inv).encode())
+            self._platform(inv, self._start_line(inv))
         self._keep(inv, data)
         if inv.partial or not data.endswith(b"\n") or len(data) > LINE_BYTES:
             if inv.partial is None:
@@ -74,7 +82,7 @@ class FunctionLog:
             data = whole_lines(inv.partial, data)
             if not data:
                 return
-        self._tag(inv.request_id.encode(), data)
+        self._output(inv.request_id, data)
 
     @staticmethod
     def _keep(inv: Invocation, data: bytes) -> None:
@@ -85,32 +93,64 @@ class FunctionLog:
             if len(log) > TAIL_BYTES:
                 del log[:-TAIL_BYTES]  # a bytearray drops its front without moving the rest
 
-    def _tag(self, request_id: bytes, lines: bytes) -> None:
-        tag = self.prefix + request_id + b"\t"
-        self.writer.write_output(tag + lines[:-1].replace(b"\n", b"\n" + tag) + b"\n")
+    def _output(self, request_id: str, lines: bytes) -> None:
+        now = time.time()
+        self.ring.add(now, request_id, "INFO", "function", lines)
+        self.writer.write_output(self.lines.output(now, request_id, lines))
+
+    def _platform(self, inv: Invocation, text: str, level: str = "INFO") -> None:
+        now = time.time()
+        self.ring.add(now, inv.request_id, level, "platform", text.encode())
+        self.writer.write(self.lines.platform(now, inv.request_id, text, level))
+        self._keep(inv, text.encode())
 
     def end(self, inv: Invocation, outcome: Outcome, billed_ms: int) -> None:
         rid = inv.request_id
         if inv.partial:  # output that ended mid-line: END still starts a line
-            self._tag(rid.encode(), bytes(inv.partial) + b"\n")
+            self._output(rid, bytes(inv.partial) + b"\n")
             self._keep(inv, b"\n")
         extra = ""
         if outcome.init_duration_ms is not None:
             extra = f"\tInit Duration: {outcome.init_duration_ms:.2f} ms"
-        if outcome.status == "timeout":
-            extra += "\tStatus: timeout"
-        # Formatted with the prefix in place, in one string: this runs for every invocation.
-        p = self.prefix_text
-        start = "" if inv.log_started else p + self._start_line(inv)
-        text = (f"{start}{p}END RequestId: {rid}\n{p}REPORT RequestId: {rid}"
+        if outcome.status in ("timeout", "crash", "oom"):
+            # Found by Headwater, not reported by the function: said in its log, as Lambda does.
+            extra += ("\tStatus: timeout" if outcome.status == "timeout"
+                      else f"\tStatus: error\tError Type: {outcome.error_type}")
+            if not inv.log_started:
+                self._platform(inv, self._start_line(inv))
+            self._platform(inv, f"{error_message(outcome.payload)}\n", "ERROR")
+        # Formatted in one string, and written and kept once: this runs for every invocation.
+        start = "" if inv.log_started else self._start_line(inv)
+        text = (f"{start}END RequestId: {rid}\nREPORT RequestId: {rid}"
                 f"\tDuration: {outcome.duration_ms:.2f} ms\tBilled Duration: {billed_ms} ms"
                 f"\tMemory Size: {self.memory_mb} MB\tMax Memory Used: {outcome.max_memory_mb} MB"
                 f"{extra}\n")
-        self.writer.write(text.encode())
-        if inv.log is not None:  # the caller's tail: the same lines, without the prefix
-            self._keep(inv, text.replace(p, "").encode())
+        now = time.time()
+        self.ring.add(now, rid, "INFO", "platform", data := text.encode())
+        self.writer.write(self.lines.platform(now, rid, text))
+        if inv.log is not None:  # the caller's tail
+            self._keep(inv, data)
             outcome.log = bytes(inv.log)
 
-    def _emit(self, inv: Invocation, lines: bytes) -> None:
-        self.writer.write(self.prefix + lines.replace(b"\n", b"\n" + self.prefix, lines.count(b"\n") - 1))
-        self._keep(inv, lines)
+
+def error_message(payload: bytes) -> str:
+    """The errorMessage of an error object Headwater made (``RequestId: … Error: …``)."""
+    try:
+        message = msgspec.json.decode(payload).get("errorMessage")
+    except (msgspec.DecodeError, AttributeError):
+        message = None
+    return str(message) if message else "Error: the invocation failed"
+
+
+class FunctionLogs:
+    """What the logs of every function share: the daemon's stderr, its format, and the rings."""
+
+    def __init__(self, writer: LogWriter, fmt: LogFormat, rings: LogRings) -> None:
+        self.writer = writer
+        self.format = fmt
+        self.rings = rings
+        self.clock = Clock()
+
+    def of(self, function: str, memory_mb: int) -> FunctionLog:
+        return FunctionLog(self.writer, function_lines(self.format, function, self.clock),
+                           self.rings.get(function), memory_mb)

@@ -27,9 +27,8 @@ from router.config import Config, FunctionConfig, function_arn, function_aws_env
 from router.intake.invocation import Invocation, Outcome, Status
 from router.intake.stream import ResponseStream
 from router.metering.record import Meter, billed_ms
-from router.metering.sink import LogWriter
 from router.run.capacity import Capacity
-from router.run.funclog import FunctionLog
+from router.run.funclog import FunctionLogs
 from router.run.isolation import Isolation
 from router.run.scaling import Snapshot, plan
 from router.store.images import Launch, launch, read_settings
@@ -230,7 +229,7 @@ def start_crash(message: str, error_type: str = "Runtime.ExitError") -> StartFai
 
 
 class FunctionPool:
-    def __init__(self, fn: FunctionConfig, config: Config, meter: Meter, logs: LogWriter,
+    def __init__(self, fn: FunctionConfig, config: Config, meter: Meter, logs: FunctionLogs,
                  environ: dict[str, str], capacity: Capacity, isolation: Isolation) -> None:
         self.capacity = capacity
         self.isolation = isolation
@@ -259,7 +258,7 @@ class FunctionPool:
         config, environ, logs = self._daemon
         self.config = fn
         self.spec = worker_spec(fn, config, environ, self.isolation)
-        self.log = FunctionLog(logs, fn.name, fn.memory_mb)
+        self.log = logs.of(fn.name, fn.memory_mb)
 
     def reconfigure(self, fn: FunctionConfig) -> None:
         """New code or settings: invocations already running finish on the workers they have;

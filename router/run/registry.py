@@ -28,9 +28,12 @@ from router.config import (
     trusted_networks,
 )
 from router.intake.intake import Intake
+from router.logs.format import decide, share_stderr
+from router.logs.ring import LogRings
 from router.metering.record import Meter
 from router.metering.sink import LogWriter
 from router.run.capacity import Capacity
+from router.run.funclog import FunctionLogs
 from router.run.images import cache_of, resolve
 from router.run.isolation import Isolation
 from router.run.pool import FunctionPool
@@ -96,6 +99,9 @@ class Registry:
         self.intake = Intake(self.meter)
         self.loop = asyncio.get_running_loop()
         self.logs = LogWriter(2, delay=LOG_FLUSH_S)  # function logs share the daemon's stderr
+        share_stderr(self.logs.end_line)
+        self.function_logs = FunctionLogs(self.logs, decide(config.server.log_format, environ),
+                                          LogRings(config.server.log_ring_bytes))
         self._environ = dict(environ)
         self.capacity = Capacity(config.server.max_workers)
         self.isolation = Isolation(config, BOOTSTRAP)
@@ -169,7 +175,7 @@ class Registry:
 
     def _add(self, deployed: Deployed) -> FunctionPool:
         fn = deployed.function
-        pool = FunctionPool(fn, self.config, self.meter, self.logs, self._environ, self.capacity,
+        pool = FunctionPool(fn, self.config, self.meter, self.function_logs, self._environ, self.capacity,
                             self.isolation)
         pool.unavailable = self.unavailable(fn)
         self.capacity.pools.append(pool)  # and removed by undeploy: the registry owns the list
@@ -211,6 +217,7 @@ class Registry:
                 # the next start, and the name must not be freed while they are still there.
                 self.capacity.pools.remove(pool)
                 self.isolation.release(name)
+                self.function_logs.rings.drop(name)
                 await asyncio.to_thread(self.store.delete, name)
         finally:
             del self.deleting[name]
@@ -305,6 +312,7 @@ class Registry:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
+        self.function_logs.rings.close()
         self.logs.flush()
         self.meter.close()
         self.isolation.close()

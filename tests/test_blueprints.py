@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import Daemon
+from conftest import Daemon, untimed
 from test_deploy import SERVER, headwater
 
 from workers.runtimes import nodejs
@@ -55,7 +55,7 @@ def test_init_deploy_invoke(daemon: Daemon, tmp_path: Path, blueprint: str,
 def logged(daemon: Daemon, prefix: str, text: str, timeout: float = 5.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if any(line.startswith(prefix) and text in line for line in list(daemon.lines)):
+        if any(untimed(line).startswith(prefix) and text in line for line in list(daemon.lines)):
             return True
         time.sleep(0.02)
     return False

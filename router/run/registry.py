@@ -30,6 +30,8 @@ from router.config import (
 from router.intake.intake import Intake
 from router.metering.record import Meter
 from router.metering.sink import LogWriter
+from router.metrics.instruments import Metrics
+from router.metrics.state import StateCollector
 from router.run.capacity import Capacity
 from router.run.isolation import Isolation
 from router.run.pool import FunctionPool
@@ -85,6 +87,8 @@ def route_table(config: Config) -> RouteTable:
 class Registry:
     def __init__(self, config: Config, environ: Mapping[str, str]) -> None:
         self.config = config
+        self.metrics = Metrics()
+        self.metrics.watch(StateCollector(self))
         self.meter = Meter(config.metering)
         self.intake = Intake(self.meter)
         self.loop = asyncio.get_running_loop()
@@ -119,10 +123,11 @@ class Registry:
                                                             url=FunctionUrl(enabled=False))
             self._add(deployed)
         self.routes = route_table(config)
-        self.mappings = Mappings(config, self.intake, self.lookup)  # SQS and S3 triggers
+        # SQS and S3 triggers
+        self.mappings = Mappings(config, self.intake, self.lookup, self.metrics)
         self.asyncq = AsyncInvoker(config, self.intake, self.lookup, self.mappings.clients,
-                                   self.async_settings, lambda: list(self.pools))
-        self.scheduler = Scheduler(config, self.asyncq)
+                                   self.async_settings, lambda: list(self.pools), self.metrics)
+        self.scheduler = Scheduler(config, self.asyncq, self.metrics)
         self.api_mode: AuthMode = "api" if api_auth_required(config.server) else "none"
         self.trusted = trusted_networks(config.server)  # proxies whose X-Forwarded-For counts
         self._ticker: asyncio.Task[None] | None = None
@@ -148,7 +153,7 @@ class Registry:
     def _add(self, deployed: Deployed) -> FunctionPool:
         fn = deployed.function
         pool = FunctionPool(fn, self.config, self.meter, self.logs, self._environ, self.capacity,
-                            self.isolation)
+                            self.isolation, self.metrics.function(fn.name))
         self.capacity.pools.append(pool)  # and removed by undeploy: the registry owns the list
         self.pools[fn.name] = pool
         self.deployed[fn.name] = deployed
@@ -176,6 +181,7 @@ class Registry:
                 # the next start, and the name must not be freed while they are still there.
                 self.capacity.pools.remove(pool)
                 self.isolation.release(name)
+                self.metrics.forget(name)
                 await asyncio.to_thread(self.store.delete, name)
         finally:
             del self.deleting[name]

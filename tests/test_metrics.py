@@ -1,12 +1,16 @@
 """``/metrics`` scraped as Prometheus scrapes it (prometheus-client's parser) from the real daemon:
 invocations by outcome and their histograms, workers, HTTP requests by kind, sources (schedule,
-async, an SQS batch from moto's server), and process metrics."""
+async, an SQS batch from moto's server), process metrics, and the Grafana dashboard's queries."""
 
 from __future__ import annotations
 
+import json
+import re
 import signal
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -21,6 +25,8 @@ from router.api import dispatch
 from router.metrics.instruments import DURATION_BUCKETS
 from sources import http_trigger, invoke_api, s3_webhook
 from sources.poller import oldest_age_s
+
+DASHBOARD = Path(__file__).resolve().parent.parent / "deploy" / "grafana-dashboard.json"
 
 # --- pure parts ----------------------------------------------------------------------------------
 
@@ -177,6 +183,45 @@ def test_openmetrics_is_served_when_the_scraper_asks_for_it(daemon: Daemon) -> N
     assert r.headers["Content-Type"].startswith("application/openmetrics-text; version=1.0.0")
     families = {f.name: f for f in openmetrics_families(r.body.decode())}
     assert families["headwater_invocation_duration_seconds"].type == "histogram"
+
+
+# --- the Grafana dashboard -------------------------------------------------------------------
+
+METRIC = re.compile(r"\b((?:headwater|process)_[a-z_]+)\b")
+
+
+def panels(dashboard: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    for panel in dashboard["panels"]:
+        yield panel
+        yield from panel.get("panels", [])  # a collapsed row's
+
+
+def test_the_dashboards_queries_name_metrics_the_daemon_exports(daemon: Daemon) -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    assert isinstance(dashboard["schemaVersion"], int) and dashboard["title"]
+    variable = next(v for v in dashboard["templating"]["list"] if v["type"] == "datasource")
+    assert variable["query"] == "prometheus"
+    until(lambda: scrape(daemon).matching("headwater_source_lag_seconds", source="schedule"),
+          what="a tick's lag")
+    exported = scrape(daemon).names()
+    queried = set()
+    for panel in panels(dashboard):
+        if panel["type"] == "row":
+            continue
+        assert panel["datasource"]["uid"] == f"${{{variable['name']}}}", panel["title"]
+        assert panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            names = set(METRIC.findall(target["expr"]))
+            assert names, (panel["title"], target["expr"])
+            assert names <= exported, (panel["title"], names - exported)
+            queried |= names
+    wanted = {"headwater_invocations_total", "headwater_invocation_duration_seconds_bucket",
+              "headwater_cold_starts_total", "headwater_workers_busy", "headwater_queue_depth",
+              "headwater_async_events_pending", "headwater_source_lag_seconds",
+              "headwater_http_request_duration_seconds_bucket"}
+    assert wanted <= queried, wanted - queried
+    ids = [p["id"] for p in panels(dashboard)]
+    assert len(ids) == len(set(ids))
 
 
 # --- a function that goes, and an SQS batch ----------------------------------------------------

@@ -22,7 +22,7 @@ from prometheus_client.openmetrics.parser import (
 from scrape import Scrape, scrape
 
 from router.api import dispatch
-from router.metrics.instruments import DURATION_BUCKETS
+from router.metrics.instruments import DURATION_BUCKETS, Counts
 from sources import http_trigger, invoke_api, s3_webhook
 from sources.poller import oldest_age_s
 
@@ -52,6 +52,20 @@ def test_the_operations_address_counts_what_it_serves() -> None:
     assert dispatch.kind_of(dispatch.resolve_operations("GET", "/metrics")) == "metrics"
     assert dispatch.kind_of(dispatch.resolve_operations("GET", "/x")) == "other"
     assert {invoke_api.invoke, http_trigger.function_url, s3_webhook.receive} <= set(dispatch.KINDS)
+
+
+@pytest.mark.parametrize(("values", "cumulative"), [
+    ([], [("1.0", 0), ("2.5", 0), ("+Inf", 0)]),
+    ([1.0], [("1.0", 1), ("2.5", 1), ("+Inf", 1)]),  # a bucket's bound is in it ("le")
+    ([0.0, 1.0001, 2.5, 99.0], [("1.0", 1), ("2.5", 3), ("+Inf", 4)]),
+])
+def test_counts_are_cumulative_buckets_with_their_bound_included(
+        values: list[float], cumulative: list[tuple[str, int]]) -> None:
+    counts = Counts((1.0, 2.5))
+    for value in values:
+        counts.observe(value)
+    assert counts.cumulative() == cumulative
+    assert counts.total == sum(values)
 
 
 @pytest.mark.parametrize(("attributes", "age"), [

@@ -189,26 +189,32 @@ class Dispatcher:
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         handler, name = self.route(request)
+        started = time.perf_counter()
+        try:
+            expect = request.headers.get("Expect")
+            # 100-continue is answered by read_body, once the credentials pass and the body is
+            # wanted.
+            if expect and request.version >= (1, 1) and expect.lower() != "100-continue":
+                response: web.StreamResponse = web.Response(status=417,
+                                                            text=f"Unknown Expect: {expect}")
+            elif not self.registry.leaving:  # the one check the drain costs a request
+                response = await handler(request, self.registry, name)
+            else:
+                response = await self._leaving(request, handler, name)
+        except Exception:
+            self._answered(handler, 500, started)  # aiohttp answers it with a 500
+            raise
+        self._answered(handler, response.status, started)
+        return response
+
+    def _answered(self, handler: Handler, status: int, started: float) -> None:
         counted = self._counted.get(handler)
         if counted is None:
             counted = self._counted[handler] = self.registry.metrics.http(kind_of(handler))
-        started = time.perf_counter()
-        try:
-            response = await self._serve(request, handler, name)
-        except Exception:
-            counted.answered(500, time.perf_counter() - started)  # aiohttp answers it with a 500
-            raise
-        counted.answered(response.status, time.perf_counter() - started)
-        return response
+        counted.answered(status, time.perf_counter() - started)
 
-    async def _serve(self, request: web.BaseRequest, handler: Handler,
-                     name: str) -> web.StreamResponse:
-        expect = request.headers.get("Expect")
-        # 100-continue is answered by read_body, once the credentials pass and the body is wanted.
-        if expect and request.version >= (1, 1) and expect.lower() != "100-continue":
-            return web.Response(status=417, text=f"Unknown Expect: {expect}")
-        if not self.registry.leaving:  # the one check the drain costs a request
-            return await handler(request, self.registry, name)
+    async def _leaving(self, request: web.BaseRequest, handler: Handler,
+                       name: str) -> web.StreamResponse:
         if self.registry.intake.draining and handler not in HEALTH:
             # Past the drain delay: only the health endpoints still answer, so that nothing new
             # starts (a deploy, an invocation) while the daemon finishes what it has.
@@ -222,13 +228,13 @@ class Dispatcher:
 
 
 class OperationsDispatcher(Dispatcher):
-    """The handler of [server].metrics_listen."""
+    """The handler of [server].metrics_listen: a scraper is answered until the daemon exits."""
 
     def route(self, request: web.BaseRequest) -> tuple[Handler, str]:
         return resolve_operations(request.method, request.rel_url.path_safe), ""
 
-    async def _serve(self, request: web.BaseRequest, handler: Handler,
-                     name: str) -> web.StreamResponse:
+    async def _leaving(self, request: web.BaseRequest, handler: Handler,
+                       name: str) -> web.StreamResponse:
         return await handler(request, self.registry, name)
 
 

@@ -5,8 +5,8 @@ Each part that counts asks once for a handle (``function``, ``source``, ``http``
 costs no label lookup. The figures of every invocation and every request are plain numbers on
 those handles (``Counts``), which ``Metrics.collect`` turns into counter and histogram families at
 each scrape: the daemon counts on its one event-loop thread, and prometheus-client's own children
-take a lock and half a dozen calls per update, which cost the Invoke API 37k instructions a
-request (12%; see the README's Performance). Sources, whose events come a batch at a time, use
+take a lock and half a dozen calls per update (an increment 0.9 µs, an observation 1.8 µs, a plain
+one 0.2 µs; see the README's "The metrics' cost"). Sources, whose events come a batch at a time, use
 prometheus-client's instruments as they are. Live state (queues, workers, the async backlog) is
 not counted at all: ``router.metrics.state`` reads it at each scrape.
 """

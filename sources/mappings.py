@@ -21,6 +21,7 @@ import msgspec
 
 from router.config import Config, QueueTrigger, S3Trigger, filter_patterns
 from router.intake.intake import Intake
+from router.metrics.instruments import Metrics
 from sources.aws import Clients
 from sources.filters import compile_filters
 from sources.poller import Poller, S3Match, Target, queue_problem
@@ -88,10 +89,11 @@ def config_mappings(config: Config, clients: Clients) -> list[Mapping]:
 
 class Mappings:
     def __init__(self, config: Config, intake: Intake,
-                 lookup: Callable[[str], FunctionPool | None]) -> None:
+                 lookup: Callable[[str], FunctionPool | None], metrics: Metrics) -> None:
         self.config = config
         self.intake = intake
         self.lookup = lookup
+        self.metrics = metrics
         self.clients = Clients(config.aws, config.server.region)
         self.path = Path(config.server.data_dir) / FILE
         self.mappings: dict[str, Mapping] = {}
@@ -198,7 +200,9 @@ class Mappings:
         self.refused.pop(m.uuid, None)
         if (old := self.pollers.get(m.uuid)) is not None:
             old.stop()
-        poller = Poller(self.target(m), self.clients, self.intake, self.lookup)
+        target = self.target(m)
+        poller = Poller(target, self.clients, self.intake, self.lookup,
+                        self.metrics.source(target.kind, target.function))
         poller.last_result = self.results.get(m.uuid, poller.last_result)
         self.pollers[m.uuid] = poller
         poller.start()

@@ -31,6 +31,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from router.config import S3Trigger
 from router.intake.intake import Intake, Reservation, Unavailable
 from router.intake.invocation import MAX_SYNC_PAYLOAD, Invocation, Outcome
+from router.metrics.instruments import SourceMetrics
 from sources import s3_event, sqs_event
 from sources.aws import LONG_POLL_S, Clients, backoff_s
 from sources.filters import Filters
@@ -108,6 +109,14 @@ def pollers_wanted(current: int, received: int, asked: int, maximum: int) -> int
     return current
 
 
+def oldest_age_s(messages: list[dict[str, Any]], now: float) -> float | None:
+    """How long ago the oldest of ``messages`` was sent (SQS's ``SentTimestamp``, epoch
+    milliseconds); None when no message says."""
+    sent = [int(m["Attributes"]["SentTimestamp"]) for m in messages
+            if "SentTimestamp" in m.get("Attributes", {})]
+    return now - min(sent) / 1000 if sent else None
+
+
 def batch_entries(messages: list[dict[str, Any]], **extra: object) -> Iterator[list[dict[str, Any]]]:
     """The Entries of SQS batch calls (delete, change visibility) for ``messages``: at most
     MAX_RECEIVE a call, each with its receipt handle and ``extra``."""
@@ -138,8 +147,9 @@ class Poller:
     """The pollers of one mapping."""
 
     def __init__(self, target: Target, clients: Clients, intake: Intake,
-                 lookup: Callable[[str], FunctionPool | None]) -> None:
+                 lookup: Callable[[str], FunctionPool | None], metrics: SourceMetrics) -> None:
         self.target = target
+        self.metrics = metrics
         self.clients = clients
         self.intake = intake
         self.lookup = lookup
@@ -193,6 +203,7 @@ class Poller:
                     raise
                 except ENDPOINT_ERRORS as e:
                     failures += 1
+                    self.metrics.error()
                     self._failed(e)
                     reservation.release()
                     await asyncio.sleep(backoff_s(failures, random.random()))
@@ -206,6 +217,7 @@ class Poller:
                 if wanted > len(self.loops) and not self.stopping:
                     self._spawn()
                 if messages:
+                    self._received(messages)
                     await self._process(pool, messages, reservation)
                 elif wanted < len(self.loops):
                     break
@@ -329,6 +341,7 @@ class Poller:
                     response = await client.delete_message_batch(QueueUrl=target.queue_url,
                                                                  Entries=entries)
                 except ENDPOINT_ERRORS as e:
+                    self.metrics.error()
                     if attempt == DELETE_ATTEMPTS:
                         log.error("%s: cannot delete %d message(s) from %s (%s); they will run again",
                                   target.function, len(entries), target.queue_arn, e)
@@ -350,11 +363,18 @@ class Poller:
                 await client.change_message_visibility_batch(QueueUrl=target.queue_url,
                                                              Entries=entries)
             except ENDPOINT_ERRORS as e:
+                self.metrics.error()
                 log.warning("%s: cannot return %d message(s) to %s (%s); they come back after "
                             "their visibility timeout", target.function, len(entries),
                             target.queue_arn, e)
 
     # --- state -----------------------------------------------------------------------------
+
+    def _received(self, messages: list[dict[str, Any]]) -> None:
+        self.metrics.batch(len(messages))
+        age = oldest_age_s(messages, time.time())
+        if age is not None:
+            self.metrics.lag(age)
 
     def _failed(self, error: BaseException) -> None:
         text = describe(error)

@@ -23,6 +23,7 @@ import msgspec
 from router.asyncq.runner import AsyncInvoker
 from router.asyncq.store import NewEvent, StoreError
 from router.config import Config, ScheduleTrigger, trigger_name
+from router.metrics.instruments import Metrics
 from sources import schedule
 from sources.aws import backoff_s
 from sources.cron import Schedule, next_fire, parse
@@ -71,9 +72,10 @@ async def sleep_until(when: float) -> None:
 
 
 class Scheduler:
-    def __init__(self, config: Config, invoker: AsyncInvoker) -> None:
+    def __init__(self, config: Config, invoker: AsyncInvoker, metrics: Metrics) -> None:
         self.config = config
         self.invoker = invoker
+        self.metrics = metrics
         self.entries = entries(config)
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -97,6 +99,8 @@ class Scheduler:
             at = next_fire(entry.schedule, at)
 
     async def _fire(self, entry: Entry, at: datetime) -> None:
+        # A tick missed while no daemon ran (catch_up) shows its whole lateness too.
+        self.metrics.source("schedule", entry.function).lag(time.time() - at.timestamp())
         event = tick_event(entry, at, self.config)
         store = self.invoker.store
         if await self._retrying(entry, lambda: store.fire_tick(entry.name, at.timestamp(), event)):
@@ -109,6 +113,7 @@ class Scheduler:
                 return await op()
             except StoreError as e:
                 failures += 1
+                self.metrics.source("schedule", entry.function).error()
                 if failures == 1:
                     log.error("%s: the event store fails: %s (retrying)", entry.name, e)
                 await asyncio.sleep(backoff_s(failures, random.random()))

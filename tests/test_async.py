@@ -25,6 +25,7 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 from conftest import Daemon, function_toml
 from moto_server import MotoServer, aws_section, until
+from scrape import scrape
 
 from router.cli.scaffold import create
 
@@ -221,13 +222,11 @@ def test_the_event_invoke_config_api(daemon: Daemon) -> None:
 
 
 def test_metrics_show_the_async_queue(daemon: Daemon) -> None:
-    until(lambda: 'headwater_async_dead_lettered_total{function="fails"}' in daemon.request(
-        "GET", "/metrics").body.decode(), what="async metrics")
-    text = daemon.request("GET", "/metrics").body.decode()
-    dead = [line for line in text.splitlines()
-            if line.startswith('headwater_async_dead_lettered_total{function="fails"}')]
-    assert int(dead[0].split()[-1]) >= 1
-    assert 'headwater_async_retries_total{function="flaky"}' in text
+    until(lambda: scrape(daemon).value("headwater_async_dead_lettered_total", function="fails") >= 1,
+          what="async metrics")
+    found = scrape(daemon)
+    assert found.matching("headwater_async_retries_total", function="flaky")
+    assert found.matching("headwater_async_events_pending", function="flaky")
 
 
 # --- faults ------------------------------------------------------------------------------------
@@ -430,12 +429,7 @@ def test_a_function_with_no_concurrency_is_throttled_without_holding_up_others(
     until(lambda: any(e["event"] == {"on": True} for e in daemon.printed("EVENT")),
           what="the other function's event to run")
 
-    def retries() -> int:
-        text = daemon.request("GET", "/metrics").body.decode()
-        line = next(x for x in text.splitlines()
-                    if x.startswith('headwater_async_retries_total{function="off"}'))
-        return int(line.split()[-1])
-
-    until(lambda: retries() >= 8, what="the throttled events to be put back")
+    until(lambda: scrape(daemon).value("headwater_async_retries_total", function="off") >= 8,
+          what="the throttled events to be put back")
     assert not [e for e in daemon.printed("EVENT") if e["event"] == {"off": True}]
     assert "off" not in cli(daemon, "dlq", "list").stdout  # kept, within its age

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import Daemon, Response, function_toml
+from scrape import scrape
 
 # Its import takes 1.5 s, well over the 500 ms the tests ask of a cold start: the fork server
 # starts importing it at boot, so the first invocation waits only for what is left of the import
@@ -263,16 +264,13 @@ def test_file_descriptors_do_not_leak_over_10000_invocations(daemon: Daemon) -> 
 
 def test_metrics_report_queues_workers_cold_starts_and_throttles(daemon: Daemon) -> None:
     daemon.invoke("ok", {})
-    r = daemon.request("GET", "/metrics")
-    assert r.status == 200 and r.headers["Content-Type"].startswith("text/plain")
-    text = r.body.decode()
-    samples = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
-               for line in text.splitlines() if line and not line.startswith("#")}
-    assert samples['headwater_cold_starts_total{function="ok"}'] >= 1
-    assert samples['headwater_throttles_total{function="queue2"}'] >= 3
-    assert samples['headwater_workers_idle{function="ok"}'] >= 1
-    assert 'headwater_queue_depth{function="ok"}' in samples
-    assert samples["headwater_workers_limit"] == 64
+    found = scrape(daemon)
+    assert found.value("headwater_cold_starts_total", function="ok") >= 1
+    assert found.value("headwater_throttles_total", function="queue2") >= 3
+    assert found.value("headwater_invocations_total", function="queue2", outcome="throttled") >= 3
+    assert found.value("headwater_workers_idle", function="ok") >= 1
+    assert found.matching("headwater_queue_depth", function="ok")
+    assert found.value("headwater_workers_limit") == 64
 
 
 # --- fairness ------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ notes).
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 from urllib.parse import unquote
 
@@ -19,8 +20,9 @@ from router.api import dlq, esm, event_invoke, layers, logs, management, urls
 from router.api.awserror import aws_error
 from router.api.body import Refusal, take_body
 from router.api.httplog import RequestErrors
-from router.api.metrics import render
+from router.api.metrics import scrape
 from router.health import readiness
+from router.metrics.instruments import HttpMetrics
 from router.run.registry import Handler, Registry
 from sources import http_trigger, invoke_api, invoke_stream, s3_webhook
 
@@ -35,8 +37,7 @@ async def readyz(request: web.BaseRequest, registry: Registry, _: str) -> web.Re
 
 
 async def open_metrics(request: web.BaseRequest, registry: Registry, _: str) -> web.Response:
-    return web.Response(text=render(registry),
-                        headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+    return scrape(request, registry)
 
 
 async def metrics(request: web.BaseRequest, registry: Registry, name: str) -> web.Response:
@@ -167,20 +168,64 @@ async def not_served(request: web.BaseRequest, registry: Registry, _: str) -> we
     return web.Response(status=404, text="Not Found")
 
 
+# The kind of route each handler serves, the label of the HTTP metrics; every other handler is
+# the Lambda API's management side (functions, URLs, mappings, tags, dead letters, unknown paths).
+KINDS: dict[Handler, str] = {
+    invoke_api.invoke: "invoke",
+    http_trigger.function_url: "url",
+    http_trigger.route: "route",
+    healthz: "health",
+    readyz: "health",
+    metrics: "metrics",
+    open_metrics: "metrics",
+    s3_webhook.receive: "webhook",
+    not_served: "other",
+}
+
+
+def kind_of(handler: Handler) -> str:
+    return KINDS.get(handler, "management")
+
+
 class Dispatcher:
-    """The server's request handler: resolves each request and runs what serves it."""
+    """The server's request handler: resolves each request, runs what serves it, and counts it
+    by the kind of route (its metrics' handle looked up once per handler, then cached)."""
 
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
+        self._counted: dict[Handler, HttpMetrics] = {}
+
+    def route(self, request: web.BaseRequest) -> tuple[Handler, str]:
+        return resolve(request.method, request.rel_url.path_safe)
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
-        handler, name = resolve(request.method, request.rel_url.path_safe)
-        expect = request.headers.get("Expect")
-        # 100-continue is answered by read_body, once the credentials pass and the body is wanted.
-        if expect and request.version >= (1, 1) and expect.lower() != "100-continue":
-            return web.Response(status=417, text=f"Unknown Expect: {expect}")
-        if not self.registry.leaving:  # the one check the drain costs a request
-            return await handler(request, self.registry, name)
+        handler, name = self.route(request)
+        started = time.perf_counter()
+        try:
+            expect = request.headers.get("Expect")
+            # 100-continue is answered by read_body, once the credentials pass and the body is
+            # wanted.
+            if expect and request.version >= (1, 1) and expect.lower() != "100-continue":
+                response: web.StreamResponse = web.Response(status=417,
+                                                            text=f"Unknown Expect: {expect}")
+            elif not self.registry.leaving:  # the one check the drain costs a request
+                response = await handler(request, self.registry, name)
+            else:
+                response = await self._leaving(request, handler, name)
+        except Exception:
+            self._answered(handler, 500, started)  # aiohttp answers it with a 500
+            raise
+        self._answered(handler, response.status, started)
+        return response
+
+    def _answered(self, handler: Handler, status: int, started: float) -> None:
+        counted = self._counted.get(handler)
+        if counted is None:
+            counted = self._counted[handler] = self.registry.metrics.http(kind_of(handler))
+        counted.answered(status, time.perf_counter() - started)
+
+    async def _leaving(self, request: web.BaseRequest, handler: Handler,
+                       name: str) -> web.StreamResponse:
         if self.registry.intake.draining and handler not in HEALTH:
             # Past the drain delay: only the health endpoints still answer, so that nothing new
             # starts (a deploy, an invocation) while the daemon finishes what it has.
@@ -194,11 +239,14 @@ class Dispatcher:
 
 
 class OperationsDispatcher(Dispatcher):
-    """The handler of [server].metrics_listen."""
+    """The handler of [server].metrics_listen: a scraper is answered until the daemon exits."""
 
-    async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
-        handler = resolve_operations(request.method, request.rel_url.path_safe)
-        return await handler(request, self.registry, "")
+    def route(self, request: web.BaseRequest) -> tuple[Handler, str]:
+        return resolve_operations(request.method, request.rel_url.path_safe), ""
+
+    async def _leaving(self, request: web.BaseRequest, handler: Handler,
+                       name: str) -> web.StreamResponse:
+        return await handler(request, self.registry, name)
 
 
 # A request answered without its body being read (refused, say) has the rest of its body read and

@@ -30,6 +30,7 @@ from router.asyncq.store import Backlog, Claim, NewEvent, StoreError, open_store
 from router.config import AsyncInvoke, Config, function_arn
 from router.intake.intake import Intake, Unavailable
 from router.intake.invocation import Invocation, new_request_id
+from router.metrics.instruments import Metrics
 from sources.aws import Clients, backoff_s
 from sources.sqs_event import queue_url_of
 
@@ -70,8 +71,9 @@ class AsyncInvoker:
     def __init__(self, config: Config, intake: Intake,
                  lookup: Callable[[str], FunctionPool | None], clients: Clients,
                  settings_of: Callable[[str], AsyncInvoke],
-                 functions: Callable[[], list[str]]) -> None:
+                 functions: Callable[[], list[str]], metrics: Metrics) -> None:
         self.config = config
+        self.metrics = metrics
         # The functions this node runs: nodes sharing a store may each have others (a deleted
         # function's events then wait, within their age, for a node that has it).
         self.functions = functions
@@ -156,6 +158,7 @@ class AsyncInvoker:
                                                     functions=self.functions())
                 except StoreError as e:
                     failures += 1
+                    self.metrics.source("async", "").error()  # of the node, not of a function
                     if failures == 1:
                         log.error("cannot claim events: %s (retrying)", e)
                     self.problem = str(e)
@@ -164,6 +167,8 @@ class AsyncInvoker:
                 if failures:
                     log.info("the event store answers again")
                     failures, self.problem = 0, None
+                if claims:
+                    self._claimed(claims)
                 for claim in claims:
                     self.running[claim.request_id] = claim
                     task = asyncio.create_task(self._attempt(claim))
@@ -183,6 +188,7 @@ class AsyncInvoker:
                 try:
                     await self.store.extend(sorted(leases), time.time() + self.settings.lease_s)
                 except StoreError as e:
+                    self.metrics.source("async", "").error()
                     log.warning("cannot renew leases: %s", e)
 
     async def _backlog(self) -> None:
@@ -191,12 +197,29 @@ class AsyncInvoker:
                 self.stats.backlog = await self.store.backlog()
             await asyncio.sleep(BACKLOG_EVERY_S)
 
+    def _claimed(self, claims: list[Claim]) -> None:
+        """Per function, the claim's size and the wait of its oldest first attempt (a retry's
+        wait is its policy's, not lag)."""
+        now = time.time()
+        sizes: Counter[str] = Counter()
+        waits: dict[str, float] = {}
+        for claim in claims:
+            sizes[claim.function] += 1
+            if claim.attempt == 1:
+                waits[claim.function] = min(waits.get(claim.function, now), claim.received_at)
+        for function, size in sizes.items():
+            source = self.metrics.source("async", function)
+            source.batch(size)
+            if function in waits:
+                source.lag(now - waits[function])
+
     # --- one attempt -------------------------------------------------------------------------
 
     async def _attempt(self, claim: Claim) -> None:
         try:
             await self._try(claim)
         except StoreError as e:  # its lease lapses and the event runs again: never lost
+            self.metrics.source("async", claim.function).error()
             log.error("%s: cannot settle event %s: %s", claim.function, claim.request_id, e)
         except Exception:
             log.exception("%s: event %s failed in the router", claim.function, claim.request_id)
@@ -293,6 +316,7 @@ class AsyncInvoker:
             await sqs.send_message(QueueUrl=queue_url_of(target, self.clients.aws.endpoint_url or None),
                                    MessageBody=record.decode())
         except Exception as e:  # the record is kept where it can be redriven from
+            self.metrics.source("async", claim.function).error()
             log.error("%s: cannot deliver event %s to %s: %s; dead-lettered instead",
                       claim.function, claim.request_id, target, e)
             if await self.store.dead_letter(claim, condition=condition, invokes=invokes,

@@ -27,6 +27,7 @@ from router.config import Config, FunctionConfig, function_arn, function_aws_env
 from router.intake.invocation import Invocation, Outcome, Status
 from router.intake.stream import ResponseStream
 from router.metering.record import Meter, billed_ms
+from router.metrics.instruments import FunctionMetrics
 from router.run.capacity import Capacity
 from router.run.funclog import FunctionLogs
 from router.run.isolation import Isolation
@@ -56,13 +57,6 @@ INIT_TIMEOUT_S = 10.0  # Lambda's limit on the init phase
 INIT_RETRY_S = (1.0, 60.0)  # back-off between init attempts after a failure: first, most
 UNAVAILABLE = "CodeArtifactUserFailedException"  # Lambda's, for a function whose image failed
 IMAGE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # an image's without ENV PATH
-
-
-class Stats(msgspec.Struct):
-    invocations: int = 0
-    cold_starts: int = 0
-    throttles: int = 0
-    errors: int = 0
 
 
 class InitFailure(msgspec.Struct):
@@ -230,14 +224,15 @@ def start_crash(message: str, error_type: str = "Runtime.ExitError") -> StartFai
 
 class FunctionPool:
     def __init__(self, fn: FunctionConfig, config: Config, meter: Meter, logs: FunctionLogs,
-                 environ: dict[str, str], capacity: Capacity, isolation: Isolation) -> None:
+                 environ: dict[str, str], capacity: Capacity, isolation: Isolation,
+                 metrics: FunctionMetrics) -> None:
         self.capacity = capacity
+        self.metrics = metrics
         self.isolation = isolation
         self.arn = function_arn(config.server, fn.name)
         self.meter = meter
         self._daemon = (config, environ, logs)
         self._configure(fn)
-        self.stats = Stats()
         self.workers: set[Worker] = set()
         self.starting: set[Worker] = set()
         self.idle: list[Worker] = []  # oldest-idle first; taken from the end, so the warmest
@@ -362,16 +357,11 @@ class FunctionPool:
     # --- outcomes --------------------------------------------------------------------------
 
     def _finish(self, inv: Invocation, outcome: Outcome) -> None:
-        stats = self.stats
-        stats.invocations += 1
         billed = billed_ms(outcome.duration_ms)
         if outcome.status == "throttled":
-            stats.throttles += 1
+            self.metrics.throttled()
         else:
-            if inv.cold:
-                stats.cold_starts += 1
-            if outcome.status != "success":
-                stats.errors += 1
+            self.metrics.ran(outcome, inv.cold)
             self.log.end(inv, outcome, billed)
         self.meter.record(self.config.name, self.config.memory_mb, inv, outcome, billed, time.time())
         if not inv.future.done():
@@ -408,6 +398,7 @@ class FunctionPool:
 
     def worker_ready(self, worker: Worker) -> None:
         self.starting.discard(worker)
+        self.metrics.initialized(worker.init_duration_ms)
         self.failure = None
         self._failed_server = None
         self._next(worker)
@@ -474,6 +465,7 @@ class FunctionPool:
         self._turn_away_unserved()
 
     def _init_failed(self, failure: StartFailure, init_ms: float) -> None:
+        self.metrics.initialized(init_ms)
         status, error_type, error = failure
         backoff = INIT_RETRY_S[0] if self.failure is None else min(self.failure.backoff * 2,
                                                                     INIT_RETRY_S[1])

@@ -32,6 +32,8 @@ from router.logs.format import decide, share_stderr
 from router.logs.ring import LogRings
 from router.metering.record import Meter
 from router.metering.sink import LogWriter
+from router.metrics.instruments import Metrics
+from router.metrics.state import StateCollector
 from router.run.capacity import Capacity
 from router.run.funclog import FunctionLogs
 from router.run.images import cache_of, resolve
@@ -95,6 +97,8 @@ class Registry:
         self.images = cache_of(config)
         # Why the image of a config file's image function could not be had (it is then Failed).
         self.image_failures = dict(image_failures or {})
+        self.metrics = Metrics()
+        self.metrics.watch(StateCollector(self))
         self.meter = Meter(config.metering)
         self.intake = Intake(self.meter)
         self.loop = asyncio.get_running_loop()
@@ -134,10 +138,11 @@ class Registry:
         self.layers = LayerStore(config.server.data_dir)
         self._settle_layers()
         self.routes = route_table(config)
-        self.mappings = Mappings(config, self.intake, self.lookup)  # SQS and S3 triggers
+        # SQS and S3 triggers
+        self.mappings = Mappings(config, self.intake, self.lookup, self.metrics)
         self.asyncq = AsyncInvoker(config, self.intake, self.lookup, self.mappings.clients,
-                                   self.async_settings, lambda: list(self.pools))
-        self.scheduler = Scheduler(config, self.asyncq)
+                                   self.async_settings, lambda: list(self.pools), self.metrics)
+        self.scheduler = Scheduler(config, self.asyncq, self.metrics)
         self.api_mode: AuthMode = "api" if api_auth_required(config.server) else "none"
         self.trusted = trusted_networks(config.server)  # proxies whose X-Forwarded-For counts
         self._ticker: asyncio.Task[None] | None = None
@@ -175,8 +180,8 @@ class Registry:
 
     def _add(self, deployed: Deployed) -> FunctionPool:
         fn = deployed.function
-        pool = FunctionPool(fn, self.config, self.meter, self.function_logs, self._environ, self.capacity,
-                            self.isolation)
+        pool = FunctionPool(fn, self.config, self.meter, self.function_logs, self._environ,
+                            self.capacity, self.isolation, self.metrics.function(fn.name))
         pool.unavailable = self.unavailable(fn)
         self.capacity.pools.append(pool)  # and removed by undeploy: the registry owns the list
         self.pools[fn.name] = pool
@@ -218,6 +223,7 @@ class Registry:
                 self.capacity.pools.remove(pool)
                 self.isolation.release(name)
                 self.function_logs.rings.drop(name)
+                self.metrics.forget(name)
                 await asyncio.to_thread(self.store.delete, name)
         finally:
             del self.deleting[name]

@@ -94,8 +94,7 @@ def test_without_fork_server_every_worker_pays_the_import(daemon: Daemon) -> Non
 
 def test_an_idle_function_gives_up_its_fork_server_and_pays_the_import_again(daemon: Daemon) -> None:
     def servers() -> list[int]:
-        return [p for p in processes() if "forkserver" in _cmdline(p)
-                and "AWS_LAMBDA_FUNCTION_NAME=idler\0" in _environ(p)]
+        return fork_servers("idler")
 
     first = daemon.invoke("idler", {})
     assert daemon.record(first.headers["x-amzn-RequestId"])["init_duration_ms"] >= 500
@@ -110,11 +109,12 @@ def test_an_idle_function_gives_up_its_fork_server_and_pays_the_import_again(dae
     assert daemon.record(again.headers["x-amzn-RequestId"])["init_duration_ms"] >= 1400
 
 
-def _environ(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace")
-    except OSError:
-        return ""
+def fork_servers(function: str) -> list[int]:
+    """The fork servers of ``function``: ``… forkserver FD MODE FUNCTION …`` on their command line."""
+    def serves(args: list[str]) -> bool:
+        return "forkserver" in args and args[args.index("forkserver") + 3:][:1] == [function]
+
+    return [p for p in processes() if serves(_cmdline(p).split())]
 
 
 def test_init_failure_is_retried_with_backoff_not_in_a_loop(daemon: Daemon) -> None:

@@ -12,12 +12,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from conftest import RUNTIME, Daemon, function_toml, untimed
-from test_limits import _cmdline, _environ, processes
+from test_limits import fork_servers
 
 from router.config import parse
 from router.run.isolation import Isolation
@@ -198,8 +198,7 @@ def test_a_worker_holds_only_its_own_descriptors(daemon: Daemon) -> None:
     assert daemon.proc is not None
     for name in ("victim", "granted", "fresh"):
         daemon.invoke(name, {}, headers=auth())
-    servers = [p for p in processes() if "forkserver" in _cmdline(p)
-               and "AWS_LAMBDA_FUNCTION_NAME=attacker\0" in _environ(p)]
+    servers = fork_servers("attacker")
     assert servers
     for pid in servers:
         with contextlib.suppress(ProcessLookupError):  # one that exited since the listing
@@ -359,3 +358,26 @@ def test_a_uid_still_running_processes_is_not_handed_to_a_new_function(tmp_path:
     finally:
         leftover.kill()
         leftover.wait()
+
+
+def test_a_function_path_or_preload_never_reaches_what_builds_its_sandbox(
+        make_daemon: Callable[..., Daemon], tmp_path: Path) -> None:
+    """bubblewrap and setpriv run before the sandbox holds (as root, for a root daemon): a PATH
+    naming the function's own folder first, or an LD_PRELOAD, must not choose what they run."""
+    trap = tmp_path / "trap"
+    trap.mkdir()
+    ran = tmp_path / "ran"
+    for tool in ("bwrap", "setpriv", "python3"):
+        (trap / tool).write_text(f"#!/bin/sh\necho {tool} >> {ran}\nexit 1\n")
+        (trap / tool).chmod(0o755)
+    trap.chmod(0o755)
+    library = tmp_path / "preload.so"  # not a library: a loader that honoured it would complain
+    library.write_text("not a shared object")
+    env = f'{{ PATH = "{trap}:/var/task:/usr/bin:/bin", LD_PRELOAD = "{library}" }}'
+    daemon = make_daemon(function_toml("lured", "outcomes.echo") + f"env = {env}\n")
+    r = daemon.invoke("lured", {})
+    assert r.status == 200, r.body
+    seen = r.json()["env"]
+    assert seen["PATH"].startswith(str(trap)) and seen["LD_PRELOAD"] == str(library)
+    assert not ran.exists(), ran.read_text()
+    assert not [line for line in daemon.lines if "preload" in line.lower()], daemon.lines

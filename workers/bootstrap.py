@@ -395,6 +395,12 @@ def forkserver_main(ctrl_fd: int, mode: str, command: list) -> int:
     close_other_fds({ctrl_fd})
     ctrl = socket.socket(fileno=ctrl_fd)
     ctrl.set_inheritable(False)
+    # The function's environment comes as the first message, not through exec: bubblewrap and
+    # setpriv, which build the sandbox with the privilege to, then this interpreter, start under
+    # the router's PATH alone, never a function's PATH, LD_PRELOAD or LD_LIBRARY_PATH.
+    os.environ.clear()
+    os.environ.update(json.loads(ctrl.recv(1 << 20)))
+    time.tzset()  # a TZ of the function's
     handler = None
     environ, request_ids = dict(os.environ), RequestIdFilter()
     if mode == "fork":
@@ -538,8 +544,8 @@ def fork_worker(ctrl: socket.socket, request: dict, handler, command: list, envi
 
 
 def main(argv: list[str]) -> int:
-    if argv[1] == "forkserver":
-        return forkserver_main(int(argv[2]), argv[3], argv[4:])
+    if argv[1] == "forkserver":  # FD MODE LABEL COMMAND…, the label only for ps
+        return forkserver_main(int(argv[2]), argv[3], argv[5:])
     return serve_main(int(argv[1]), int(argv[2]))
 
 

@@ -152,8 +152,9 @@ class ForkServer:
         sandbox = spec.sandbox
         bootstrap = BOOTSTRAP if sandbox is None else bootstrap_path(sandbox)
         mode = "api" if spec.command else "fork" if spec.fork else "exec"
+        # The label is there for ps and top: which function a fork server serves.
         command = [*spec.loader, *python_argv(spec.python, bootstrap), "forkserver",
-                   str(theirs.fileno()), mode, *spec.command]
+                   str(theirs.fileno()), mode, self.label, *spec.command]
         handshake: tuple[int, int] | None = None
         if sandbox is not None:
             info_r, info_w = os.pipe()
@@ -171,8 +172,10 @@ class ForkServer:
             passed = (theirs.fileno(),)
         try:
             proc = await asyncio.create_subprocess_exec(
-                *command, stdin=subprocess.DEVNULL, stdout=log_w, stderr=log_w, env=spec.env,
-                cwd=spec.cwd if sandbox is None else "/", pass_fds=passed, start_new_session=True)
+                *command, stdin=subprocess.DEVNULL, stdout=log_w, stderr=log_w,
+                env={"PATH": spec.host_path}, cwd=spec.cwd if sandbox is None else "/",
+                pass_fds=passed, start_new_session=True)
+            mine.send(json.dumps(spec.env).encode())  # its first message (see bootstrap)
         except BaseException:
             mine.close()
             os.close(log_r)

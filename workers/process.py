@@ -85,8 +85,11 @@ class WorkerSpec(msgspec.Struct, frozen=True):
     """How to start the workers of one function (through its fork server)."""
 
     python: str
-    env: dict[str, str]
+    env: dict[str, str]  # the workers', given to the fork server once it runs in the sandbox
     cwd: str
+    # The PATH that bubblewrap, setpriv and the fork server start under (the daemon's): they
+    # run before the sandbox holds, some with privilege, so nothing of ``env`` reaches them.
+    host_path: str = os.defpath
     loader: tuple[str, ...] = ()  # what runs ``python`` (an image's sandbox: the host's loader)
     fork: bool = True  # fork warm workers from an imported module; else exec a fresh interpreter
     # What each worker execs instead of the Python bootstrap: a Runtime API client (ApiWorker).

@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import msgspec
 
@@ -141,8 +141,13 @@ def worker_spec(fn: FunctionConfig, config: Config, environ: dict[str, str],
                     for arg in worker_command(launcher, fn.code, opt))
     return WorkerSpec(python=launcher.executable, env=env, cwd=fn.code,
                       fork=fn.fork_server and not launcher.worker, command=command,
-                      sandbox=sandbox, memory_mb=fn.memory_mb, pids_max=config.sandbox.pids_max,
-                      nofile=config.sandbox.nofile)
+                      sandbox=sandbox, **spec_limits(fn, config, environ))
+
+
+def spec_limits(fn: FunctionConfig, config: Config, environ: dict[str, str]) -> dict[str, Any]:
+    """What every worker spec has of the config and the daemon: the limits and the daemon's PATH."""
+    return {"memory_mb": fn.memory_mb, "pids_max": config.sandbox.pids_max,
+            "nofile": config.sandbox.nofile, "host_path": environ.get("PATH", os.defpath)}
 
 
 def worker_command(launcher: Launcher, code: str, opt: str) -> tuple[str, ...]:
@@ -154,13 +159,14 @@ def worker_command(launcher: Launcher, code: str, opt: str) -> tuple[str, ...]:
             and os.path.lexists(os.path.join(opt, entry))):
         return (f"{{opt}}/{entry}", *launcher.worker[1:])
     return launcher.worker
+
+
 def image_spec(fn: FunctionConfig, config: Config, environ: dict[str, str],
                isolation: Isolation) -> WorkerSpec:
     """An image function's: its ENTRYPOINT + CMD exec'd by a fork server in a sandbox whose root
     is the image's rootfs (``fn.code`` is its cache folder; "" while it has none, and then the
     pool is unavailable and starts nothing)."""
-    limits = {"memory_mb": fn.memory_mb, "pids_max": config.sandbox.pids_max,
-              "nofile": config.sandbox.nofile}
+    limits = spec_limits(fn, config, environ)
     if not (Path(fn.code) / "image.json").is_file() if fn.code else True:
         return WorkerSpec(python="", env={}, cwd="/", fork=False, command=("",), **limits)
     run = launch(read_settings(Path(fn.code)), fn.image_config)

@@ -48,7 +48,8 @@ def test_dechunker(parts: list[bytes], body: bytes, trailers: dict[str, str] | N
     assert (got, reader.trailers, bytes(data)) == (body, trailers, left)
 
 
-@pytest.mark.parametrize("data", [b"zz\r\n", b"f" * 2000, b"2\r\nhiXX", b"0\r\nno colon\r\n\r\n"])
+@pytest.mark.parametrize("data", [b"zz\r\n", b"f" * 2000, b"2\r\nhiXX", b"0\r\nno colon\r\n\r\n",
+                                  b"0\r\n" + b"".join(b"x-%d: y\r\n" % i for i in range(3000))])
 def test_dechunker_refuses(data: bytes) -> None:
     with pytest.raises(BadRequest) as e:
         Dechunker().feed(bytearray(data))

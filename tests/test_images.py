@@ -25,6 +25,7 @@ from router.store.images import (
     inside,
     launch,
     parse_reference,
+    pinned,
     prepare_rootfs,
 )
 from workers.sandbox import HOST_DIR, Network, Sandbox, argv
@@ -62,6 +63,16 @@ def test_image_references(text: str, local: bool, expected: Source) -> None:
 def test_bad_image_references(text: str, local: bool, message: str) -> None:
     with pytest.raises(ImageError, match=message):
         parse_reference(text, local)
+
+
+@pytest.mark.parametrize(("transport", "expected"), [
+    ("docker://127.0.0.1:5000/app:v1", "docker://127.0.0.1:5000/app@sha256:ab"),
+    ("docker://127.0.0.1:5000/app@sha256:ff", "docker://127.0.0.1:5000/app@sha256:ab"),
+    ("docker://registry.example/team/app:latest", "docker://registry.example/team/app@sha256:ab"),
+    ("oci:/images/app:v1", "oci:/images/app:v1"),
+])
+def test_a_copy_is_pinned_to_the_manifest_inspected(transport: str, expected: str) -> None:
+    assert pinned(Source(transport, "r"), "ab").transport == expected
 
 
 IMAGE = ImageSettings("d", ["/lambda-entrypoint.sh"], ["app.handler"], "/var/task", {"A": "1"})
@@ -353,6 +364,15 @@ def test_the_aws_cli_creates_an_image_function_and_invokes_it(daemon: Daemon, im
     updated = json.loads(aws(daemon, "update-function-code", "--function-name", "cli-image",
                              "--image-uri", f"{registry}/shell:latest").stdout)
     assert updated["CodeSha256"] == created["CodeSha256"]
+    # Settings change without a registry (an empty Layers, as tools send it, is no layer), and
+    # the entry point is checked against the cached image.
+    settings = json.loads(aws(daemon, "update-function-configuration", "--function-name",
+                              "cli-image", "--layers", "[]", "--environment",
+                              "Variables={COLOUR=blue}").stdout)
+    assert settings["Environment"]["Variables"] == {"COLOUR": "blue"}
+    refused = aws(daemon, "update-function-configuration", "--function-name", "cli-image",
+                  "--image-config", "EntryPoint=/no/such/entrypoint", ok=False)
+    assert "Couldn't find valid entrypoint" in refused.stderr
 
 
 @pytest.mark.parametrize(("uri", "config", "message"), [

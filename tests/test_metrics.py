@@ -33,6 +33,8 @@ DASHBOARD = Path(__file__).resolve().parent.parent / "deploy" / "grafana-dashboa
 
 @pytest.mark.parametrize(("method", "path", "kind"), [
     ("POST", "/2015-03-31/functions/f/invocations", "invoke"),
+    ("POST", "/2021-11-15/functions/f/response-streaming-invocations", "invoke"),
+    ("GET", "/headwater/logs/f", "logs"),
     ("GET", "/2015-03-31/functions/f", "management"),
     ("GET", "/2015-03-31/functions", "management"),
     ("POST", "/2021-10-31/functions/f/url", "management"),

@@ -464,3 +464,12 @@ def test_a_shell_bootstrap_streams_with_curl(daemon: Daemon) -> None:
     conn.close()
     assert first + rest == b"tick tock" and first == b"tick "
     assert time.monotonic() - first_at >= 0.5  # "tock" came a second after "tick "
+
+
+def test_an_abandoned_stream_keeps_nothing_of_what_still_comes() -> None:
+    stream = ResponseStream()
+    assert stream.write(b"x" * 10)
+    stream.abandon()
+    for _ in range(100):
+        assert stream.write(b"y" * HIGH_WATER)  # never holds the worker back, never buffers
+    assert stream.collected() == b"" and stream.size == 10 + 100 * HIGH_WATER

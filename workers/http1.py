@@ -56,13 +56,14 @@ class Dechunker:
     connection's buffer and returns the body's bytes found there; ``trailers`` is set (to the
     trailer fields, names in lower case) once the last chunk and its trailers are in."""
 
-    __slots__ = ("_left", "_fields", "trailers")
+    __slots__ = ("_left", "_fields", "_trailer_bytes", "trailers")
 
     SIZE, DATA_END, TRAILERS = -1, -2, -3  # what ``_left`` is when no chunk data is expected
 
     def __init__(self) -> None:
         self._left = self.SIZE  # > 0: bytes of the current chunk still to come
         self._fields: dict[str, str] = {}
+        self._trailer_bytes = 0
         self.trailers: dict[str, str] | None = None
 
     def feed(self, data: bytearray) -> list[bytes]:
@@ -99,6 +100,9 @@ class Dechunker:
                     if not colon or not name:
                         raise BadRequest(400)
                     self._fields[name.strip().lower()] = value.strip()
+                    self._trailer_bytes += len(line)
+                    if self._trailer_bytes > HEAD_MAX:  # trailers are bounded as a head is
+                        raise BadRequest(400)
                 else:
                     self.trailers = self._fields
         return pieces

@@ -172,6 +172,8 @@ async def not_served(request: web.BaseRequest, registry: Registry, _: str) -> we
 # the Lambda API's management side (functions, URLs, mappings, tags, dead letters, unknown paths).
 KINDS: dict[Handler, str] = {
     invoke_api.invoke: "invoke",
+    invoke_stream.invoke_with_response_stream: "invoke",
+    logs.get_logs: "logs",
     http_trigger.function_url: "url",
     http_trigger.route: "route",
     healthz: "health",

@@ -147,7 +147,7 @@ async def publish(request: web.BaseRequest, registry: Registry, text: str,
 def _version_of(registry: Registry, text: str) -> tuple[str, int]:
     """(layer, version number) of a path's NAME/NUMBER."""
     name, _, number = text.rpartition("/")
-    if not number.isdigit():
+    if not re.fullmatch(r"[0-9]{1,9}", number):
         raise Invalid(f"VersionNumber: expected a version number, got {json.dumps(number)}")
     return layer_name(registry.config.server, name), int(number)
 

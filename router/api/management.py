@@ -37,7 +37,7 @@ from router.config import (
 )
 from router.run.registry import Handler, Registry, parse_function_name
 from router.store import archive, opt
-from router.store.images import LOCAL_TRANSPORTS, ImageError, Overrides
+from router.store.images import LOCAL_TRANSPORTS, ImageError, Overrides, check_launch, read_settings
 from router.store.layers import layers_problem, parse_version_arn, tree_size, unzipped_size
 from router.store.store import Deployed, stamp
 from workers.runtimes import EXAMPLES, BadRuntime, probe
@@ -219,6 +219,17 @@ async def fetch_image(registry: Registry, fn: FunctionConfig, uri: Any) -> tuple
     except ImageError as e:
         raise Invalid(f"Code.ImageUri: {uri}: {e}") from None
     return msgspec.structs.replace(fn, image=uri, code=str(folder)), settings.digest
+
+
+async def check_image_launch(fn: FunctionConfig) -> None:
+    """That the image in the cache still starts with the function's ImageConfig and environment
+    (no registry is asked: a settings change fetches no new code); ``Invalid`` if not."""
+    folder = Path(fn.code)
+    try:
+        await asyncio.to_thread(lambda: check_launch(folder, read_settings(folder),
+                                                     fn.image_config, fn.env))
+    except (ImageError, OSError) as e:
+        raise Invalid(f"ImageConfig: {e}") from None
 
 
 def code_size(registry: Registry, arn: str) -> int:
@@ -439,6 +450,9 @@ async def create_function(request: web.BaseRequest, registry: Registry, _: str,
         uri = code.get("ImageUri") if isinstance(code, dict) and package == "Image" else None
         if package == "Image" and not uri:
             raise Invalid("Code.ImageUri: required for PackageType Image")
+        if package == "Image" and not registry.isolation.enabled:
+            raise Invalid('PackageType: an Image function runs in the sandbox, which this daemon '
+                          'does not have ([sandbox] mode = "none")')
         if package == "Image" and payload.get("Layers"):
             raise Invalid("Layers: not supported for functions of PackageType Image (the image holds "
                               "what they would)")
@@ -585,7 +599,8 @@ async def update_code(request: web.BaseRequest, body: bytes, registry: Registry,
     if registry.deployed.get(name) is not deployed:
         return aws_error(409, "ResourceConflictException",
                          f"Function {name} was deleted during the update")
-    deployed.function = msgspec.structs.replace(fn, code=str(version))
+    # Onto the function as it is now: a configuration update made during the awaits stays.
+    deployed.function = msgspec.structs.replace(deployed.function, code=str(version), image=fn.image)
     deployed.code_sha256, deployed.code_size = sha, size
     return changed(registry, deployed)
 
@@ -600,23 +615,28 @@ async def update_configuration(request: web.BaseRequest, body: bytes, registry: 
             return aws_error(412, "PreconditionFailedException",
                              "The Revision Id provided does not match the latest Revision Id. "
                              "Call the GetFunction/GetAlias API to retrieve the latest Revision Id")
+        revision = deployed.revision_id
         function = apply_settings(deployed.function, payload)
-        if "Layers" in payload:
-            if function.image and payload["Layers"]:
-                raise Invalid("Layers: not supported for functions of PackageType Image (the image holds "
-                                  "what they would)")
+        if function.image:
+            if payload.get("Layers"):
+                raise Invalid("Layers: not supported for functions of PackageType Image (the "
+                              "image holds what they would)")
+            if "ImageConfig" in payload or "Environment" in payload:
+                await check_image_launch(function)
+        elif "Layers" in payload:
             layers = new_layers(registry, payload["Layers"])
             check_total_size(registry, await asyncio.to_thread(tree_size, function.code), layers)
             await prepare_layers(registry, layers)
             function = msgspec.structs.replace(function, layers=layers)
-        if function.image and ("ImageConfig" in payload or "Environment" in payload):
-            # Its entry point is checked again with what changed (the image is in the cache).
-            function, _ = await fetch_image(registry, function, function.image)
     except Invalid as e:
         return bad_request(str(e))
     if registry.deployed.get(deployed.function.name) is not deployed:
         return aws_error(409, "ResourceConflictException",
                          f"Function {deployed.function.name} was deleted during the update")
+    if deployed.revision_id != revision:  # another update landed during the awaits
+        return aws_error(409, "ResourceConflictException",
+                         "The operation cannot be performed at this time. An update is in "
+                         f"progress for resource: {function_arn(registry.config.server, function.name)}")
     deployed.function = function
     deployed.role = str(payload.get("Role", deployed.role))
     deployed.description = str(payload.get("Description", deployed.description))

@@ -21,7 +21,7 @@ LOW_WATER = 1 << 18
 
 class ResponseStream:
     __slots__ = ("reader", "content_type", "begun", "ended", "size", "_chunks", "_buffered",
-                 "_waiter", "_resume")
+                 "_waiter", "_resume", "abandoned")
 
     def __init__(self, reader: bool = True) -> None:
         self.reader = reader  # False: nobody reads; the chunks are the response, collected
@@ -33,6 +33,7 @@ class ResponseStream:
         self._buffered = 0
         self._waiter: asyncio.Future[None] | None = None
         self._resume: Callable[[], None] | None = None  # reads the worker's connection again
+        self.abandoned = False  # the caller went away: what comes is dropped
 
     def begin(self, content_type: str, resume: Callable[[], None]) -> None:
         self.begun = True
@@ -45,6 +46,8 @@ class ResponseStream:
         if self.ended or not data:
             return True
         self.size += len(data)
+        if self.abandoned:  # counted against the limit, kept nowhere
+            return True
         self._chunks.append(data)
         self._buffered += len(data)
         self._wake()
@@ -57,6 +60,7 @@ class ResponseStream:
     def abandon(self) -> None:
         """The caller has gone: what the function still streams is dropped as it comes."""
         self.reader = False
+        self.abandoned = True
         self._chunks.clear()
         self._buffered = 0
         self._caught_up()

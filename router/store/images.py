@@ -158,6 +158,18 @@ def copy_argv(source: Source, registries: dict[str, Registry], auth: str | None,
             *(["--src-authfile", auth] if auth else []), source.transport, f"oci:{layout}:image"]
 
 
+def pinned(source: Source, digest: str) -> Source:
+    """A registry source pinned to the manifest ``digest`` that was inspected, so the copy is of
+    that manifest even if its tag moves meanwhile (the cache folder is named by it); a local
+    source as it is."""
+    if not source.transport.startswith("docker://"):
+        return source
+    name = source.transport.split("@", 1)[0]
+    if name.rfind(":") > name.rfind("/"):  # a tag, not a registry's port
+        name = name[:name.rfind(":")]
+    return Source(f"{name}@sha256:{digest}", source.registry)
+
+
 def unpack_argv(layout: str, bundle: str) -> list[str]:
     return ["umoci", "--log", "error", "unpack", "--rootless", "--image", f"{layout}:image", bundle]
 
@@ -285,6 +297,16 @@ def prepare_rootfs(root: Path) -> None:
             path.touch(mode=0o644)
 
 
+def check_launch(folder: Path, settings: ImageSettings, overrides: Overrides | None,
+                 env: dict[str, str]) -> None:
+    """That the image unpacked in ``folder`` has the working directory and the entry point this
+    function's ``overrides`` and environment make it run; raises ``ImageError``."""
+    run = launch(settings, overrides)
+    root = folder / "rootfs"
+    if problem := workdir_problem(root, run) or entrypoint_problem(root, run, run.env | env):
+        raise ImageError(problem, "InvalidImage")
+
+
 class Images:
     """The cache of unpacked images under ``data_dir/images``; blocking (runs skopeo and
     umoci): callers use a thread."""
@@ -313,10 +335,7 @@ class Images:
                 self._unpack(source, auth, staging, digest)
             settings = read_settings(folder if (folder / "image.json").is_file() else
                                      staging / "bundle")
-            run = launch(settings, overrides)
-            root = (folder if folder.is_dir() else staging / "bundle") / "rootfs"
-            if problem := workdir_problem(root, run) or entrypoint_problem(root, run, run.env | env):
-                raise ImageError(problem, "InvalidImage")
+            check_launch(folder if folder.is_dir() else staging / "bundle", settings, overrides, env)
             if not folder.is_dir():
                 try:
                     os.rename(staging / "bundle", folder)
@@ -341,7 +360,8 @@ class Images:
 
     def _unpack(self, source: Source, auth: str | None, staging: Path, digest: str) -> None:
         layout = str(staging / "layout")
-        self._run(copy_argv(source, self.registries, auth, layout), "skopeo", staging)
+        self._run(copy_argv(pinned(source, digest), self.registries, auth, layout), "skopeo",
+                  staging)
         self._run(unpack_argv(layout, str(staging / "bundle")), "umoci", staging)
         settings = settings_of(digest, self._config_blob(Path(layout)))
         bundle = staging / "bundle"

@@ -178,15 +178,17 @@ def to_response(result: bytes) -> HttpResponse:
         return error_response(502, "Internal Server Error")
 
 
-def _shaped(value: dict[str, object]) -> HttpResponse:
-    status = value["statusCode"]
+def response_head(status: object, raw_headers: object,
+                  cookies: object) -> tuple[int, list[tuple[str, str]]]:
+    """A function's status, headers and cookies as they may leave (a buffered response's or a
+    stream's prelude): framing headers dropped; TypeError or ValueError for what would break or
+    forge the response."""
     if isinstance(status, bool) or not isinstance(status, int | str):
         raise TypeError("statusCode")
     status = int(status)
     if not 200 <= status <= 599:  # 1xx are not final answers
         raise ValueError("statusCode")
     headers: list[tuple[str, str]] = []
-    raw_headers = value.get("headers") or {}
     if not isinstance(raw_headers, dict):
         raise TypeError("headers")
     for name, v in raw_headers.items():
@@ -195,12 +197,16 @@ def _shaped(value: dict[str, object]) -> HttpResponse:
             raise ValueError("header")  # a header that would break or forge the response
         if name.lower() not in FRAMING:
             headers.append((name, text))
-    cookies = value.get("cookies") or []
     if not isinstance(cookies, list):
         raise TypeError("cookies")
     if any(not isinstance(c, str) or _UNSAFE.search(c) for c in cookies):
         raise ValueError("cookies")
-    headers += [("Set-Cookie", c) for c in cookies]
+    return status, headers + [("Set-Cookie", c) for c in cookies]
+
+
+def _shaped(value: dict[str, object]) -> HttpResponse:
+    status, headers = response_head(value["statusCode"], value.get("headers") or {},
+                                    value.get("cookies") or [])
     body = value.get("body")
     if body is None:
         data = b""

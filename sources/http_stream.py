@@ -18,6 +18,7 @@ from multidict import CIMultiDict
 
 from router.intake.invocation import Invocation
 from router.intake.stream import ResponseStream
+from sources.apigw import response_head
 
 PRELUDE_TYPE = "application/vnd.awslambda.http-integration-response"
 DELIMITER = b"\0" * 8
@@ -42,9 +43,12 @@ def parse_prelude(data: bytes) -> Prelude:
         prelude = _decode_prelude(data) if data.strip() else Prelude()
     except msgspec.DecodeError as e:
         raise BadPrelude(str(e)) from None
-    if not 100 <= prelude.statusCode <= 599:
-        raise BadPrelude(f"statusCode {prelude.statusCode} is not an HTTP status")
-    return prelude
+    try:
+        status, headers = response_head(prelude.statusCode, prelude.headers, prelude.cookies)
+    except (TypeError, ValueError) as e:  # as a buffered response's would be
+        raise BadPrelude(f"{e} cannot be sent: {str(prelude)[:200]}") from None
+    return Prelude(status, {name: value for name, value in headers if name != "Set-Cookie"},
+                   prelude.cookies)
 
 
 class PreludeReader:

@@ -362,6 +362,17 @@ def test_headwater_logs_shows_an_invocations_output(daemon: Daemon) -> None:
     assert "other-marker" in cli(daemon, "logs", "other").stdout
 
 
+def test_headwater_logs_prints_hostile_output_escaped(daemon: Daemon) -> None:
+    r = daemon.invoke("writes", {"b64": base64.b64encode(b"".join(HOSTILE[:1])).decode()})
+    rid = r.headers["x-amzn-RequestId"]
+    daemon.wait_for_line(f"REPORT RequestId: {rid}")
+    done = cli(daemon, "logs", "writes")
+    assert done.returncode == 0, done.stderr
+    assert "\x1b" not in done.stdout and "\r" not in done.stdout  # nothing for the terminal to act on
+    assert any("\\x1b[2K\\x0d" in line and "forged daemon line" in line
+               for line in done.stdout.splitlines() if rid in line), done.stdout
+
+
 def test_headwater_logs_since_leaves_out_older_lines(daemon: Daemon) -> None:
     old = says(daemon, "says", "before-since")
     daemon.wait_for_line(f"REPORT RequestId: {old}")

@@ -76,6 +76,8 @@ DELIM = b"\0" * 8
 
 @pytest.mark.parametrize(("chunks", "prelude", "body"), [
     ([b'{"statusCode":201}' + DELIM + b"body"], Prelude(201), [b"body"]),
+    # Framing headers are the server's: dropped, as from a buffered response.
+    ([b'{"headers":{"Content-Length":"9","x-a":"1"}}' + DELIM], Prelude(200, {"x-a": "1"}), [b""]),
     ([b'{"statusCode":2', b"02,", b'"headers":{"a":"b"},"cookies":["c=1"]}\0\0\0', b"\0\0\0\0\0rest"],
      Prelude(202, {"a": "b"}, ["c=1"]), [None, None, None, b"rest"]),
     ([b"{}" + DELIM, b"later"], Prelude(), [b""]),
@@ -93,7 +95,11 @@ def test_the_prelude_is_found_across_chunks(chunks: list[bytes], prelude: Prelud
 
 
 @pytest.mark.parametrize("data", [b"not json" + DELIM, b'{"statusCode": 99}' + DELIM,
-                                  b'{"statusCode": "200"}' + DELIM, b"{" * 20000])
+                                  b'{"statusCode": "200"}' + DELIM, b"{" * 20000,
+                                  b'{"statusCode": 101, "headers": {"upgrade": "x"}}' + DELIM,
+                                  b'{"headers": {"x-a": "b\\r\\nSet-Cookie: forged"}}' + DELIM,
+                                  b'{"headers": {"bad name": "v"}}' + DELIM,
+                                  b'{"cookies": ["a=1\\r\\nx: y"]}' + DELIM])
 def test_a_bad_prelude_is_refused(data: bytes) -> None:
     with pytest.raises(BadPrelude):
         PreludeReader().feed(data)

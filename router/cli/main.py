@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from router import tls
+from router.logs.format import defang_text
 
 DEFAULT_URL = "http://127.0.0.1:9000"
 
@@ -536,9 +537,12 @@ def log_line(event: dict[str, str], form: str) -> str:
     (Headwater's own lines, START/END/REPORT and errors, without a request id column)."""
     if form == "json":
         return json.dumps(event, ensure_ascii=False)
+    # What a function printed is escaped before it reaches the operator's terminal, as in the
+    # daemon's own log: no escape sequence of its own is written out.
+    message = defang_text(event["message"])
     if event["logger"] == "platform" and event["level"] != "ERROR":
-        return f"{event['time']} {event['message']}"
-    return f"{event['time']} {event.get('request_id', '-')}\t{event['message']}"
+        return f"{event['time']} {message}"
+    return f"{event['time']} {event.get('request_id', '-')}\t{message}"
 
 
 def print_table(rows: list[tuple[str, ...]], numbers: bool = False) -> None:

@@ -196,10 +196,14 @@ async def _close_listeners(server: web.Server, sockets: list[socket.socket],
     queued = [conn for sock in sockets for conn in listener.take_queued(sock)]
     for site in sites:
         await site.stop()
-    transports = []
-    for conn in queued:
-        with contextlib.suppress(OSError):  # gone already, or its TLS handshake failed
-            transports.append((await loop.connect_accepted_socket(server, conn, ssl=context))[0])
+    async def serve(conn: socket.socket) -> asyncio.BaseTransport | None:
+        with contextlib.suppress(OSError, TimeoutError):  # gone, or no TLS handshake in time
+            return (await loop.connect_accepted_socket(
+                server, conn, ssl=context,
+                ssl_handshake_timeout=QUEUED_WAIT_S if context else None))[0]
+        return None
+
+    transports = [t for t in await asyncio.gather(*map(serve, queued)) if t is not None]
     # Each gets its 503 with Connection: close and closes; one that connected and sends nothing
     # is not waited for long (the runner's cleanup closes it). Polled: aiohttp's handler tells
     # nobody when its connection closes.

@@ -397,3 +397,26 @@ def test_an_image_that_cannot_be_had_fails_create_function_and_leaves_nothing(
     assert message in r.json()["message"], r  # type: ignore[index]
     assert cache(daemon) == before
     assert daemon.request("GET", "/2015-03-31/functions/bad-image").status == 404
+
+
+def test_a_registry_gone_at_a_restart_leaves_the_function_its_cached_image(
+        make_daemon, images, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    built, _, _ = images
+    (tmp_path / "registry").mkdir()
+    proc, registry = start_registry(tmp_path / "registry", auth=False)
+    try:
+        image_builder.push(built.shell_oci, registry, "shell:latest")
+        first = make_daemon(image_toml("kept", f"{registry}/shell:latest"),
+                            server=f'\n[images.registries."{registry}"]\ntls_verify = false\n',
+                            env={**os.environ})
+        assert invoke(first, "kept", {"n": 1})["event"] == {"n": 1}
+        assert first.stop() == 0
+    finally:
+        proc.kill()
+        proc.wait(5)
+    again = Daemon(first.folder, first.config_path.read_text(), env={**os.environ}).start(60)
+    try:
+        assert invoke(again, "kept", {"n": 2})["event"] == {"n": 2}
+        again.wait_for_line("keeps the one it named last")
+    finally:
+        again.stop()

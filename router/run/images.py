@@ -21,7 +21,8 @@ async def resolve(functions: list[FunctionConfig], images: Images
                   ) -> tuple[list[FunctionConfig], dict[str, str]]:
     """The config file's functions with each image function's ``code`` its unpacked image, and
     why each that has none could not get it (logged: such a function is Failed, its invocations
-    fail at once with the reason, as Lambda's do, while the others serve)."""
+    fail at once with the reason, as Lambda's do, while the others serve). A registry that
+    cannot be reached leaves a function the image its reference named last, if it is cached."""
     resolved: list[FunctionConfig] = []
     failures: dict[str, str] = {}
     for fn in functions:
@@ -31,11 +32,16 @@ async def resolve(functions: list[FunctionConfig], images: Images
         try:
             folder, settings = await asyncio.to_thread(images.fetch, fn.image, fn.image_config,
                                                        fn.env, True)
+            log.info("%s: image %s is sha256:%s", fn.name, fn.image, settings.digest)
         except ImageError as e:
-            log.error("%s: image %s cannot be used (%s): %s", fn.name, fn.image, e.reason, e)
-            failures[fn.name] = f"{e.reason}: {e}"
-            resolved.append(fn)
-            continue
-        log.info("%s: image %s is sha256:%s", fn.name, fn.image, settings.digest)
+            kept = await asyncio.to_thread(images.last_fetched, fn.image, fn.image_config, fn.env)
+            if kept is None:
+                log.error("%s: image %s cannot be used (%s): %s", fn.name, fn.image, e.reason, e)
+                failures[fn.name] = f"{e.reason}: {e}"
+                resolved.append(fn)
+                continue
+            folder, settings = kept
+            log.warning("%s: image %s cannot be fetched (%s), so the function keeps the one it "
+                        "named last, in the cache: sha256:%s", fn.name, fn.image, e, settings.digest)
         resolved.append(msgspec.structs.replace(fn, code=str(folder)))
     return resolved, failures

@@ -647,6 +647,7 @@ class FunctionPool:
         """Wait until every worker has exited (callers bound this with a timeout)."""
         while self.workers or self._tasks:
             await asyncio.wait([*(w.gone for w in self.workers), *self._tasks])
+        self._turn_away_unserved()  # a start that ended without a worker leaves none to run them
         if self.forkserver is not None:  # only now: it reports its workers' exits
             self.forkserver.close()
 

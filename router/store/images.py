@@ -23,6 +23,7 @@ import secrets
 import shutil
 import stat
 import subprocess
+import threading
 from pathlib import Path, PurePosixPath
 
 import msgspec
@@ -307,6 +308,9 @@ def check_launch(folder: Path, settings: ImageSettings, overrides: Overrides | N
         raise ImageError(problem, "InvalidImage")
 
 
+REFERENCES = "references.json"  # reference → the digest it named at its last fetch
+
+
 class Images:
     """The cache of unpacked images under ``data_dir/images``; blocking (runs skopeo and
     umoci): callers use a thread."""
@@ -316,6 +320,37 @@ class Images:
         self.root = Path(data_dir) / "images"
         self.registries = registries
         self.timeout_s = timeout_s
+        self._lock = threading.Lock()
+
+    def last_fetched(self, reference: str, overrides: Overrides | None,
+                     env: dict[str, str]) -> tuple[Path, ImageSettings] | None:
+        """The image ``reference`` named when it was last fetched, if it is still in the cache and
+        still starts with these settings: what a function keeps while its registry cannot be
+        reached (at a start or a reload), rather than failing."""
+        digest = self._references().get(reference)
+        folder = self.root / str(digest)
+        try:
+            settings = read_settings(folder)
+            check_launch(folder, settings, overrides, env)
+        except (OSError, ValueError, ImageError):
+            return None
+        return folder, settings
+
+    def _references(self) -> dict[str, str]:
+        try:
+            return msgspec.json.decode((self.root / REFERENCES).read_bytes(), type=dict[str, str])
+        except (OSError, msgspec.DecodeError, msgspec.ValidationError):
+            return {}
+
+    def _remember(self, reference: str, digest: str) -> None:
+        with self._lock:  # fetches run in threads of their own
+            known = self._references()
+            if known.get(reference) == digest:
+                return
+            known[reference] = digest
+            tmp = self.root / f".{REFERENCES}.{secrets.token_hex(4)}"
+            tmp.write_bytes(msgspec.json.encode(known))
+            os.replace(tmp, self.root / REFERENCES)
 
     def fetch(self, reference: str, overrides: Overrides | None, env: dict[str, str],
               local: bool) -> tuple[Path, ImageSettings]:
@@ -342,6 +377,7 @@ class Images:
                 except OSError:  # the same image, unpacked by a concurrent fetch: theirs is kept
                     if not (folder / "image.json").is_file():
                         raise
+            self._remember(reference, digest)
             return folder, settings
         except OSError as e:  # a tree umoci wrote that cannot be prepared, a full disk
             raise ImageError(f"cannot unpack the image: {e}") from None

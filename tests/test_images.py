@@ -239,7 +239,8 @@ def invoke(daemon: Daemon, name: str, event: object) -> dict:
 
 
 def cache(daemon: Daemon) -> set[str]:
-    return {p.name for p in (daemon.folder / "var/images").iterdir()}
+    """The names in the image cache: its unpacked images' folders, and what is being unpacked."""
+    return {p.name for p in (daemon.folder / "var/images").iterdir() if p.is_dir()}
 
 
 def test_an_image_built_like_awss_base_images_runs_from_the_registry(daemon: Daemon) -> None:

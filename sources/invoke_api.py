@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import NamedTuple
 
 import msgspec
 from aiohttp import web
@@ -66,8 +65,9 @@ async def invoke_async(registry: Registry, function: str, body: bytes) -> web.Re
     return web.Response(status=202, headers={"x-amzn-RequestId": request_id})
 
 
-class Call(NamedTuple):
-    """An Invoke request that passed every check."""
+class Call(msgspec.Struct):
+    """An Invoke request that passed every check. (A Struct, made in C: a NamedTuple's
+    ``__new__`` is Python's, and ``isinstance`` against ``web.Response``, an ABC, is slow too.)"""
 
     pool: FunctionPool
     body: bytes
@@ -76,15 +76,11 @@ class Call(NamedTuple):
     want_log: bool
 
 
-async def parse_call(request: web.BaseRequest, registry: Registry, text: str, operation: str,
-                     invocation_types: set[str]) -> Call | web.Response:
-    """The request checked as Lambda checks it, or the error response that refuses it."""
-    # Credentials first: an anonymous caller learns nothing, not even which functions exist.
-    try:
-        body = await take_body(request, registry.config.server, registry.api_mode, MAX_SYNC_PAYLOAD,
-                               operation)
-    except Refusal as e:
-        return e.response()
+def parse_call(request: web.BaseRequest, registry: Registry, text: str, body: bytes,
+               invocation_types: set[str]) -> Call | web.Response:
+    """The request checked as Lambda checks it, once its ``body`` was taken (credentials first:
+    an anonymous caller learns nothing, not even which functions exist), or the error response
+    that refuses it. Not a coroutine, nor is the body taken in one: one fewer per invocation."""
     qualifier = request.query.get("Qualifier") if request.query_string else None
     pool = registry.lookup(text)  # a plain name, the common case, needs no parsing
     if pool is None and (parsed := parse_function_name(text)) is not None:
@@ -134,8 +130,13 @@ def unavailable(e: Unavailable) -> web.Response:
 
 
 async def invoke(request: web.BaseRequest, registry: Registry, text: str) -> web.Response:
-    call = await parse_call(request, registry, text, "InvokeFunction", INVOCATION_TYPES)
-    if isinstance(call, web.Response):
+    try:
+        body = await take_body(request, registry.config.server, registry.api_mode,
+                               MAX_SYNC_PAYLOAD, "InvokeFunction")
+    except Refusal as e:
+        return e.response()
+    call = parse_call(request, registry, text, body, INVOCATION_TYPES)
+    if not isinstance(call, Call):
         return call
     if call.invocation_type == "DryRun":
         return web.Response(status=204, headers={"X-Amz-Executed-Version": "$LATEST"})

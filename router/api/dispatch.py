@@ -201,8 +201,8 @@ class Dispatcher:
         return resolve(request.method, request.rel_url.path_safe)
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
-        handler, name = self.route(request)
         started = time.perf_counter()
+        handler, name = self.route(request)
         try:
             expect = request.headers.get("Expect")
             # 100-continue is answered by read_body, once the credentials pass and the body is
@@ -215,16 +215,17 @@ class Dispatcher:
             else:
                 response = await self._leaving(request, handler, name)
         except Exception:
-            self._answered(handler, 500, started)  # aiohttp answers it with a 500
+            self._counts(handler).answered(500, time.perf_counter() - started)  # aiohttp's 500
             raise
-        self._answered(handler, response.status, started)
+        counted = self._counted.get(handler) or self._counts(handler)
+        counted.answered(response.status, time.perf_counter() - started)
         return response
 
-    def _answered(self, handler: Handler, status: int, started: float) -> None:
+    def _counts(self, handler: Handler) -> HttpMetrics:
         counted = self._counted.get(handler)
         if counted is None:
             counted = self._counted[handler] = self.registry.metrics.http(kind_of(handler))
-        counted.answered(status, time.perf_counter() - started)
+        return counted
 
     async def _leaving(self, request: web.BaseRequest, handler: Handler,
                        name: str) -> web.StreamResponse:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 import socket
 import statistics
@@ -25,6 +26,7 @@ from pathlib import Path
 import msgspec
 
 from router.config import FunctionConfig
+from workers.runtimes.python import distribution_files
 
 ROOT = Path(__file__).resolve().parent.parent
 WRK_SCRIPT = """
@@ -128,6 +130,14 @@ def raw_server(wrap: tuple[str, ...] = ()) -> Iterator[Server]:
     with process(sys.executable, str(ROOT / "bench" / "raw_server.py"), str(port),
                  ready_url=f"{base}/urls/x/ready", wrap=wrap) as pid:
         yield Server(base, pid)
+
+
+def copy_distributions(folder: Path, names: tuple[str, ...]) -> None:
+    """The installed distributions ``names`` (their packages and metadata) copied into
+    ``folder``, as ``pip install --target`` would put them in a function's package: a sandboxed
+    function sees the machine's Python, not this virtualenv."""
+    for path in distribution_files(names):
+        (shutil.copytree if os.path.isdir(path) else shutil.copy)(path, folder / os.path.basename(path))
 
 
 @contextlib.contextmanager

@@ -19,12 +19,17 @@ import time
 import urllib.request
 from statistics import median
 
-from harness import headwater, load, median_run, table
+from harness import copy_distributions, headwater, load, median_run, table
+
+from workers.runtimes.base import BASE_PYTHON
+
+RIC = ("awslambdaric", "simplejson", "snapshot-restore-py")
 
 NOOP = {
     "py/app.py": "def handler(event, context):\n    return {}\n",
     "ric/app.py": "def handler(event, context):\n    return {}\n",
-    "ric/bootstrap": f'#!/bin/sh\nexec {sys.executable} -m awslambdaric "$_HANDLER"\n',
+    # The machine's Python runs the client the package brings (the sandbox binds no virtualenv).
+    "ric/bootstrap": f'#!/bin/sh\nexec {BASE_PYTHON} -m awslambdaric "$_HANDLER"\n',
     "node/index.js": "exports.handler = async () => ({});\n",
 }
 RUNTIMES = {  # name → (label, runtime, code)
@@ -62,7 +67,8 @@ def main() -> None:
     path = "/2015-03-31/functions/{}/invocations"
     results: dict[tuple[str, int], list] = {}
     colds: dict[str, list[float]] = {}
-    with headwater(functions(), NOOP, executable=("ric/bootstrap",)) as daemon:
+    with headwater(functions(), NOOP, executable=("ric/bootstrap",),
+                   prepare=lambda folder: copy_distributions(folder / "ric", RIC)) as daemon:
         urls = {name: daemon.url + path.format(name) for name in RUNTIMES}
         for url in urls.values():  # warm up: workers, connections
             load(url, 8, 1)

@@ -76,11 +76,21 @@ class Call(msgspec.Struct):
     want_log: bool
 
 
+async def checked_call(request: web.BaseRequest, registry: Registry, text: str, operation: str,
+                       invocation_types: set[str]) -> Call | web.Response:
+    """The request checked as Lambda checks it, or the error response that refuses it. The
+    credentials come first: an anonymous caller learns nothing, not even which functions exist."""
+    try:
+        body = await take_body(request, registry.config.server, registry.api_mode,
+                               MAX_SYNC_PAYLOAD, operation)
+    except Refusal as e:
+        return e.response()
+    return parse_call(request, registry, text, body, invocation_types)
+
+
 def parse_call(request: web.BaseRequest, registry: Registry, text: str, body: bytes,
                invocation_types: set[str]) -> Call | web.Response:
-    """The request checked as Lambda checks it, once its ``body`` was taken (credentials first:
-    an anonymous caller learns nothing, not even which functions exist), or the error response
-    that refuses it. Not a coroutine, nor is the body taken in one: one fewer per invocation."""
+    """``checked_call``'s checks of a request whose credentials passed and whose ``body`` came."""
     qualifier = request.query.get("Qualifier") if request.query_string else None
     pool = registry.lookup(text)  # a plain name, the common case, needs no parsing
     if pool is None and (parsed := parse_function_name(text)) is not None:
@@ -130,12 +140,7 @@ def unavailable(e: Unavailable) -> web.Response:
 
 
 async def invoke(request: web.BaseRequest, registry: Registry, text: str) -> web.Response:
-    try:
-        body = await take_body(request, registry.config.server, registry.api_mode,
-                               MAX_SYNC_PAYLOAD, "InvokeFunction")
-    except Refusal as e:
-        return e.response()
-    call = parse_call(request, registry, text, body, INVOCATION_TYPES)
+    call = await checked_call(request, registry, text, "InvokeFunction", INVOCATION_TYPES)
     if not isinstance(call, Call):
         return call
     if call.invocation_type == "DryRun":

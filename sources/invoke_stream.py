@@ -14,13 +14,12 @@ import base64
 
 from aiohttp import web
 
-from router.api.body import Refusal, take_body
 from router.intake.intake import Unavailable
 from router.intake.invocation import Invocation, Outcome
 from router.intake.stream import ResponseStream
 from router.run.registry import Registry
 from sources import eventstream
-from sources.invoke_api import MAX_SYNC_PAYLOAD, Call, parse_call, throttled, unavailable
+from sources.invoke_api import Call, checked_call, throttled, unavailable
 
 INVOCATION_TYPES = {"RequestResponse", "DryRun"}
 
@@ -36,12 +35,7 @@ def completion(outcome: Outcome) -> bytes:
 
 async def invoke_with_response_stream(request: web.BaseRequest, registry: Registry,
                                       text: str) -> web.StreamResponse:
-    try:
-        body = await take_body(request, registry.config.server, registry.api_mode,
-                               MAX_SYNC_PAYLOAD, "InvokeWithResponseStream")
-    except Refusal as e:
-        return e.response()
-    call = parse_call(request, registry, text, body, INVOCATION_TYPES)
+    call = await checked_call(request, registry, text, "InvokeWithResponseStream", INVOCATION_TYPES)
     if not isinstance(call, Call):
         return call
     if call.invocation_type == "DryRun":

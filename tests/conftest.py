@@ -179,8 +179,14 @@ def second_listener(daemon: Daemon, port: int, log_line: str) -> Daemon:
 
 
 def function_toml(name: str, handler: str, code: str = "functions", **options: object) -> str:
-    lines = [f'name = "{name}"', f'handler = "{handler}"', f'code = "{code}"']
-    for key, value in {"runtime": RUNTIME, **options}.items():
+    return functions_table({"name": name, "handler": handler, "code": code, "runtime": RUNTIME,
+                            **options})
+
+
+def functions_table(keys: dict[str, object]) -> str:
+    """One ``[[functions]]`` table of config.toml with these keys (a dict value: an inline table)."""
+    lines = []
+    for key, value in keys.items():
         if isinstance(value, dict):
             inner = ", ".join(f"{k} = {json.dumps(v)}" for k, v in value.items())
             lines.append(f"{key} = {{ {inner} }}")

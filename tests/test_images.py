@@ -14,7 +14,7 @@ from pathlib import Path
 
 import image_builder
 import pytest
-from conftest import Daemon
+from conftest import Daemon, functions_table
 from image_builder import PASSWORD, USER, start_registry
 
 from router.store.images import (
@@ -192,14 +192,7 @@ def corrupt_copy(oci: str, folder: Path) -> str:
 
 
 def image_toml(name: str, image: str, **options: object) -> str:
-    lines = [f'name = "{name}"', f'image = "{image}"']
-    for key, value in options.items():
-        if isinstance(value, dict):
-            inner = ", ".join(f"{k} = {json.dumps(v)}" for k, v in value.items())
-            lines.append(f"{key} = {{ {inner} }}")
-        else:
-            lines.append(f"{key} = {json.dumps(value)}")
-    return "[[functions]]\n" + "\n".join(lines) + "\n"
+    return functions_table({"name": name, "image": image, **options})
 
 
 @pytest.fixture(scope="module")

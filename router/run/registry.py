@@ -231,10 +231,14 @@ class Registry:
     async def reload(self, config: Config) -> list[str]:
         """Put a re-read config file in effect: its functions added, removed and changed (compared
         by value: an unchanged function keeps its warm workers), its routes, queue triggers and
-        schedules. The [server], [sandbox], [metering], [aws] and [async] tables need a restart.
+        schedules, and [images]. The [server], [sandbox], [metering], [aws] and [async] tables need
+        a restart.
         What changed, one line each."""
         done: list[str] = []
-        functions, failures = await resolve(config.functions, cache_of(config))
+        # [images] applies at once: the config file's images are fetched with it, and so are
+        # the API's from here on.
+        self.images = cache_of(config)
+        functions, failures = await resolve(config.functions, self.images)
         config = msgspec.structs.replace(config, functions=functions)
         self.image_failures = failures
         kept = {f.name: f for f in self.config.functions}
@@ -258,7 +262,8 @@ class Registry:
                 done.append(f"changed {name}")
         ignored = [t for t in ("server", "sandbox", "metering", "aws", "async_")
                    if getattr(config, t) != getattr(self.config, t)]
-        config = msgspec.structs.replace(self.config, functions=config.functions)
+        config = msgspec.structs.replace(self.config, functions=config.functions,
+                                         images=config.images)
         self.config = config
         self.routes = route_table(config)
         await self.mappings.reload(config)

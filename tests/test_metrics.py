@@ -244,10 +244,16 @@ def test_the_dashboards_queries_name_metrics_the_daemon_exports(daemon: Daemon) 
 
 
 def test_a_function_removed_by_a_reload_leaves_metrics(make_daemon: Callable[..., Daemon]) -> None:
-    kept, gone = function_toml("kept", "outcomes.echo"), function_toml("gone", "outcomes.echo")
+    kept = function_toml("kept", "outcomes.echo")
+    gone = function_toml("gone", "outcomes.echo") + (  # a source's series too
+        '[[functions.triggers]]\ntype = "schedule"\nexpression = "rate(1 second)"\n')
     daemon = make_daemon(kept + gone)
     assert daemon.invoke("gone", {}).status == 200
     assert scrape(daemon).value("headwater_invocations_total", function="gone", outcome="success") == 1
+    deadline = time.monotonic() + 10
+    while not scrape(daemon).matching("headwater_source_lag_seconds", function="gone"):
+        assert time.monotonic() < deadline, "no schedule tick"
+        time.sleep(0.2)
     text = daemon.config_path.read_text()
     daemon.config_path.write_text(text.replace(gone, ""))
     assert daemon.proc is not None

@@ -184,8 +184,12 @@ class Metrics:
         return handle
 
     def forget(self, name: str) -> None:
-        """A deleted function's series go with it."""
+        """A deleted function's series go with it, its sources' too."""
         self._functions.pop(name, None)
+        for source, function in [key for key in self._sources if key[1] == name]:
+            del self._sources[source, function]
+            for family in (self.source_lag, self.source_batch, self.source_errors):
+                family.remove(source, function)
 
     def source(self, source: str, function: str) -> SourceMetrics:
         """The handle of a source for a function; a restarted poller or schedule gets the same."""

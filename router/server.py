@@ -12,7 +12,6 @@ import socket
 import ssl
 from collections.abc import Callable, Mapping
 
-import msgspec
 from aiohttp import web
 
 from router import daemonfile, listener, systemd, tls
@@ -103,8 +102,7 @@ async def serve(config: Config, environ: Mapping[str, str],
     started = asyncio.Event()
     loop.add_signal_handler(RELOAD_SIGNAL, on_sighup)
     # Image functions' images are fetched before the daemon listens, so that none is Pending.
-    functions, failures = await images.resolve(config.functions, images.cache_of(config))
-    config = msgspec.structs.replace(config, functions=functions)
+    config, failures = await images.resolve(config, images.cache_of(config))
     try:
         registry = Registry(config, environ, failures)
     except SandboxUnavailable as e:

@@ -7,7 +7,7 @@ import logging
 
 import msgspec
 
-from router.config import Config, FunctionConfig
+from router.config import Config
 from router.store.images import ImageError, Images
 
 log = logging.getLogger("headwater.images")
@@ -17,15 +17,14 @@ def cache_of(config: Config) -> Images:
     return Images(config.server.data_dir, config.images.registries, config.images.pull_timeout_s)
 
 
-async def resolve(functions: list[FunctionConfig], images: Images
-                  ) -> tuple[list[FunctionConfig], dict[str, str]]:
-    """The config file's functions with each image function's ``code`` its unpacked image, and
-    why each that has none could not get it (logged: such a function is Failed, its invocations
+async def resolve(config: Config, images: Images) -> tuple[Config, dict[str, str]]:
+    """The config with each of its image functions' ``code`` its unpacked image, and why each
+    that has none could not get it (logged: such a function is Failed, its invocations
     fail at once with the reason, as Lambda's do, while the others serve). A registry that
     cannot be reached leaves a function the image its reference named last, if it is cached."""
-    resolved: list[FunctionConfig] = []
+    resolved = []
     failures: dict[str, str] = {}
-    for fn in functions:
+    for fn in config.functions:
         if not fn.image:
             resolved.append(fn)
             continue
@@ -44,4 +43,4 @@ async def resolve(functions: list[FunctionConfig], images: Images
             log.warning("%s: image %s cannot be fetched (%s), so the function keeps the one it "
                         "named last, in the cache: sha256:%s", fn.name, fn.image, e, settings.digest)
         resolved.append(msgspec.structs.replace(fn, code=str(folder)))
-    return resolved, failures
+    return msgspec.structs.replace(config, functions=resolved), failures

@@ -238,9 +238,7 @@ class Registry:
         # [images] applies at once: the config file's images are fetched with it, and so are
         # the API's from here on.
         self.images = cache_of(config)
-        functions, failures = await resolve(config.functions, self.images)
-        config = msgspec.structs.replace(config, functions=functions)
-        self.image_failures = failures
+        config, self.image_failures = await resolve(config, self.images)
         kept = {f.name: f for f in self.config.functions}
         wanted = {f.name: f for f in config.functions}
         for name in kept.keys() - wanted.keys():

@@ -118,16 +118,15 @@ def layer_env(env: dict[str, str], launcher: Launcher, opt: str) -> dict[str, st
 
 
 def worker_spec(fn: FunctionConfig, config: Config, environ: dict[str, str],
-                isolation: Isolation) -> WorkerSpec:
+                isolation: Isolation, opt: str = "") -> WorkerSpec:
     """How the function's fork server and workers are started: runtime, environment, sandbox
-    and limits."""
+    and limits; ``opt`` the host folder of its layers (``opt_folder``)."""
     if fn.image:
         return image_spec(fn, config, environ, isolation)
     try:
         launcher = probe(fn.runtime, environ.get("PATH", os.defpath))
     except BadRuntime:  # gone since the config was checked: each start reports it
         launcher = Launcher(fn.runtime, fn.runtime, ())
-    opt = opt_folder(config.server.data_dir, fn.layers)
     sandbox = isolation.sandbox(fn, launcher, opt)
     # The code and the runtime's files as the worker sees them: where the sandbox has them, or
     # where they are (unsandboxed, a Python function's packages are the daemon's site-packages).
@@ -258,7 +257,8 @@ class FunctionPool:
     def _configure(self, fn: FunctionConfig) -> None:
         config, environ, logs = self._daemon
         self.config = fn
-        self.spec = worker_spec(fn, config, environ, self.isolation)
+        self.opt = opt_folder(config.server.data_dir, fn.layers)  # "": no layers
+        self.spec = worker_spec(fn, config, environ, self.isolation, self.opt)
         self.log = logs.of(fn.name, fn.memory_mb)
 
     def reconfigure(self, fn: FunctionConfig) -> None:
@@ -538,8 +538,7 @@ class FunctionPool:
         """Start a worker: forked warm from the function's fork server, or a fresh process."""
         server = self._fork_server()
         try:
-            opt = opt_folder(self._daemon[0].server.data_dir, self.config.layers)
-            if problem := entrypoint_problem(self.spec, self.config.code, opt):
+            if problem := entrypoint_problem(self.spec, self.config.code, self.opt):
                 raise BadEntrypoint(problem)
             await server.fork(worker, env, deadline)
             return

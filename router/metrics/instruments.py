@@ -74,31 +74,34 @@ class Counts:
 
 
 class FunctionMetrics:
-    """One function's counts, updated by its pool as invocations finish and workers init."""
+    """One function's counts, updated by its pool as invocations finish and workers init (its
+    errors and throttles are read from the outcomes at a scrape)."""
 
-    __slots__ = ("outcomes", "errors", "cold_starts", "throttles", "duration", "init")
+    __slots__ = ("outcomes", "cold_starts", "duration", "init")
 
     def __init__(self) -> None:
         self.outcomes = dict.fromkeys(STATUSES, 0)
-        self.errors = 0
         self.cold_starts = 0
-        self.throttles = 0
         self.duration = Counts(DURATION_BUCKETS)
         self.init = Counts(INIT_BUCKETS)
 
     def ran(self, outcome: Outcome, cold: bool) -> None:
         """An invocation that was not throttled ended, whatever else its outcome."""
-        status = outcome.status
-        self.outcomes[status] += 1
+        self.outcomes[outcome.status] += 1
         self.duration.observe(outcome.duration_ms / 1000)
         if cold:
             self.cold_starts += 1
-        if status != "success":
-            self.errors += 1
 
     def throttled(self) -> None:
         self.outcomes["throttled"] += 1
-        self.throttles += 1
+
+    @property
+    def errors(self) -> int:
+        return sum(n for status, n in self.outcomes.items() if status not in ("success", "throttled"))
+
+    @property
+    def throttles(self) -> int:
+        return self.outcomes["throttled"]
 
     def initialized(self, init_ms: float) -> None:
         """A worker's init ended, ready or failed."""

@@ -227,6 +227,22 @@ def median_run(runs: list[Run]) -> Run:
                statistics.median(r.p99_us for r in runs), sum(r.errors for r in runs))
 
 
+def run_row(label: str, concurrency: int, runs: list[Run]) -> list[str]:
+    """A table row of the median of ``runs``: req/s, p50 and p99 µs, errors."""
+    r = median_run(runs)
+    return [label, str(concurrency), f"{r.rps:,.0f}", f"{r.p50_us:,.0f}", f"{r.p99_us:,.0f}",
+            str(r.errors)]
+
+
+def ratio_row(label: str, concurrency: int, runs: list[Run], base: list[Run]) -> list[str]:
+    """A table row of the medians of the rounds' own ratios of ``runs`` to ``base`` (same rounds),
+    for req/s, p50 and p99: a round compares runs seconds apart, the machine drifts in minutes."""
+    pairs = list(zip(runs, base, strict=True))
+    ratios = [statistics.median(getattr(x, f) / getattr(b, f) for x, b in pairs)
+              for f in ("rps", "p50_us", "p99_us")]
+    return [label, str(concurrency), *(f"{v:.2f}" for v in ratios), ""]
+
+
 def table(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
     line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"  # noqa: E731

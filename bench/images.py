@@ -31,7 +31,7 @@ import zipfile
 from pathlib import Path
 from statistics import median
 
-from harness import ROOT, headwater, load, median_run, table
+from harness import ROOT, headwater, load, run_row, table
 
 sys.path.insert(0, str(ROOT / "tests"))
 import image_builder
@@ -182,9 +182,7 @@ def main() -> None:
     for c in (1, 8):
         for name, label in (("image", "image (awslambdaric in the image)"),
                             ("zip", "zip (awslambdaric in the package)")):
-            r = median_run(results[(name, c)])
-            rows.append([label, str(c), f"{r.rps:,.0f}", f"{r.p50_us:,.0f}", f"{r.p99_us:,.0f}",
-                         str(r.errors)])
+            rows.append(run_row(label, c, results[(name, c)]))
         label, value, _ = ratio("ratio image / zip, req/s", [r.rps for r in results["image", c]],
                                 [r.rps for r in results["zip", c]])
         rows.append([label, str(c), value, "", "", ""])

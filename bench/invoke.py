@@ -13,7 +13,6 @@ Usage: python bench/invoke.py [--seconds 5] [--rounds 3] [--workers 4]
 from __future__ import annotations
 
 import argparse
-from statistics import median
 
 from harness import (
     NOOP_FILES,
@@ -21,9 +20,10 @@ from harness import (
     TARGETS,
     headwater,
     load,
-    median_run,
     noop_function,
+    ratio_row,
     raw_server,
+    run_row,
     table,
 )
 
@@ -49,16 +49,9 @@ def main() -> None:
                         load(urls[name], c, args.seconds, method))
     rows = []
     for c in (1, 64):
-        runs = {name: median_run(results[(name, c)]) for name in TARGETS}
-        for name, (label, _, _) in TARGETS.items():
-            r = runs[name]
-            rows.append([label, str(c), f"{r.rps:,.0f}", f"{r.p50_us:,.0f}", f"{r.p99_us:,.0f}",
-                         str(r.errors)])
-        for name, ratio in (("invoke", "b/a"), ("url", "c/a")):
-            pairs = list(zip(results[(name, c)], results[("raw", c)], strict=True))
-            paired = [median(getattr(x, f) / getattr(a, f) for x, a in pairs)
-                      for f in ("rps", "p50_us", "p99_us")]
-            rows.append([f"ratio {ratio} at c={c}", str(c), *(f"{v:.2f}" for v in paired), ""])
+        rows += [run_row(label, c, results[(name, c)]) for name, (label, _, _) in TARGETS.items()]
+        rows += [ratio_row(f"ratio {ratio} at c={c}", c, results[(name, c)], results[("raw", c)])
+                 for name, ratio in (("invoke", "b/a"), ("url", "c/a"))]
     print(table(["server", "conc.", "req/s", "p50 µs", "p99 µs", "errors"], rows))
 
 

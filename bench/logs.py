@@ -20,7 +20,18 @@ import tempfile
 from pathlib import Path
 from statistics import median
 
-from harness import NOOP_FILES, NOOP_WORKERS, ROOT, TARGETS, headwater, load, median_run, noop_function, table
+from harness import (
+    NOOP_FILES,
+    NOOP_WORKERS,
+    ROOT,
+    TARGETS,
+    headwater,
+    load,
+    noop_function,
+    ratio_row,
+    run_row,
+    table,
+)
 
 BASE = "824ff34"  # the branch's start: text lines without timestamps, no ring
 
@@ -130,15 +141,9 @@ def main() -> None:
                         load(servers[name].url + path, c, args.seconds, method))
     rows = []
     for c in (1, 64):
-        for name, label in labels.items():
-            r = median_run(results[(name, c)])
-            rows.append([label, str(c), f"{r.rps:,.0f}", f"{r.p50_us:,.0f}", f"{r.p99_us:,.0f}",
-                         str(r.errors)])
-        for name in ("text", "json"):
-            pairs = list(zip(results[(name, c)], results[("base", c)], strict=True))
-            paired = [median(getattr(x, f) / getattr(b, f) for x, b in pairs)
-                      for f in ("rps", "p50_us", "p99_us")]
-            rows.append([f"ratio {name}/before at c={c}", str(c), *(f"{v:.2f}" for v in paired), ""])
+        rows += [run_row(label, c, results[(name, c)]) for name, label in labels.items()]
+        rows += [ratio_row(f"ratio {name}/before at c={c}", c, results[(name, c)],
+                           results[("base", c)]) for name in ("text", "json")]
     print(table(["server", "conc.", "req/s", "p50 µs", "p99 µs", "errors"], rows))
 
 

@@ -19,7 +19,7 @@ import time
 import urllib.request
 from statistics import median
 
-from harness import copy_distributions, headwater, load, median_run, table
+from harness import copy_distributions, headwater, load, run_row, table
 
 from workers.runtimes.base import BASE_PYTHON
 
@@ -83,10 +83,7 @@ def main() -> None:
                 colds.setdefault(name, []).append(invoke_ms(url))
     rows = []
     for c in (1, 8):
-        for name, (label, _, _) in RUNTIMES.items():
-            r = median_run(results[(name, c)])
-            rows.append([label, str(c), f"{r.rps:,.0f}", f"{r.p50_us:,.0f}", f"{r.p99_us:,.0f}",
-                         str(r.errors)])
+        rows += [run_row(label, c, results[(name, c)]) for name, (label, _, _) in RUNTIMES.items()]
         for name in ("ric", "node"):
             pairs = zip(results[(name, c)], results[("py", c)], strict=True)
             ratio = median(x.rps / b.rps for x, b in pairs)

@@ -8,9 +8,8 @@ Usage: python bench/sandbox.py [--seconds 4] [--rounds 5]
 from __future__ import annotations
 
 import argparse
-from statistics import median
 
-from harness import NOOP_FILES, TARGETS, headwater, load, median_run, noop_function, table
+from harness import NOOP_FILES, TARGETS, headwater, load, noop_function, ratio_row, run_row, table
 
 MODES = {"bubblewrap": "sandbox on (bubblewrap, pasta, cgroups)", "none": 'sandbox = "none"'}
 
@@ -33,14 +32,9 @@ def main() -> None:
                     results.setdefault((mode, c), []).append(load(url, c, args.seconds, method))
     rows = []
     for c in (1, 64):
-        for mode, label in MODES.items():
-            r = median_run(results[(mode, c)])
-            rows.append([label, str(c), f"{r.rps:,.0f}", f"{r.p50_us:,.0f}", f"{r.p99_us:,.0f}",
-                         str(r.errors)])
-        pairs = list(zip(results[("bubblewrap", c)], results[("none", c)], strict=True))
-        ratios = [median(getattr(x, f) / getattr(a, f) for x, a in pairs)
-                  for f in ("rps", "p50_us", "p99_us")]
-        rows.append([f"ratio on / none at c={c}", str(c), *(f"{v:.2f}" for v in ratios), ""])
+        rows += [run_row(label, c, results[(mode, c)]) for mode, label in MODES.items()]
+        rows.append(ratio_row(f"ratio on / none at c={c}", c, results[("bubblewrap", c)],
+                              results[("none", c)]))
     print(table(["Invoke, no-op, 4 warm workers", "conc.", "req/s", "p50 µs", "p99 µs", "errors"],
                 rows))
 

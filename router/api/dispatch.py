@@ -81,6 +81,7 @@ PATHS: dict[str, dict[str, Handler]] = {
     dlq.PREFIX: {"GET": dlq.list_dead_letters},
     dlq.PREFIX + "/redrive": {"POST": dlq.redrive},
 }
+LAYERS = layers.PREFIX + "/"  # a layer's versions: their paths are layers.resolve's
 # The Lambda API on one resource, PREFIX/NAME[/OPERATION], by prefix, operation and method: the
 # function operations (Invoke first, the hot path), InvokeWithResponseStream, function URL configs,
 # tags (of an ARN), and event source mappings (by UUID).
@@ -133,14 +134,15 @@ def resolve(method: str, path: str) -> tuple[Handler, str]:
     if handler is not None:
         return handler, ""
     if _LAMBDA_API.match(path):
-        if path.startswith(layers.PREFIX + "/"):
-            return layers.resolve(wanted, path[len(layers.PREFIX) + 1:]) or (unknown_operation, "")
         for prefix, operations in RESOURCES.items():
             if path.startswith(prefix):
                 name, slash, operation = path[len(prefix):].partition("/")
                 handler = operations.get(slash + operation, {}).get(wanted)
                 if name and handler is not None:
                     return handler, unquote(name)
+        # After the function operations, Invoke's among them: a layer version's path is rarer.
+        if path.startswith(LAYERS):
+            return layers.resolve(wanted, path[len(LAYERS):]) or (unknown_operation, "")
         return unknown_operation, ""
     if path.startswith(dlq.PREFIX + "/") and wanted == "GET":
         name = path[len(dlq.PREFIX) + 1:]

@@ -36,7 +36,7 @@ from router.config import (
     reserved_names,
 )
 from router.run.registry import Handler, Registry, parse_function_name
-from router.store import archive, opt
+from router.store import archive
 from router.store.images import LOCAL_TRANSPORTS, ImageError, Overrides, check_launch, read_settings
 from router.store.layers import layers_problem, parse_version_arn, tree_size, unzipped_size
 from router.store.store import Deployed, stamp
@@ -263,10 +263,11 @@ def check_total_size(registry: Registry, code_bytes: int, layers: list[str]) -> 
                       f"{archive.MAX_UNZIPPED} bytes. The actual size is {total} bytes.")
 
 
-async def prepare_layers(registry: Registry, layers: list[str]) -> None:
-    """The function's /opt made before a worker binds it (a merge, for several layers)."""
-    if len(layers) > 1:
-        await asyncio.to_thread(opt.ensure, registry.config.server.data_dir, layers)
+async def check_zip_with_layers(registry: Registry, data: bytes, layers: list[str]) -> None:
+    """Lambda's 250 MB for a zip and its layers together. Without layers the install's own limit
+    on the zip is that check, so the zip is not planned twice for it."""
+    if layers:
+        check_total_size(registry, await asyncio.to_thread(unzipped_size, data), layers)
 
 
 def _int(body: dict[str, Any], key: str, lo: int, hi: int) -> int:
@@ -465,8 +466,8 @@ async def create_function(request: web.BaseRequest, registry: Registry, _: str,
             version, size = Path(fn.code), 0
         else:
             data = zip_of(code)
-            check_total_size(registry, await asyncio.to_thread(unzipped_size, data), layers)
-            await prepare_layers(registry, layers)
+            await check_zip_with_layers(registry, data, layers)
+            await registry.prepare_layers(layers)
             version, sha, size = await asyncio.to_thread(
                 lambda: registry.store.install_code(name, data, set()))
     except Invalid as e:
@@ -589,7 +590,7 @@ async def update_code(request: web.BaseRequest, body: bytes, registry: Registry,
             if "ImageUri" in payload:
                 raise Invalid("ImageUri: the function's PackageType is Zip: give ZipFile")
             data = zip_of(payload)
-            check_total_size(registry, await asyncio.to_thread(unzipped_size, data), fn.layers)
+            await check_zip_with_layers(registry, data, fn.layers)
             version, sha, size = await asyncio.to_thread(
                 lambda: registry.store.install_code(name, data, running))
     except Invalid as e:
@@ -626,7 +627,7 @@ async def update_configuration(request: web.BaseRequest, body: bytes, registry: 
         elif "Layers" in payload:
             layers = new_layers(registry, payload["Layers"])
             check_total_size(registry, await asyncio.to_thread(tree_size, function.code), layers)
-            await prepare_layers(registry, layers)
+            await registry.prepare_layers(layers)
             function = msgspec.structs.replace(function, layers=layers)
     except Invalid as e:
         return bad_request(str(e))

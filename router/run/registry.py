@@ -148,6 +148,12 @@ class Registry:
         self._ticker: asyncio.Task[None] | None = None
         self.leaving = False  # SIGTERM came: /readyz says so, responses close their connections
 
+    async def prepare_layers(self, layers: list[str]) -> None:
+        """A function's /opt made before a worker binds it (``opt.ensure``: a merge, for
+        several layers; nothing to make for one or none)."""
+        if len(layers) > 1:  # not even a thread for the common case
+            await asyncio.to_thread(opt.ensure, self.config.server.data_dir, layers)
+
     def layers_in_use(self) -> set[str]:
         """The layer versions the deployed functions name (their content must stay)."""
         return {arn for d in self.deployed.values() for arn in d.function.layers}
@@ -245,9 +251,8 @@ class Registry:
             if name in self.deployed:
                 await self.undeploy(name)
                 done.append(f"removed {name}")
-        for fn in wanted.values():  # merged before a worker of the new config binds it
-            if len(fn.layers) > 1:
-                await asyncio.to_thread(opt.ensure, self.config.server.data_dir, fn.layers)
+        for fn in wanted.values():
+            await self.prepare_layers(fn.layers)
         for name, fn in wanted.items():
             deployed = self.deployed.get(name)
             if deployed is None:

@@ -76,6 +76,8 @@ async def run(request: web.BaseRequest, registry: Registry, pool: FunctionPool, 
               route_key: str, raw_path: str, raw_query: str, path_params: dict[str, str],
               source: str, streaming: bool = False,
               extra: dict[str, str] | None = None) -> web.StreamResponse:
+    """The function run for an HTTP request; ``extra``: headers a streamed answer must carry
+    from its start (the caller adds them to any other)."""
     try:
         body = await take_body(request, registry.config.server, mode, MAX_SYNC_PAYLOAD, "Invoke")
     except Refusal as e:
@@ -112,9 +114,7 @@ async def run(request: web.BaseRequest, registry: Registry, pool: FunctionPool, 
         response = apigw.to_response(outcome.payload)
     else:
         response = apigw.error_response(*FAILED.get(outcome.status, FUNCTION_ERROR))
-    answer = reply(response, inv.request_id)
-    answer.headers.update(extra or {})
-    return answer
+    return reply(response, inv.request_id)
 
 
 async def function_url(request: web.BaseRequest, registry: Registry, name: str) -> web.Response:
@@ -129,9 +129,14 @@ async def function_url(request: web.BaseRequest, registry: Registry, name: str) 
     path, _, query = request.raw_path.partition("?")
     extra = response_headers(cors, request.headers) \
         if cors is not None and "Origin" in request.headers else None
-    return await run(request, registry, pool, mode, route_key="$default", raw_path=url_path(path),
-                     raw_query=query, path_params={}, source="url",
-                     streaming=pool.config.url.invoke_mode == "RESPONSE_STREAM", extra=extra)
+    response = await run(request, registry, pool, mode, route_key="$default",
+                         raw_path=url_path(path), raw_query=query, path_params={}, source="url",
+                         streaming=pool.config.url.invoke_mode == "RESPONSE_STREAM", extra=extra)
+    # Every answer of the URL carries them, a refusal too (a browser reads none without them);
+    # a streamed one was given them before its head went out.
+    if extra and not response.prepared:
+        response.headers.update(extra)
+    return response
 
 
 async def route(request: web.BaseRequest, registry: Registry, name: str) -> web.Response:

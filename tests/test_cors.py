@@ -88,3 +88,7 @@ def test_a_function_url_answers_preflights_and_tags_responses(
         "Origin": "https://evil.example.com", "Authorization": "Bearer s3cret"})
     assert other.status == 200 and "Access-Control-Allow-Origin" not in other.headers
     assert daemon.request("OPTIONS", "/urls/web/items").status == 403  # not a preflight: auth
+    # A refusal is tagged too: without the header a browser could not read why it was refused.
+    refused = daemon.request("GET", "/urls/web/items", headers={"Origin": "https://app.example.com"})
+    assert refused.status == 403
+    assert refused.headers["Access-Control-Allow-Origin"] == "https://app.example.com"

@@ -119,7 +119,8 @@ class Line(msgspec.Struct, omit_defaults=True):
     request_id: str | None = None
 
 
-_encode = msgspec.json.Encoder().encode
+_encoder = msgspec.json.Encoder()
+_encode, _encode_lines = _encoder.encode, _encoder.encode_lines  # encode_lines: each a line
 BETWEEN = "-"  # the request id of output between invocations (a module's import, say)
 
 
@@ -157,14 +158,13 @@ class JsonLines:
 
     def output(self, now: float, request_id: str, lines: bytes) -> bytes:
         stamp, fn, rid = self.clock.stamp(now), self.function, request_of(request_id)
-        return b"".join(
-            _encode(Line(stamp, "INFO", "function", line.decode(errors="replace"), fn, rid))
-            + b"\n" for line in lines[:-1].split(b"\n"))
+        return _encode_lines([Line(stamp, "INFO", "function", line.decode(errors="replace"), fn, rid)
+                              for line in lines[:-1].split(b"\n")])
 
     def platform(self, now: float, request_id: str, text: str, level: str = "INFO") -> bytes:
         stamp, fn = self.clock.stamp(now), self.function
-        return b"".join(_encode(Line(stamp, level, "platform", line, fn, request_id)) + b"\n"
-                        for line in text[:-1].split("\n"))
+        return _encode_lines([Line(stamp, level, "platform", line, fn, request_id)
+                              for line in text[:-1].split("\n")])
 
 
 LineFormat = TextLines | JsonLines

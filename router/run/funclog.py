@@ -100,9 +100,10 @@ class FunctionLog:
 
     def _platform(self, inv: Invocation, text: str, level: str = "INFO") -> None:
         now = time.time()
-        self.ring.add(now, inv.request_id, level, "platform", text.encode())
+        data = text.encode()
+        self.ring.add(now, inv.request_id, level, "platform", data)
         self.writer.write(self.lines.platform(now, inv.request_id, text, level))
-        self._keep(inv, text.encode())
+        self._keep(inv, data)
 
     def end(self, inv: Invocation, outcome: Outcome, billed_ms: int) -> None:
         rid = inv.request_id
@@ -121,15 +122,11 @@ class FunctionLog:
             self._platform(inv, f"{error_message(outcome.payload)}\n", "ERROR")
         # Formatted in one string, and written and kept once: this runs for every invocation.
         start = "" if inv.log_started else self._start_line(inv)
-        text = (f"{start}END RequestId: {rid}\nREPORT RequestId: {rid}"
-                f"\tDuration: {outcome.duration_ms:.2f} ms\tBilled Duration: {billed_ms} ms"
-                f"\tMemory Size: {self.memory_mb} MB\tMax Memory Used: {outcome.max_memory_mb} MB"
-                f"{extra}\n")
-        now = time.time()
-        self.ring.add(now, rid, "INFO", "platform", data := text.encode())
-        self.writer.write(self.lines.platform(now, rid, text))
+        self._platform(inv, f"{start}END RequestId: {rid}\nREPORT RequestId: {rid}"
+                       f"\tDuration: {outcome.duration_ms:.2f} ms\tBilled Duration: {billed_ms} ms"
+                       f"\tMemory Size: {self.memory_mb} MB\tMax Memory Used: "
+                       f"{outcome.max_memory_mb} MB{extra}\n")
         if inv.log is not None:  # the caller's tail
-            self._keep(inv, data)
             outcome.log = bytes(inv.log)
 
 

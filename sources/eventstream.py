@@ -22,22 +22,34 @@ def header(name: str, value: str) -> bytes:
     return bytes([len(n)]) + n + bytes([STRING]) + struct.pack(">H", len(v)) + v
 
 
+def encoded(headers: list[tuple[str, str]]) -> bytes:
+    return b"".join(header(name, value) for name, value in headers)
+
+
 def message(headers: list[tuple[str, str]], payload: bytes) -> bytes:
-    encoded = b"".join(header(name, value) for name, value in headers)
-    prelude = PRELUDE.pack(PRELUDE.size + CRC.size + len(encoded) + len(payload) + CRC.size,
-                           len(encoded))
-    head = prelude + CRC.pack(zlib.crc32(prelude)) + encoded
+    return framed(encoded(headers), payload)
+
+
+def event_headers(event_type: str, content_type: str) -> list[tuple[str, str]]:
+    return [(":event-type", event_type), (":content-type", content_type),
+            (":message-type", "event")]
+
+
+# Every PayloadChunk has the same headers: encoded once, not for each chunk of a stream.
+PAYLOAD_HEADERS = encoded(event_headers("PayloadChunk", "application/octet-stream"))
+
+
+def framed(headers: bytes, payload: bytes) -> bytes:
+    """A message of ``headers`` already encoded and ``payload``."""
+    prelude = PRELUDE.pack(PRELUDE.size + CRC.size + len(headers) + len(payload) + CRC.size,
+                           len(headers))
+    head = prelude + CRC.pack(zlib.crc32(prelude)) + headers
     return head + payload + CRC.pack(zlib.crc32(payload, zlib.crc32(head)))
-
-
-def event(event_type: str, content_type: str, payload: bytes) -> bytes:
-    return message([(":event-type", event_type), (":content-type", content_type),
-                    (":message-type", "event")], payload)
 
 
 def payload_chunks(data: bytes) -> list[bytes]:
     """``PayloadChunk`` events carrying ``data`` (more than one only past a message's limit)."""
-    return [event("PayloadChunk", "application/octet-stream", data[at:at + MAX_PAYLOAD])
+    return [framed(PAYLOAD_HEADERS, data[at:at + MAX_PAYLOAD])
             for at in range(0, len(data), MAX_PAYLOAD)]
 
 
@@ -51,4 +63,4 @@ def invoke_complete(error_code: str | None = None, error_details: str | None = N
                     log_result: str | None = None) -> bytes:
     """The ``InvokeComplete`` event that ends the stream."""
     body = msgspec.json.encode(InvokeComplete(error_code, error_details, log_result))
-    return event("InvokeComplete", "application/json", body)
+    return message(event_headers("InvokeComplete", "application/json"), body)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from collections import deque
 from collections.abc import Iterator
 from typing import NamedTuple
@@ -56,9 +57,10 @@ class LogRing:
         """The entries after position ``seq`` that are no older than ``since``, oldest first."""
         if not self.entries:
             return
-        # Positions are consecutive, so the first one wanted is found by subtraction.
-        for i in range(max(0, seq - self.entries[0][0] + 1), len(self.entries)):
-            entry = Entry._make(self.entries[i])
+        # Positions are consecutive, so the first one wanted is found by subtraction; a deque is
+        # walked, not indexed (each index walks it again).
+        for kept in itertools.islice(self.entries, max(0, seq - self.entries[0][0] + 1), None):
+            entry = Entry._make(kept)
             if entry.time >= since:
                 yield entry
 

@@ -102,9 +102,10 @@ async def serve(config: Config, environ: Mapping[str, str],
     started = asyncio.Event()
     loop.add_signal_handler(RELOAD_SIGNAL, on_sighup)
     # Image functions' images are fetched before the daemon listens, so that none is Pending.
-    config, failures = await images.resolve(config, images.cache_of(config))
+    cache = images.cache_of(config)
+    config, failures = await images.resolve(config, cache)
     try:
-        registry = Registry(config, environ, failures)
+        registry = Registry(config, environ, failures, cache)
     except SandboxUnavailable as e:
         log.error("cannot start: %s", e)
         return 2

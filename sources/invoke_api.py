@@ -18,7 +18,7 @@ from router.api.body import Refusal, take_body
 from router.asyncq.runner import MAX_ASYNC_PAYLOAD
 from router.intake.intake import Unavailable
 from router.intake.invocation import MAX_SYNC_PAYLOAD, Invocation
-from router.run.pool import FunctionPool
+from router.run.pool import UNAVAILABLE, FunctionPool
 from router.run.registry import Registry, parse_function_name
 
 MAX_CLIENT_CONTEXT = 3583  # bytes of base64, as Lambda allows
@@ -101,7 +101,7 @@ def parse_call(request: web.BaseRequest, registry: Registry, text: str, body: by
         return aws_error(404, "ResourceNotFoundException",
                          f"Function not found: {arn}" + (f":{qualifier}" if qualifier else ""))
     if pool.unavailable is not None:  # its image could not be had: Lambda's answer for a Failed one
-        return aws_error(409, "CodeArtifactUserFailedException",
+        return aws_error(409, UNAVAILABLE,
                          f"Lambda failed to prepare the function's image: {pool.unavailable}")
     headers = request.headers
     invocation_type = headers.get("X-Amz-Invocation-Type", "RequestResponse")

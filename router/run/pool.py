@@ -32,7 +32,7 @@ from router.run.capacity import Capacity
 from router.run.funclog import FunctionLogs
 from router.run.isolation import Isolation
 from router.run.scaling import Snapshot, plan
-from router.store.images import Launch, launch, read_settings
+from router.store.images import IMAGE_PATH, Launch, launch, read_settings
 from router.store.opt import opt_folder
 from workers.bootstrap import INIT_FAILED
 from workers.forkserver import (
@@ -56,7 +56,6 @@ log = logging.getLogger("headwater.pool")
 INIT_TIMEOUT_S = 10.0  # Lambda's limit on the init phase
 INIT_RETRY_S = (1.0, 60.0)  # back-off between init attempts after a failure: first, most
 UNAVAILABLE = "CodeArtifactUserFailedException"  # Lambda's, for a function whose image failed
-IMAGE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # an image's without ENV PATH
 
 
 class InitFailure(msgspec.Struct):

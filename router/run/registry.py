@@ -40,6 +40,7 @@ from router.run.images import cache_of, resolve
 from router.run.isolation import Isolation
 from router.run.pool import FunctionPool
 from router.store import opt
+from router.store.images import Images
 from router.store.layers import LayerStore, version_arn
 from router.store.store import Deployed, Store, stamp
 from sources.mappings import Mappings
@@ -92,9 +93,12 @@ def route_table(config: Config) -> RouteTable:
 
 class Registry:
     def __init__(self, config: Config, environ: Mapping[str, str],
-                 image_failures: Mapping[str, str] | None = None) -> None:
+                 image_failures: Mapping[str, str] | None = None,
+                 images: Images | None = None) -> None:
         self.config = config
-        self.images = cache_of(config)
+        # One image cache for the daemon (the one the start fetched with, if it did): its
+        # record of what each reference named is written under one lock.
+        self.images = images if images is not None else cache_of(config)
         # Why the image of a config file's image function could not be had (it is then Failed).
         self.image_failures = dict(image_failures or {})
         self.metrics = Metrics()
@@ -243,7 +247,8 @@ class Registry:
         done: list[str] = []
         # [images] applies at once: the config file's images are fetched with it, and so are
         # the API's from here on.
-        self.images = cache_of(config)
+        self.images.registries = config.images.registries
+        self.images.timeout_s = config.images.pull_timeout_s
         config, self.image_failures = await resolve(config, self.images)
         kept = {f.name: f for f in self.config.functions}
         wanted = {f.name: f for f in config.functions}

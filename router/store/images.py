@@ -41,6 +41,8 @@ MOUNT_POINTS = ("proc", "dev", "tmp", ".headwater")
 # Host files bound over the image's own (as a container runtime does), so names resolve.
 ETC_FILES = ("etc/resolv.conf", "etc/hosts")
 
+# An image's PATH when its ENV has none: what its workers get and its entry point is looked up on.
+IMAGE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 class ImageError(Exception):
     """An image that cannot be fetched or run; the message says why in one line, and
@@ -254,7 +256,7 @@ def entrypoint_problem(root: Path, run: Launch, env: dict[str, str]) -> str | No
     if "/" in program:
         candidates = [program if program.startswith("/") else f"{run.cwd}/{program}"]
     else:
-        candidates = [f"{d}/{program}" for d in env.get("PATH", "/usr/bin:/bin").split(":") if d]
+        candidates = [f"{d}/{program}" for d in env.get("PATH", IMAGE_PATH).split(":") if d]
     for candidate in candidates:
         host = inside(root, candidate)
         if host is not None and host.is_file():

@@ -232,6 +232,9 @@ async def check_image_launch(fn: FunctionConfig) -> None:
         raise Invalid(f"ImageConfig: {e}") from None
 
 
+NO_IMAGE_LAYERS = ("Layers: not supported for functions of PackageType Image (the image holds "
+                   "what they would)")
+
 def code_size(registry: Registry, arn: str) -> int:
     version = registry.layers.referenced(arn)
     return 0 if version is None else version.code_size
@@ -455,8 +458,7 @@ async def create_function(request: web.BaseRequest, registry: Registry, _: str,
             raise Invalid('PackageType: an Image function runs in the sandbox, which this daemon '
                           'does not have ([sandbox] mode = "none")')
         if package == "Image" and payload.get("Layers"):
-            raise Invalid("Layers: not supported for functions of PackageType Image (the image holds "
-                              "what they would)")
+            raise Invalid(NO_IMAGE_LAYERS)
         fn = apply_settings(FunctionConfig(name=name, handler="" if uri else "x.y",
                                            image=str(uri or ""), url=FunctionUrl(enabled=False)),
                             payload)
@@ -620,8 +622,7 @@ async def update_configuration(request: web.BaseRequest, body: bytes, registry: 
         function = apply_settings(deployed.function, payload)
         if function.image:
             if payload.get("Layers"):
-                raise Invalid("Layers: not supported for functions of PackageType Image (the "
-                              "image holds what they would)")
+                raise Invalid(NO_IMAGE_LAYERS)
             if "ImageConfig" in payload or "Environment" in payload:
                 await check_image_launch(function)
         elif "Layers" in payload:

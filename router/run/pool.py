@@ -149,10 +149,11 @@ def spec_limits(fn: FunctionConfig, config: Config, environ: dict[str, str]) -> 
 
 
 def worker_command(launcher: Launcher, code: str, opt: str) -> tuple[str, ...]:
-    """What each worker execs: the launcher's command, or, for a runtime whose entry the package
-    may leave to a layer (a custom runtime's bootstrap), the layer's ``/opt/bootstrap`` when the
+    """What each worker execs: the launcher's command, or, for one that execs a file of the
+    package ("{task}/bootstrap": a custom runtime's), the layers' ``/opt/bootstrap`` when the
     package has none and a layer has one, as Lambda looks for it."""
-    entry = launcher.layer_entry
+    first = launcher.worker[0] if launcher.worker else ""
+    entry = first.removeprefix("{task}/") if first.startswith("{task}/") else ""
     if (entry and opt and not os.path.lexists(os.path.join(code, entry))
             and os.path.lexists(os.path.join(opt, entry))):
         return (f"{{opt}}/{entry}", *launcher.worker[1:])

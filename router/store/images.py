@@ -40,9 +40,9 @@ MAX_LINK_HOPS = 40
 MOUNT_POINTS = ("proc", "dev", "tmp", ".headwater")
 # Host files bound over the image's own (as a container runtime does), so names resolve.
 ETC_FILES = ("etc/resolv.conf", "etc/hosts")
-
 # An image's PATH when its ENV has none: what its workers get and its entry point is looked up on.
 IMAGE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
 
 class ImageError(Exception):
     """An image that cannot be fetched or run; the message says why in one line, and

@@ -169,10 +169,14 @@ class LayerStore:
         self.layers[name] = layer
         return version
 
+    def _find(self, name: str, number: int) -> LayerVersion | None:
+        """A version, deleted or not."""
+        layer = self.layers.get(name)
+        return layer.version(number) if layer is not None else None
+
     def get(self, name: str, number: int) -> LayerVersion | None:
         """A version the API shows (not deleted)."""
-        layer = self.layers.get(name)
-        found = layer.version(number) if layer is not None else None
+        found = self._find(name, number)
         return None if found is None or found.deleted else found
 
     def referenced(self, arn: str) -> LayerVersion | None:
@@ -181,8 +185,7 @@ class LayerStore:
         parsed = parse_version_arn(arn)
         if parsed is None:
             return None
-        layer = self.layers.get(parsed[2])
-        found = layer.version(parsed[3]) if layer is not None else None
+        found = self._find(parsed[2], parsed[3])
         if found is None or not content_folder(self.data_dir, parsed[2], parsed[3]).is_dir():
             return None
         return found
@@ -190,12 +193,11 @@ class LayerStore:
     def delete(self, name: str, number: int) -> bool:
         """Take a version out of the API; whether it was there. Its folder stays for the caller
         to ``remove`` once no function names it."""
-        layer = self.layers.get(name)
-        found = layer.version(number) if layer is not None else None
-        if layer is None or found is None or found.deleted:
+        found = self._find(name, number)
+        if found is None or found.deleted:
             return False
         found.deleted = True
-        self._save(layer)
+        self._save(self.layers[name])
         return True
 
     def remove(self, name: str, number: int) -> None:

@@ -32,12 +32,9 @@ class Launcher(msgspec.Struct, frozen=True):
     # /var/runtime, which is LAMBDA_RUNTIME_DIR (an image's sandbox: under HOST_DIR, by path).
     files: tuple[str, ...] = ()
     # Where the runtime looks into a function's layers, as Lambda's does: each variable with the
-    # folders under /opt it lists, searched before any the variable had (PATH and LD_LIBRARY_PATH,
+    # folders under /opt it lists, searched after any the variable had (PATH and LD_LIBRARY_PATH,
     # /opt/bin and /opt/lib, are every runtime's).
     layer_paths: dict[str, tuple[str, ...]] = {}
-    # The file of ``worker``'s "{task}/FILE" that a layer may bring instead, at /opt/FILE, when the
-    # package has none ("bootstrap": a custom runtime published as a layer).
-    layer_entry: str = ""
     # What runs ``executable`` in front of it: an image's sandbox starts the daemon's Python
     # through the host's dynamic loader (see workers.runtimes.image).
     loader: tuple[str, ...] = ()

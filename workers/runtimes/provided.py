@@ -14,4 +14,4 @@ PATTERN = r"provided(\.al2|\.al2023)?"
 
 def probe(runtime: str, path: str | None = None) -> Launcher:
     return Launcher(runtime, BASE_PYTHON, BASE_FOLDERS,
-                    worker=("{task}/bootstrap",), layer_entry="bootstrap")
+                    worker=("{task}/bootstrap",))

@@ -773,7 +773,7 @@ def image_problem(fn: FunctionConfig, sandbox: SandboxConfig) -> str | None:
     try:
         parse_reference(fn.image, local=True)
     except ImageError as e:
-        return str(e) if str(e).startswith("image:") else f"image: {e}"
+        return str(e)  # the config's references' messages name "image:" themselves
     overrides = fn.image_config
     if overrides is not None and overrides.working_directory and \
             not overrides.working_directory.startswith("/"):

@@ -82,7 +82,7 @@ def layers_problem(arns: list[str], region: str, account: str) -> str | None:
         return f"Cannot reference more than {MAX_LAYERS} layers."
     names: set[str] = set()
     for arn in arns:
-        parsed = parse_version_arn(arn) if isinstance(arn, str) else None
+        parsed = parse_version_arn(arn)
         if parsed is None:
             return (f"Layers: {arn!r} is not a layer version ARN "
                     "(arn:aws:lambda:REGION:ACCOUNT:layer:NAME:VERSION)")

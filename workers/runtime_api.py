@@ -89,18 +89,17 @@ def error_payload(error_type: str, body: bytes) -> bytes:
                        "errorType": error_type}).encode()
 
 
-def trailer_error(trailers: dict[str, str]) -> tuple[str, bytes] | None:
-    """The error a streamed response ended with, from its trailers: (type, error object)."""
+def trailer_error(trailers: dict[str, str]) -> tuple[str | None, bytes] | None:
+    """The error a streamed response ended with, from its trailers: the type they name, and the
+    body, as a posted error's header and body would be."""
     error_type = trailers.get("lambda-runtime-function-error-type")
     encoded = trailers.get("lambda-runtime-function-error-body")
     if not error_type and encoded is None:
         return None
     try:
-        body = base64.b64decode(encoded or "", validate=True)
+        return error_type, base64.b64decode(encoded or "", validate=True)
     except binascii.Error:
-        body = (encoded or "").encode()
-    error_type = error_type_of(error_type, body)
-    return error_type, error_payload(error_type, body)
+        return error_type, (encoded or "").encode()
 
 
 class StreamedResponse:
@@ -137,21 +136,16 @@ class StreamedResponse:
             api_error(self.connection, 403, "InvalidStateTransition",
                       f"invocation {self.request_id} has ended already")
             return
-        worker = self.worker
         failed = trailer_error(trailers)
         if failed is None:
-            result = Result(ok=True, error_type=None, max_memory_mb=worker.peak_mb(),
-                            output_pending=False, payload=msgspec.Raw(b""))
+            self.worker._complete(self.connection, True, b"")
         else:
-            result = Result(ok=False, error_type=failed[0], max_memory_mb=worker.peak_mb(),
-                            output_pending=False, payload=msgspec.Raw(failed[1]))
-        self.connection.respond(202, OK)
-        worker._finish(result)
+            self.worker._complete(self.connection, False, failed[1], failed[0])
 
     def lost(self) -> None:
         # Most often the worker is dying (killed at its deadline, or crashed), and its exit is what
         # ends the invocation; a runtime that lives on without finishing is given the same moment.
-        asyncio.get_running_loop().call_later(EXIT_REPORT_S, self._truncated)
+        self.worker._loop.call_later(EXIT_REPORT_S, self._truncated)
 
     def _truncated(self) -> None:
         if self._current() and self.worker.state == "busy":
@@ -297,11 +291,17 @@ class ApiWorker(Worker):
             api_error(connection, 413, "RequestEntityTooLarge",
                       f"a response may be at most {protocol.MAX_RESPONSE} bytes")
             return
+        self._complete(connection, ok, body, request.headers.get("lambda-runtime-function-error-type"))
+
+    def _complete(self, connection: Connection, ok: bool, body: bytes,
+                  header_type: str | None = None) -> None:
+        """The invocation answered, whole or streamed: ``body`` its response or, not ``ok``, the
+        error the runtime sent, of the type ``header_type`` names; the runtime gets its 202."""
         if ok:
             result = Result(ok=True, error_type=None, max_memory_mb=self.peak_mb(),
                             output_pending=False, payload=msgspec.Raw(body))
         else:
-            error_type = error_type_of(request.headers.get("lambda-runtime-function-error-type"), body)
+            error_type = error_type_of(header_type, body)
             result = Result(ok=False, error_type=error_type, max_memory_mb=self.peak_mb(),
                             output_pending=False, payload=msgspec.Raw(error_payload(error_type, body)))
         connection.respond(202, OK)

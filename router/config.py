@@ -387,8 +387,10 @@ class Config(Struct, frozen=True, forbid_unknown_fields=True):
 
 
 def load(path: str | Path, environ: Mapping[str, str] | None = None,
-         listen: str | None = None) -> Config:
-    """Read, validate and resolve a config file. Raises ``ConfigError``."""
+         listen: str | None = None, log_format: str | None = None,
+         log_level: str | None = None) -> Config:
+    """Read, validate and resolve a config file, with the command line's values (``None``: not
+    given) over the file's. Raises ``ConfigError``."""
     path = Path(path)
     try:
         raw = tomllib.loads(path.read_text())
@@ -396,11 +398,12 @@ def load(path: str | Path, environ: Mapping[str, str] | None = None,
         raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
-    return parse(raw, path.resolve().parent, environ or {}, listen)
+    return parse(raw, path.resolve().parent, environ or {}, listen, log_format, log_level)
 
 
 def parse(raw: dict[str, Any], base: Path, environ: Mapping[str, str],
-          listen: str | None = None) -> Config:
+          listen: str | None = None, log_format: str | None = None,
+          log_level: str | None = None) -> Config:
     try:
         config = msgspec.convert(raw, Config)
     except msgspec.ValidationError as e:
@@ -408,6 +411,8 @@ def parse(raw: dict[str, Any], base: Path, environ: Mapping[str, str],
     server = msgspec.structs.replace(
         config.server,
         listen=listen or environ.get("HEADWATER_LISTEN") or config.server.listen,
+        log_format=log_format or config.server.log_format,
+        log_level=log_level or config.server.log_level,
         data_dir=str(_data_dir(base, environ, config.server.data_dir)),
         tls_cert=config.server.tls_cert and str(base / config.server.tls_cert),
         tls_key=config.server.tls_key and str(base / config.server.tls_key))

@@ -163,8 +163,6 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
 
 
 def cmd_serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    import msgspec
-
     from router import config as config_module  # the daemon's imports stay out of the client
     from router.logs.format import Clock, decide, install
 
@@ -173,11 +171,8 @@ def cmd_serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     def read() -> config_module.Config:  # at start and at SIGHUP; raises ConfigError
-        config = config_module.load(args.config, environ, listen=args.listen)
-        server = config.server
-        return msgspec.structs.replace(config, server=msgspec.structs.replace(
-            server, log_format=args.log_format or server.log_format,
-            log_level=args.log_level or server.log_level))
+        return config_module.load(args.config, environ, listen=args.listen,
+                                  log_format=args.log_format, log_level=args.log_level)
 
     try:
         config = read()

@@ -166,7 +166,7 @@ def image_spec(fn: FunctionConfig, config: Config, environ: dict[str, str],
     is the image's rootfs (``fn.code`` is its cache folder; "" while it has none, and then the
     pool is unavailable and starts nothing)."""
     limits = spec_limits(fn, config, environ)
-    if not (Path(fn.code) / "image.json").is_file() if fn.code else True:
+    if not fn.code or not (Path(fn.code) / "image.json").is_file():
         return WorkerSpec(python="", env={}, cwd="/", fork=False, command=("",), **limits)
     run = launch(read_settings(Path(fn.code)), fn.image_config)
     launcher = image_launcher(run.argv)

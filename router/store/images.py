@@ -368,14 +368,14 @@ class Images:
             manifest = self._run(inspect_argv(source, self.registries, auth), "skopeo", staging)
             digest = hashlib.sha256(manifest).hexdigest()
             folder = self.root / digest
-            if not (folder / "image.json").is_file():
-                self._unpack(source, auth, staging, digest)
-            settings = read_settings(folder if (folder / "image.json").is_file() else
-                                     staging / "bundle")
-            check_launch(folder if folder.is_dir() else staging / "bundle", settings, overrides, env)
-            if not folder.is_dir():
+            if (folder / "image.json").is_file():
+                unpacked, settings = folder, read_settings(folder)
+            else:
+                unpacked, settings = staging / "bundle", self._unpack(source, auth, staging, digest)
+            check_launch(unpacked, settings, overrides, env)
+            if unpacked != folder:
                 try:
-                    os.rename(staging / "bundle", folder)
+                    os.rename(unpacked, folder)
                 except OSError:  # the same image, unpacked by a concurrent fetch: theirs is kept
                     if not (folder / "image.json").is_file():
                         raise
@@ -396,7 +396,9 @@ class Images:
             f.write(data)
         return str(path)
 
-    def _unpack(self, source: Source, auth: str | None, staging: Path, digest: str) -> None:
+    def _unpack(self, source: Source, auth: str | None, staging: Path,
+                digest: str) -> ImageSettings:
+        """The image copied and unpacked into ``staging/bundle``, and its settings."""
         layout = str(staging / "layout")
         self._run(copy_argv(pinned(source, digest), self.registries, auth, layout), "skopeo",
                   staging)
@@ -408,6 +410,7 @@ class Images:
                 leftover.unlink()
         prepare_rootfs(bundle / "rootfs")
         (bundle / "image.json").write_bytes(msgspec.json.encode(settings))
+        return settings
 
     @staticmethod
     def _config_blob(layout: Path) -> bytes:

@@ -23,7 +23,7 @@ from router.api.management import (
     Invalid,
     authenticated,
     bad_request,
-    page_of,
+    paged,
     parse_json,
     unimplemented,
     zip_of,
@@ -187,14 +187,6 @@ def filters(request: web.BaseRequest) -> tuple[str | None, str | None]:
     if architecture is not None and architecture not in ARCHITECTURES:
         raise Invalid(f"CompatibleArchitecture: expected one of {', '.join(ARCHITECTURES)}")
     return runtime, architecture
-
-
-def paged(request: web.BaseRequest, key: str, items: list[dict[str, Any]]) -> web.Response:
-    start, size = page_of(request)
-    listing: dict[str, Any] = {key: items[start:start + size]}
-    if start + size < len(items):
-        listing["NextMarker"] = str(start + size)
-    return web.json_response(listing)
 
 
 @authenticated(NO_BODY, "ListLayerVersions")

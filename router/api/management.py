@@ -538,20 +538,25 @@ def page_of(request: web.BaseRequest) -> tuple[int, int]:
     return start, size
 
 
+def paged(request: web.BaseRequest, key: str, items: list[Any],
+          render: Callable[[Any], Any] = lambda item: item) -> web.Response:
+    """The page of ``items`` that Marker and MaxItems ask for, each ``render``ed (only the page's),
+    with NextMarker when more follow; ``Invalid`` if the paging is bad."""
+    start, size = page_of(request)
+    listing: dict[str, Any] = {key: [render(item) for item in items[start:start + size]]}
+    if start + size < len(items):
+        listing["NextMarker"] = str(start + size)
+    return web.json_response(listing)
+
+
 @authenticated(NO_BODY, "ListFunctions")
 async def list_functions(request: web.BaseRequest, registry: Registry, _: str,
                          body: bytes) -> web.Response:
-    names = sorted(registry.deployed)
     try:
-        start, size = page_of(request)
+        return paged(request, "Functions", sorted(registry.deployed),
+                     lambda name: configuration(registry, registry.deployed[name]))
     except Invalid as e:
         return bad_request(str(e))
-    page = names[start:start + size]
-    listing: dict[str, Any] = {"Functions": [configuration(registry, registry.deployed[n])
-                                          for n in page]}
-    if start + size < len(names):
-        listing["NextMarker"] = str(start + size)
-    return web.json_response(listing)
 
 
 

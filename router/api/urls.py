@@ -24,7 +24,7 @@ from router.api.management import (
     Invalid,
     bad_request,
     changed,
-    page_of,
+    paged,
     read_json,
     readable,
     writable,
@@ -192,13 +192,9 @@ async def get_url(request: web.BaseRequest, body: bytes, registry: Registry,
 @readable("ListFunctionUrlConfigs")
 async def list_urls(request: web.BaseRequest, body: bytes, registry: Registry,
                     deployed: Deployed) -> web.Response:
+    configs = [url_config(request, registry, deployed)] if deployed.function.url.enabled else []
     try:
-        start, size = page_of(request)
+        return paged(request, "FunctionUrlConfigs", configs)
     except Invalid as e:
         return bad_request(str(e))
-    configs = [url_config(request, registry, deployed)] if deployed.function.url.enabled else []
-    listing: dict[str, Any] = {"FunctionUrlConfigs": configs[start:start + size]}
-    if start + size < len(configs):
-        listing["NextMarker"] = str(start + size)
-    return web.json_response(listing)
 

@@ -41,6 +41,8 @@ SANDBOX_UID = 993  # the uid a function sees when the sandbox maps one (Lambda's
 ETC_FILES = ("/etc/resolv.conf", "/etc/hosts", "/etc/nsswitch.conf", "/etc/host.conf",
              "/etc/ld.so.cache", "/etc/localtime", "/etc/ssl", "/etc/ca-certificates",
              "/etc/alternatives", "/etc/mime.types", "/etc/protocols", "/etc/services")
+# Host files bound over an image's own (as a container runtime does), so that names resolve.
+IMAGE_ETC_FILES = ("/etc/resolv.conf", "/etc/hosts")
 MERGED_USR = ("bin", "lib", "lib64", "lib32", "libx32", "sbin")
 
 
@@ -130,7 +132,7 @@ def _image_root(sandbox: Sandbox) -> list[str]:
     nothing can be created in it); the host's resolver files over its own; the fork server's
     interpreter and libraries under HOST_DIR, on a tmpfs made read-only once they are bound."""
     args = ["--ro-bind", sandbox.root, "/"]
-    for path in ("/etc/resolv.conf", "/etc/hosts"):
+    for path in IMAGE_ETC_FILES:
         # Only over a plain file of the image's: its links are resolved on the host here.
         inside = [Path(sandbox.root, "etc"), Path(sandbox.root, path.lstrip("/"))]
         if Path(path).exists() and not any(p.is_symlink() for p in inside) and inside[1].is_file():

@@ -37,7 +37,14 @@ from router.config import (
 )
 from router.run.registry import Handler, Registry, parse_function_name
 from router.store import archive
-from router.store.images import LOCAL_TRANSPORTS, ImageError, Overrides, check_launch, read_settings
+from router.store.images import (
+    LOCAL_TRANSPORTS,
+    ImageError,
+    Overrides,
+    check_launch,
+    read_settings,
+    untagged,
+)
 from router.store.layers import layers_problem, parse_version_arn, tree_size, unzipped_size
 from router.store.store import Deployed, stamp
 from workers.runtimes import EXAMPLES, BadRuntime, probe
@@ -512,7 +519,7 @@ async def get_function(request: web.BaseRequest, body: bytes, registry: Registry
     if fn.image:
         name = fn.image.removeprefix("docker://").partition("@")[0]
         if not fn.image.startswith(LOCAL_TRANSPORTS):
-            name = re.sub(r":[^:/]+$", "", name)
+            name = untagged(name)
         code = {"RepositoryType": "ECR", "ImageUri": fn.image}
         if digest := image_digest(fn):
             code["ResolvedImageUri"] = f"{name}@sha256:{digest}"

@@ -28,6 +28,8 @@ from pathlib import Path, PurePosixPath
 
 import msgspec
 
+from workers.sandbox import HOST_DIR, IMAGE_ETC_FILES
+
 # A registry reference: [host[:port]/]path[:tag][@sha256:hex], as docker and skopeo take one.
 _REFERENCE = re.compile(
     r"(?P<name>(?:(?P<host>[A-Za-z0-9.-]+(?::\d{1,5})?|\[[0-9A-Fa-f:]+\](?::\d{1,5})?)/)?"
@@ -37,9 +39,7 @@ LOCAL_TRANSPORTS = ("oci:", "docker-archive:")
 TIMEOUT_S = 300.0  # a pull that takes longer is given up
 MAX_LINK_HOPS = 40
 # Mount points the sandbox needs in an image's read-only root; made at unpack if the image lacks them.
-MOUNT_POINTS = ("proc", "dev", "tmp", ".headwater")
-# Host files bound over the image's own (as a container runtime does), so names resolve.
-ETC_FILES = ("etc/resolv.conf", "etc/hosts")
+MOUNT_POINTS = ("proc", "dev", "tmp", HOST_DIR.lstrip("/"))
 # An image's PATH when its ENV has none: what its workers get and its entry point is looked up on.
 IMAGE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -167,10 +167,15 @@ def pinned(source: Source, digest: str) -> Source:
     source as it is."""
     if not source.transport.startswith("docker://"):
         return source
-    name = source.transport.split("@", 1)[0]
+    return Source(f"{untagged(source.transport)}@sha256:{digest}", source.registry)
+
+
+def untagged(reference: str) -> str:
+    """A registry reference without its tag or digest: the repository, as ``…@sha256:`` takes it."""
+    name = reference.split("@", 1)[0]
     if name.rfind(":") > name.rfind("/"):  # a tag, not a registry's port
         name = name[:name.rfind(":")]
-    return Source(f"{name}@sha256:{digest}", source.registry)
+    return name
 
 
 def unpack_argv(layout: str, bundle: str) -> list[str]:
@@ -294,7 +299,7 @@ def prepare_rootfs(root: Path) -> None:
     if etc.is_symlink() or (etc.exists() and not etc.is_dir()):
         return  # the image's own; nothing is bound over it
     etc.mkdir(mode=0o755, exist_ok=True)
-    for name in ETC_FILES:
+    for name in (path.lstrip("/") for path in IMAGE_ETC_FILES):
         path = root / name
         if not path.is_symlink() and not path.exists():
             path.touch(mode=0o644)

@@ -63,6 +63,7 @@ def _matching(pattern: str, description: str) -> Any:
     return Annotated[str, Meta(pattern=f"^{pattern}\\Z", description=description)]
 
 
+DEFAULT_RUNTIME = f"python3.{sys.version_info.minor}"  # the router's own Python
 FunctionName = _matching(NAME_PATTERN, "a name of 1 to 64 letters, digits, '-' or '_'")
 Runtime = _matching(RUNTIME_PATTERN, f"a runtime such as {runtimes.EXAMPLES}")
 Handler = _matching(HANDLER_PATTERN, 'a handler such as "app.handler" (module.function)')
@@ -311,8 +312,7 @@ class FunctionConfig(Struct, frozen=True, forbid_unknown_fields=True):
     # has ``image`` (and after its fetch, ``code`` is the unpacked image's cache folder).
     handler: Handler = ""
     code: str = ""
-    # The router's own Python unless the function names another.
-    runtime: Runtime = f"python3.{sys.version_info.minor}"
+    runtime: Runtime = DEFAULT_RUNTIME
     memory_mb: _int(*MEMORY_MB) = 128
     timeout_s: _int(*TIMEOUT_S) = 3
     min_workers: _int(0, 1000) = 0

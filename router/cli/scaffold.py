@@ -9,12 +9,11 @@ so they are found the same way from a checkout and from an installed wheel.
 from __future__ import annotations
 
 import re
-import sys
 from importlib.resources import files
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
-from router.config import NAME_PATTERN
+from router.config import DEFAULT_RUNTIME, NAME_PATTERN
 from workers.runtimes import nodejs
 
 SKIPPED = ("__pycache__", ".pyc")
@@ -50,7 +49,7 @@ def launch_of(blueprint: str) -> tuple[str, str]:
         return "provided.al2023", "function.handler"
     if (root / "index.mjs").is_file():
         return nodejs.installed() or "nodejs20.x", "index.handler"
-    return f"python3.{sys.version_info.minor}", "app.handler"
+    return DEFAULT_RUNTIME, "app.handler"
 
 
 def create(name: str, blueprint: str, parent: Path) -> Path:

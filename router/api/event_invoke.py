@@ -22,7 +22,6 @@ from router.api.awserror import aws_error
 from router.api.management import (
     NO_BODY,
     Invalid,
-    bad_request,
     read_json,
     readable,
     refuse_unimplemented,
@@ -109,11 +108,8 @@ def _write(replace: bool) -> Any:
                       deployed: Deployed) -> web.Response:
         if (problem := qualifier_problem(request)) is not None:
             return problem
-        try:
-            base = AsyncInvoke() if replace else deployed.function.async_
-            settings = apply(base, read_json(body))
-        except Invalid as e:
-            return bad_request(str(e))
+        base = AsyncInvoke() if replace else deployed.function.async_
+        settings = apply(base, read_json(body))
         return save(registry, deployed, settings)
     return handler
 

@@ -128,14 +128,12 @@ def publish_settings(body: dict[str, Any]) -> LayerVersion:
 async def publish(request: web.BaseRequest, registry: Registry, text: str,
                   body: bytes) -> web.Response:
     server = registry.config.server
+    name = layer_name(server, text)
+    payload = await parse_json(body)
+    settings = publish_settings(payload)
+    data = zip_of(payload.get("Content"), "Content")
     try:
-        name = layer_name(server, text)
-        payload = await parse_json(body)
-        settings = publish_settings(payload)
-        data = zip_of(payload.get("Content"), "Content")
         staged, content = await asyncio.to_thread(registry.layers.unpack, name, data)
-    except Invalid as e:
-        return bad_request(str(e))
     except archive.ArchiveError as e:  # nothing of it is left on disk
         return bad_request(f"Content.ZipFile: {e}")
     settings.code_sha256, settings.code_size = content.code_sha256, content.code_size
@@ -155,10 +153,7 @@ def _version_of(registry: Registry, text: str) -> tuple[str, int]:
 @authenticated(NO_BODY, "GetLayerVersion")
 async def get_version(request: web.BaseRequest, registry: Registry, text: str,
                       body: bytes) -> web.Response:
-    try:
-        name, number = _version_of(registry, text)
-    except Invalid as e:
-        return bad_request(str(e))
+    name, number = _version_of(registry, text)
     version = registry.layers.get(name, number)
     if version is None:
         return not_found()
@@ -170,10 +165,7 @@ async def delete_version(request: web.BaseRequest, registry: Registry, text: str
                          body: bytes) -> web.Response:
     """204 whether or not the version exists, as Lambda answers; a function that uses it keeps
     its content."""
-    try:
-        name, number = _version_of(registry, text)
-    except Invalid as e:
-        return bad_request(str(e))
+    name, number = _version_of(registry, text)
     server = registry.config.server
     arn = version_arn(server.region, server.account_id, name, number)
     if registry.layers.delete(name, number) and arn not in registry.layers_in_use():
@@ -193,16 +185,12 @@ def filters(request: web.BaseRequest) -> tuple[str | None, str | None]:
 async def list_versions(request: web.BaseRequest, registry: Registry, text: str,
                         body: bytes) -> web.Response:
     server = registry.config.server
-    try:
-        name = layer_name(server, text)
-        runtime, architecture = filters(request)
-        layer = registry.layers.layers.get(name)
-        versions = [] if layer is None else [
-            listed(server, name, v) for v in reversed(layer.live())
-            if matches(v, runtime, architecture)]
-        return paged(request, "LayerVersions", versions)
-    except Invalid as e:
-        return bad_request(str(e))
+    name = layer_name(server, text)
+    runtime, architecture = filters(request)
+    layer = registry.layers.layers.get(name)
+    versions = [] if layer is None else [
+        listed(server, name, v) for v in reversed(layer.live()) if matches(v, runtime, architecture)]
+    return paged(request, "LayerVersions", versions)
 
 
 async def list_or_find(request: web.BaseRequest, registry: Registry, text: str) -> web.Response:
@@ -232,19 +220,15 @@ async def get_by_arn(request: web.BaseRequest, registry: Registry, _: str,
 async def list_layers(request: web.BaseRequest, registry: Registry, _: str,
                       body: bytes) -> web.Response:
     server = registry.config.server
-    try:
-        runtime, architecture = filters(request)
-        layers = []
-        for name in sorted(registry.layers.layers):
-            found = [v for v in registry.layers.layers[name].live()
-                     if matches(v, runtime, architecture)]
-            if found:
-                layers.append({"LayerName": name,
-                               "LayerArn": layer_arn(server.region, server.account_id, name),
-                               "LatestMatchingVersion": listed(server, name, found[-1])})
-        return paged(request, "Layers", layers)
-    except Invalid as e:
-        return bad_request(str(e))
+    runtime, architecture = filters(request)
+    layers = []
+    for name in sorted(registry.layers.layers):
+        found = [v for v in registry.layers.layers[name].live() if matches(v, runtime, architecture)]
+        if found:
+            layers.append({"LayerName": name,
+                           "LayerArn": layer_arn(server.region, server.account_id, name),
+                           "LatestMatchingVersion": listed(server, name, found[-1])})
+    return paged(request, "Layers", layers)
 
 
 # PREFIX/NAME/versions and PREFIX/NAME/versions/NUMBER, by method.

@@ -359,7 +359,7 @@ BodyHandler = Callable[[web.BaseRequest, Registry, str, bytes], Awaitable[web.Re
 
 def authenticated(limit: int, operation: str) -> Callable[[BodyHandler], Handler]:
     """Check the credentials, then read the body (up to the operation's ``limit``), then run the
-    handler with it."""
+    handler with it; an ``Invalid`` it raises is the caller's 400."""
 
     def wrap(handler: BodyHandler) -> Handler:
         @functools.wraps(handler)
@@ -369,7 +369,10 @@ def authenticated(limit: int, operation: str) -> Callable[[BodyHandler], Handler
                                        operation)
             except Refusal as e:
                 return e.response()
-            return await handler(request, registry, name, body)
+            try:
+                return await handler(request, registry, name, body)
+            except Invalid as e:
+                return bad_request(str(e))
 
         return checked
 
@@ -479,8 +482,6 @@ async def create_function(request: web.BaseRequest, registry: Registry, _: str,
             await registry.prepare_layers(layers)
             version, sha, size = await asyncio.to_thread(
                 lambda: registry.store.install_code(name, data, set()))
-    except Invalid as e:
-        return bad_request(str(e))
     except archive.ArchiveError as e:  # checked whole before anything was written
         return bad_request(f"Code.ZipFile: {e}")
     if registry.lookup(name) is not None:  # created by a concurrent request meanwhile
@@ -559,11 +560,8 @@ def paged(request: web.BaseRequest, key: str, items: list[Any],
 @authenticated(NO_BODY, "ListFunctions")
 async def list_functions(request: web.BaseRequest, registry: Registry, _: str,
                          body: bytes) -> web.Response:
-    try:
-        return paged(request, "Functions", sorted(registry.deployed),
-                     lambda name: configuration(registry, registry.deployed[name]))
-    except Invalid as e:
-        return bad_request(str(e))
+    return paged(request, "Functions", sorted(registry.deployed),
+                 lambda name: configuration(registry, registry.deployed[name]))
 
 
 
@@ -607,8 +605,6 @@ async def update_code(request: web.BaseRequest, body: bytes, registry: Registry,
             await check_zip_with_layers(registry, data, fn.layers)
             version, sha, size = await asyncio.to_thread(
                 lambda: registry.store.install_code(name, data, running))
-    except Invalid as e:
-        return bad_request(str(e))
     except archive.ArchiveError as e:
         return bad_request(f"ZipFile: {e}")
     if registry.deployed.get(name) is not deployed:
@@ -623,27 +619,24 @@ async def update_code(request: web.BaseRequest, body: bytes, registry: Registry,
 @writable(MAX_SETTINGS_BODY, "UpdateFunctionConfiguration")
 async def update_configuration(request: web.BaseRequest, body: bytes, registry: Registry,
                                deployed: Deployed) -> web.Response:
-    try:
-        payload = read_json(body)
-        refuse_unimplemented(payload, UPDATE_PARAMETERS)
-        if payload.get("RevisionId", deployed.revision_id) != deployed.revision_id:
-            return aws_error(412, "PreconditionFailedException",
-                             "The Revision Id provided does not match the latest Revision Id. "
-                             "Call the GetFunction/GetAlias API to retrieve the latest Revision Id")
-        revision = deployed.revision_id
-        function = apply_settings(deployed.function, payload)
-        if function.image:
-            if payload.get("Layers"):
-                raise Invalid(NO_IMAGE_LAYERS)
-            if "ImageConfig" in payload or "Environment" in payload:
-                await check_image_launch(function)
-        elif "Layers" in payload:
-            layers = new_layers(registry, payload["Layers"])
-            check_total_size(registry, await asyncio.to_thread(tree_size, function.code), layers)
-            await registry.prepare_layers(layers)
-            function = msgspec.structs.replace(function, layers=layers)
-    except Invalid as e:
-        return bad_request(str(e))
+    payload = read_json(body)
+    refuse_unimplemented(payload, UPDATE_PARAMETERS)
+    if payload.get("RevisionId", deployed.revision_id) != deployed.revision_id:
+        return aws_error(412, "PreconditionFailedException",
+                         "The Revision Id provided does not match the latest Revision Id. "
+                         "Call the GetFunction/GetAlias API to retrieve the latest Revision Id")
+    revision = deployed.revision_id
+    function = apply_settings(deployed.function, payload)
+    if function.image:
+        if payload.get("Layers"):
+            raise Invalid(NO_IMAGE_LAYERS)
+        if "ImageConfig" in payload or "Environment" in payload:
+            await check_image_launch(function)
+    elif "Layers" in payload:
+        layers = new_layers(registry, payload["Layers"])
+        check_total_size(registry, await asyncio.to_thread(tree_size, function.code), layers)
+        await registry.prepare_layers(layers)
+        function = msgspec.structs.replace(function, layers=layers)
     if registry.deployed.get(deployed.function.name) is not deployed:
         return aws_error(409, "ResourceConflictException",
                          f"Function {deployed.function.name} was deleted during the update")
@@ -692,10 +685,7 @@ def tagged(limit: int, operation: str) -> Callable[[FunctionHandler], Handler]:
 @authenticated(NO_BODY, "ListTags")
 async def list_tags(request: web.BaseRequest, registry: Registry, arn: str,
                     body: bytes) -> web.Response:
-    try:
-        deployed, name = _tagged(registry, arn)
-    except Invalid as e:
-        return bad_request(str(e))
+    deployed, name = _tagged(registry, arn)
     if deployed is None:
         return not_found(registry, name)
     return web.json_response({"Tags": deployed.tags})
@@ -704,14 +694,11 @@ async def list_tags(request: web.BaseRequest, registry: Registry, arn: str,
 @tagged(MAX_SETTINGS_BODY, "TagResource")
 async def tag_resource(request: web.BaseRequest, body: bytes, registry: Registry,
                        deployed: Deployed) -> web.Response:
-    try:
-        payload = read_json(body)
-        if "Tags" not in payload:
-            raise Invalid("Tags: required")
-        tags = deployed.tags | check_tags(payload["Tags"])
-        too_many_tags(tags)
-    except Invalid as e:
-        return bad_request(str(e))
+    payload = read_json(body)
+    if "Tags" not in payload:
+        raise Invalid("Tags: required")
+    tags = deployed.tags | check_tags(payload["Tags"])
+    too_many_tags(tags)
     deployed.tags = tags
     registry.store.save(deployed)
     return web.Response(status=204)

@@ -22,7 +22,6 @@ from router.api.management import (
     MAX_SETTINGS_BODY,
     NO_BODY,
     Invalid,
-    bad_request,
     changed,
     paged,
     read_json,
@@ -139,10 +138,7 @@ async def _write(request: web.BaseRequest, body: bytes, registry: Registry, depl
                          "FunctionUrlConfig exists for this Lambda function")
     if not creating and not exists:
         return no_url(registry, name)
-    try:
-        url = url_settings(registry, deployed.function.url, read_json(body), creating)
-    except Invalid as e:
-        return bad_request(str(e))
+    url = url_settings(registry, deployed.function.url, read_json(body), creating)
     now = now_text()
     deployed.function = msgspec.structs.replace(deployed.function, url=url)
     deployed.url_modified = now
@@ -193,8 +189,5 @@ async def get_url(request: web.BaseRequest, body: bytes, registry: Registry,
 async def list_urls(request: web.BaseRequest, body: bytes, registry: Registry,
                     deployed: Deployed) -> web.Response:
     configs = [url_config(request, registry, deployed)] if deployed.function.url.enabled else []
-    try:
-        return paged(request, "FunctionUrlConfigs", configs)
-    except Invalid as e:
-        return bad_request(str(e))
+    return paged(request, "FunctionUrlConfigs", configs)
 
